@@ -1,0 +1,207 @@
+"""Credentials: a Personal Access Token or a password login, and the token manager.
+
+All durations are in seconds, on the running event loop's clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeAlias
+
+import anyio
+
+__all__ = [
+    "Auth",
+    "CredentialsRejected",
+    "PasswordAuth",
+    "PersonalAccessToken",
+    "Secret",
+    "TokenManager",
+]
+
+#: The documented minimum lifetime of a login token, assumed when the token says nothing.
+DEFAULT_TOKEN_LIFETIME = 300.0
+
+PatHeader: TypeAlias = Literal["x-access-token", "bearer"]
+
+
+class Secret:
+    """A string that never shows itself: not in repr, str, f-strings, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a credential must be a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the one place that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class CredentialsRejected(Exception):
+    """The server refused the credentials; nothing more can be sent with them."""
+
+
+class PersonalAccessToken:
+    """A Personal Access Token: sent as is with every call, never exchanged.
+
+    Args:
+        token: the token from Navigatr's User Settings.
+        header: `"x-access-token"` (current docs) or `"bearer"` (`Authorization: Bearer`,
+            the previous docs).
+    """
+
+    __slots__ = ("header", "token")
+
+    def __init__(self, token: str | Secret, *, header: PatHeader = "x-access-token") -> None:
+        if header not in ("x-access-token", "bearer"):
+            raise ValueError(f"header must be 'x-access-token' or 'bearer', got {header!r}")
+        self.token = token if isinstance(token, Secret) else Secret(token)
+        self.header: PatHeader = header
+
+    def headers(self) -> dict[str, str]:
+        """The header that carries the token."""
+        if self.header == "bearer":
+            return {"Authorization": f"Bearer {self.token.reveal()}"}
+        return {"X-Access-Token": self.token.reveal()}
+
+    def __repr__(self) -> str:
+        return f"PersonalAccessToken(token=Secret('********'), header={self.header!r})"
+
+
+class PasswordAuth:
+    """A username and password, exchanged at `POST /v1/token` for short-lived tokens."""
+
+    __slots__ = ("password", "username")
+
+    def __init__(self, username: str, password: str | Secret) -> None:
+        if not username:
+            raise ValueError("the username must not be empty")
+        self.username = username
+        self.password = password if isinstance(password, Secret) else Secret(password)
+
+    def __repr__(self) -> str:
+        return f"PasswordAuth(username={self.username!r}, password=Secret('********'))"
+
+
+Auth: TypeAlias = PersonalAccessToken | PasswordAuth
+
+#: Logs in once: returns the access token, or raises CredentialsRejected.
+Login: TypeAlias = Callable[[PasswordAuth], Awaitable[Secret]]
+
+
+def token_lifetime(token: str, *, now: float | None = None) -> float | None:
+    """How long a JWT says it lives, from its `exp` (and `iat`) claims; None if it is no JWT.
+
+    The signature is not checked: the server checks it, we only schedule a refresh.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+        exp = float(claims["exp"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None
+    # exp - iat is immune to a skewed clock, exp - now to whole-second rounding of the
+    # claims; the shorter of the two that makes sense is the safe one.
+    iat = claims.get("iat")
+    by_clock = exp - (time.time() if now is None else now)
+    by_claims = exp - float(iat) if isinstance(iat, int | float) else None
+    candidates = [x for x in (by_clock, by_claims) if x is not None and x > 0]
+    return min(candidates) if candidates else None
+
+
+class TokenManager:
+    """Holds a valid credential for every worker, refreshing it once for all of them.
+
+    A login token is refreshed when a quarter of its life (at most 30 s, at least `lead`)
+    is left, so that a request paced and sent now still arrives before it expires; a 401
+    refreshes it at once. Refreshes are single-flight: workers that need one at the same
+    moment share it.
+
+    Args:
+        auth: the credentials.
+        login: the call that exchanges a password for a token.
+        lead: seconds a refresh needs at least (a pacer slot and a round trip).
+    """
+
+    def __init__(self, auth: Auth, login: Login, *, lead: float = 1.0) -> None:
+        self._auth = auth
+        self._login = login
+        self._lead = lead
+        self._lock = anyio.Lock()
+        self._token: Secret | None = None
+        self._expires_at = -float("inf")
+        self._lifetime = 0.0
+        self.generation = 0
+        self.refreshes = 0
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether a new credential can be had (a PAT cannot be refreshed)."""
+        return isinstance(self._auth, PasswordAuth)
+
+    def _remaining(self) -> float:
+        return self._expires_at - anyio.current_time()
+
+    def _needs_refresh(self) -> bool:
+        if not isinstance(self._auth, PasswordAuth):
+            return False
+        ahead = min(30.0, max(self._lifetime / 4, min(self._lead, self._lifetime / 2)))
+        return self._token is None or self._remaining() < ahead
+
+    async def ensure_fresh(self) -> None:
+        """Refresh the token now if it is missing or close to expiry."""
+        if self._needs_refresh():
+            await self.refresh(self.generation)
+
+    async def refresh(self, seen: int) -> None:
+        """Get a new token, unless another worker already replaced generation `seen`."""
+        async with self._lock:
+            if self.generation != seen or not isinstance(self._auth, PasswordAuth):
+                return
+            started = anyio.current_time()
+            token = await self._login(self._auth)
+            lifetime = token_lifetime(token.reveal()) or DEFAULT_TOKEN_LIFETIME
+            self._token, self._lifetime = token, lifetime
+            # Counted from when the request left: the server's clock started no earlier.
+            self._expires_at = started + lifetime
+            self.generation += 1
+            self.refreshes += 1
+
+    def current(self, *, strict: bool = True) -> tuple[dict[str, str], int] | None:
+        """Headers for a request leaving now, with their generation.
+
+        Args:
+            strict: None when the token is about to expire (our estimate errs early);
+                otherwise the newest token whatever its age, and the server decides.
+        """
+        if isinstance(self._auth, PersonalAccessToken):
+            return self._auth.headers(), self.generation
+        if self._token is None:
+            return None
+        if strict and self._remaining() < min(5.0, self._lifetime / 10):
+            return None
+        return {"Authorization": f"Bearer {self._token.reveal()}"}, self.generation

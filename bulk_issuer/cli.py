@@ -1,0 +1,583 @@
+"""The command line: `bulk-issuer issue | sandbox | report`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+
+from . import __version__
+from .auth import Auth, PasswordAuth, PersonalAccessToken
+from .client import DEFAULT_BASE_URL, check_base_url
+from .engine import BadgeIssuer, FatalError
+from .journal import Journal, State, default_journal_path
+from .learners import InputError
+from .outcomes import Outcome, Status, Summary, json_lines_logger
+from .pacing import Rate
+from .readers import Dialect, ReadOptions, open_source
+from .results import FailuresWriter, SuccessWriter
+from .retry import RetryPolicy
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_ENV_HELP = """\
+credentials come from the environment, never from arguments:
+  NAVIGATR_PAT                 a Personal Access Token (recommended), or
+  NAVIGATR_USER, NAVIGATR_PASS a login exchanged for short-lived tokens
+  NAVIGATR_BASE_URL            the API root (default https://api.navigatr.app)
+
+exit status: 0 every learner holds the badge; 1 some failed or were invalid;
+2 usage error or unreadable input (nothing sent); 3 stopped by a fatal answer
+(credentials, badge not found or forbidden); 130 interrupted, stopped cleanly.
+"""
+
+
+class UsageError(Exception):
+    """A problem with the command as typed: exit 2, nothing sent."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "issue":
+            return _issue(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "sandbox":
+            from .sandbox.cli import config_from_args, serve_forever
+
+            config = config_from_args(args)
+            with contextlib.suppress(KeyboardInterrupt):
+                anyio.run(serve_forever, config, args.host, args.port)
+            return EXIT_OK
+    except (UsageError, InputError, ValueError) as exc:
+        print(f"bulk-issuer: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"bulk-issuer: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulk-issuer",
+        description="Issue a Navigatr badge to every learner of a cohort, safely and fast.",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    issue = commands.add_parser(
+        "issue",
+        help="issue a badge to every learner in a CSV or JSON Lines file",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    issue.add_argument("file", metavar="FILE", help="CSV or JSON Lines file of learners; - for stdin")
+    issue.add_argument("--badge", type=_badge_id, help="badge id (the number in its URL)")
+    issue.add_argument("--base-url", help=f"API root (default $NAVIGATR_BASE_URL or {DEFAULT_BASE_URL})")
+    issue.add_argument("--rate", default="5/2s", help="the server's limit, like 5/2s, 50/1s, 150/1m, or none (default 5/2s)")
+    issue.add_argument("--workers", type=_positive, help="concurrent learners (default: suits the rate)")
+    issue.add_argument("--journal", help="the SQLite journal that makes a rerun resume (default: beside FILE)")
+    issue.add_argument("--no-journal", action="store_true", help="keep no journal: a rerun will not know what was done")
+    issue.add_argument("--log", help="write JSON lines, one event per learner outcome, to this file")
+    issue.add_argument("--failures", help="write the rows not issued, with a reason column, to this file")
+    issue.add_argument("--successes", help="write row, email and assertion id of each issued learner to this CSV")
+    issue.add_argument("--dry-run", action="store_true", help="read and validate, report, send nothing")
+    issue.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    issue.add_argument("-v", "--verbose", action="count", default=0, help="say more (every outcome, retries)")
+    issue.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    issue.add_argument("--pat-header", choices=("x-access-token", "bearer"), default=os.environ.get("NAVIGATR_PAT_HEADER", "x-access-token"), help="how a PAT is sent (default X-Access-Token)")
+    issue.add_argument("--attempts", type=_positive, default=6, help="sends per learner before it counts as failed (default 6)")
+    issue.add_argument("--allow-duplicates", action="store_true", help="do not check who already holds the badge")
+    issue.add_argument("--delimiter", help="force the CSV delimiter (default: detected)")
+    issue.add_argument("--encoding", help="force the file's encoding (default: detected)")
+    issue.add_argument("--date-format", help="strptime format of date columns, e.g. %%d/%%m/%%Y")
+    issue.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help='use COLUMN for FIELD, e.g. --map recipient_email="Work Email" (repeatable)')
+    issue.add_argument("--require-consent", metavar="COLUMN", help="issue only rows whose COLUMN says yes/true/1")
+
+    report = commands.add_parser("report", help="what a journal holds; write results files")
+    report.add_argument("file", nargs="?", metavar="FILE", help="the input file, to find its default journal")
+    report.add_argument("--badge", type=_badge_id, help="the badge of that run")
+    report.add_argument("--journal", help="the journal to read")
+    report.add_argument("--failures", help="write the rows not issued (input columns + reason)")
+    report.add_argument("--successes", help="write row, email, assertion id of the issued learners")
+    report.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    sandbox = commands.add_parser("sandbox", help="serve a local stand-in for the Navigatr API")
+    from .sandbox.cli import add_arguments
+
+    add_arguments(sandbox)
+    return parser
+
+
+def _badge_id(text: str) -> int:
+    digits = text.rstrip("/").rsplit("/badge/", 1)[-1].split("/", 1)[0]
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"a badge id is a positive number like 51, got {text!r}")
+    return int(digits)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _credentials(pat_header: str) -> Auth:
+    pat = os.environ.get("NAVIGATR_PAT", "").strip()
+    user = os.environ.get("NAVIGATR_USER", "").strip()
+    password = os.environ.get("NAVIGATR_PASS", "")
+    if pat:
+        return PersonalAccessToken(pat, header="bearer" if pat_header == "bearer" else "x-access-token")
+    if user and password:
+        return PasswordAuth(user, password)
+    raise UsageError(
+        "no credentials: set NAVIGATR_PAT to a Personal Access Token, "
+        "or NAVIGATR_USER and NAVIGATR_PASS (never on the command line)"
+    )
+
+
+def _read_options(args: argparse.Namespace) -> ReadOptions:
+    column_map: dict[str, str] = {}
+    for item in args.map:
+        field, sep, column = item.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise UsageError(f"--map takes FIELD=COLUMN, like recipient_email=\"Work Email\"; got {item!r}")
+        column_map[field.strip()] = column.strip()
+    delimiter = args.delimiter
+    if delimiter is not None:
+        delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(delimiter.lower(), delimiter)
+        if len(delimiter) != 1:
+            raise UsageError(f"--delimiter takes one character (or tab), got {args.delimiter!r}")
+    return ReadOptions(
+        badge_id=args.badge,
+        delimiter=delimiter,
+        encoding=args.encoding,
+        date_format=args.date_format,
+        column_map=column_map,
+        require_consent=args.require_consent,
+    )
+
+
+def _issue(args: argparse.Namespace) -> int:
+    console = _Console(quiet=args.quiet, verbose=args.verbose)
+    options = _read_options(args)
+    rate = None if args.rate.strip().lower() in ("none", "unlimited", "0") else Rate.parse(args.rate)
+    base_url = check_base_url(args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL)
+    source_path = args.file
+    if source_path != "-" and not Path(source_path).is_file():
+        raise UsageError(f"cannot read {source_path}: no such file")
+    # Open the input once before anything is sent: a file that cannot be read at all is a
+    # usage error (exit 2), not a run that fails half-way.
+    with open_source(source_path, options) as probe:
+        dialect = probe.dialect
+    for note in dialect.notes:
+        console.note(f"{source_path}: {note}")
+    if args.no_journal or source_path == "-":
+        journal_path = Path(args.journal) if args.journal else None
+    else:
+        journal_path = Path(args.journal) if args.journal else default_journal_path(source_path, args.badge)
+    auth = None if args.dry_run else _credentials(args.pat_header)
+    total = _count_rows(source_path)
+
+    if not args.dry_run and args.badge is None and "badge_id" not in _norm_columns(dialect.columns):
+        raise UsageError("which badge? pass --badge ID (the number in the badge's URL)")
+    if not args.dry_run:
+        console.say(
+            f"Issuing badge {args.badge} to the learners in {source_path}"
+            f"{f' (about {total})' if total else ''} via {base_url} at {rate or 'no rate limit'}."
+        )
+        console.say(
+            f"Journal: {journal_path} (rerun the same command to resume)"
+            if journal_path
+            else "No journal: a rerun will not know what this run did."
+        )
+        if sys.stdin.isatty() and not args.yes and not _confirm():
+            console.say("Nothing sent.")
+            return EXIT_USAGE
+
+    journal = Journal(journal_path) if journal_path else None
+    if journal is not None:
+        journal.set_meta("dialect", _dialect_meta(dialect))
+        journal.set_meta("source", str(source_path))
+    results = _Results(args, dialect, source_path)
+    log_file: IO[str] | None = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
+    secrets = _secret_values(auth)
+    events = _Events(json_lines_logger(log_file, lambda: secrets) if log_file else None, console)
+
+    def on_outcome(outcome: Outcome) -> None:
+        console.outcome(outcome)
+        results.write(outcome)
+
+    issuer = BadgeIssuer(
+        auth=auth or PersonalAccessToken("dry-run-sends-nothing"),
+        base_url=base_url,
+        rate=rate,
+        workers=args.workers,
+        journal=journal,
+        policy=RetryPolicy(attempts=args.attempts),
+        allow_duplicates=args.allow_duplicates,
+        on_outcome=on_outcome,
+        logger=events,
+        read_options=options,
+    )
+    fatal: FatalError | None = None
+    summary = Summary()
+    try:
+        with console.progress(total, issuer) as _:
+            try:
+                summary = anyio.run(_run_issue, issuer, source_path, args.badge, args.dry_run)
+            except FatalError as exc:
+                fatal = exc
+                summary = exc.summary or Summary()
+    finally:
+        results.close()
+        if journal is not None:
+            journal.close()
+        if log_file is not None:
+            log_file.close()
+
+    console.summary(summary, args.badge, source_path, dry_run=args.dry_run)
+    if journal_path and not args.dry_run:
+        console.say(f"Journal: {journal_path}")
+    for line in results.paths():
+        console.say(line)
+    if fatal is not None:
+        console.error(f"stopped: {fatal}")
+        return EXIT_FATAL
+    if summary.interrupted:
+        console.error("interrupted: rerun the same command to finish; nothing will be sent twice")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+
+
+async def _run_issue(issuer: BadgeIssuer, source: str, badge_id: int | None, dry_run: bool) -> Summary:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_handle_signals, issuer, tg.cancel_scope)
+        async with issuer:
+            if dry_run:
+                summary = await issuer.dry_run(source, badge_id=badge_id)
+            else:
+                summary = await issuer.run(source, badge_id=badge_id)
+        tg.cancel_scope.cancel()
+    return summary
+
+
+async def _handle_signals(issuer: BadgeIssuer, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stopping = False
+        async for _ in signals:
+            if stopping:
+                # Every journal write is its own committed transaction: leaving now keeps it
+                # consistent, and the rerun asks the server about anything left `sending`.
+                print("\nbulk-issuer: stopped at once", file=sys.stderr)
+                os._exit(EXIT_INTERRUPTED)
+            stopping = True
+            print(
+                "\nbulk-issuer: stopping: no new learners, letting requests in flight finish "
+                "(press Ctrl-C again to quit now)",
+                file=sys.stderr,
+            )
+            issuer.stop()
+
+
+def _confirm() -> bool:
+    try:
+        answer = input("Continue? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _count_rows(source: str) -> int | None:
+    """About how many learners a file holds (lines minus the header), for the progress bar."""
+    if source == "-":
+        return None
+    with contextlib.suppress(OSError), open(source, "rb") as handle:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        return max(lines - (0 if source.endswith((".jsonl", ".ndjson")) else 1), 0) or None
+    return None
+
+
+def _norm_columns(columns: Sequence[str]) -> set[str]:
+    return {c.strip().lower().replace(" ", "_") for c in columns}
+
+
+def _secret_values(auth: Auth | None) -> list[str]:
+    if isinstance(auth, PersonalAccessToken):
+        return [auth.token.reveal()]
+    if isinstance(auth, PasswordAuth):
+        return [auth.password.reveal()]
+    return []
+
+
+def _dialect_meta(dialect: Dialect) -> dict[str, Any]:
+    return {
+        "format": dialect.format,
+        "encoding": dialect.encoding,
+        "delimiter": dialect.delimiter,
+        "columns": list(dialect.columns),
+    }
+
+
+def _dialect_from_meta(meta: object) -> Dialect:
+    data = meta if isinstance(meta, dict) else {}
+    return Dialect(
+        format=data.get("format", "csv"),
+        encoding=data.get("encoding", "utf-8"),
+        delimiter=data.get("delimiter", ","),
+        columns=tuple(data.get("columns", ())),
+        notes=(),
+    )
+
+
+class _Results:
+    """The failures and success files of an `issue` run, opened when first needed."""
+
+    def __init__(self, args: argparse.Namespace, dialect: Dialect, source: str) -> None:
+        self._dialect = dialect
+        self._failures_path = Path(args.failures) if args.failures else None
+        if self._failures_path is None and source != "-" and not args.dry_run:
+            # The rows not issued always land in a file an administrator can fix and rerun.
+            self._failures_path = Path(source).with_name(Path(source).stem + ".failures.csv")
+        self._successes_path = Path(args.successes) if args.successes else None
+        self._failures: FailuresWriter | None = None
+        self._successes: SuccessWriter | None = None
+        self._explicit_failures = bool(args.failures)
+        self.failed = 0
+
+    def write(self, outcome: Outcome) -> None:
+        if outcome.status in (Status.FAILED, Status.INVALID) and self._failures_path:
+            if self._failures is None:
+                self._failures = FailuresWriter(self._failures_path, self._dialect)
+            self._failures.write_fields(outcome.row, outcome.fields, outcome.reason or "")
+            self.failed += 1
+        elif outcome.status is Status.ISSUED and self._successes_path:
+            if self._successes is None:
+                self._successes = SuccessWriter(self._successes_path)
+            self._successes.write(outcome.row, outcome.email, outcome.assertion_id)
+
+    def close(self) -> None:
+        if self._failures is not None:
+            self._failures.close()
+        elif self._explicit_failures and self._failures_path is not None:
+            # Asked for, and nothing failed: an empty file with the header says so.
+            FailuresWriter(self._failures_path, self._dialect).close()
+        if self._successes is not None:
+            self._successes.close()
+
+    def paths(self) -> Iterator[str]:
+        if self.failed and self._failures_path:
+            yield f"Rows not issued ({self.failed}): {self._failures_path} (fix them and feed the file back)"
+        if self._successes is not None:
+            yield f"Issued: {self._successes_path}"
+
+
+class _Events:
+    """The engine's logger: JSON lines to `--log`, and a human line per event with `-v`."""
+
+    def __init__(self, json_log: Any, console: _Console) -> None:
+        self._json = json_log
+        self._console = console
+
+    def _event(self, level: str, event: str, **fields: Any) -> None:
+        if self._json is not None:
+            getattr(self._json, level)(event, **fields)
+        self._console.event(level, event, fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._event("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._event("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._event("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._event("error", event, **fields)
+
+
+class _Console:
+    """What a person sees: problems as they happen, a progress bar on a terminal, the summary."""
+
+    def __init__(self, *, quiet: bool, verbose: int) -> None:
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.verbose = verbose
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self._progress: Any = None
+        self._task: Any = None
+        self._retries = 0
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            self._print(text)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self._print(f"note: {text}")
+
+    def error(self, text: str) -> None:
+        self._print(f"bulk-issuer: {text}")
+
+    def _print(self, text: str) -> None:
+        target = self._progress.console if self._progress is not None else self.err
+        target.print(text, markup=False)
+
+    def outcome(self, outcome: Outcome) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+        if outcome.status in (Status.FAILED, Status.INVALID):
+            label = "invalid" if outcome.status is Status.INVALID else "failed"
+            who = f" {outcome.email}" if outcome.email else ""
+            self.error(f"row {outcome.row}{who}: {label}: {outcome.reason}")
+        elif self.verbose and not self.quiet:
+            extra = f" ({outcome.reason})" if outcome.reason else ""
+            self._print(f"row {outcome.row} {outcome.email}: {outcome.status}{extra}")
+
+    def event(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if event == "badge.retry_scheduled":
+            self._retries += 1
+            if self._progress is not None:
+                self._progress.update(self._task, retries=self._retries)
+            if self.verbose and not self.quiet:
+                self._print(
+                    f"row {fields.get('row')} {fields.get('email')}: retry in {fields.get('wait')}s"
+                    f" ({fields.get('reason')})"
+                )
+        elif event in ("lookup.unavailable", "lookup.failed") and not self.quiet:
+            self._print(
+                f"warning: cannot look up issued badges ({fields.get('reason')}); "
+                "unanswered requests will be re-sent without checking"
+            )
+        elif self.verbose >= 2 and not self.quiet and not event.startswith(("badge.", "learner.")):
+            shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            self._print(f"{event} {shown}")
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None, issuer: BadgeIssuer) -> Iterator[None]:
+        if self.quiet or not self.err.is_terminal:
+            yield
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.speed:.2f}/s" if True else ""),
+            TimeRemainingColumn(),
+            TextColumn("retries {task.fields[retries]}"),
+            console=self.err,
+            transient=False,
+        ) as progress:
+            self._progress = progress
+            self._task = progress.add_task("issuing", total=total, retries=0)
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def summary(self, summary: Summary, badge_id: int | None, source: str, *, dry_run: bool) -> None:
+        lines = [f"{'Dry run' if dry_run else 'Badge'} {badge_id if badge_id else '(per row)'}: {source}"]
+        rows = (
+            [("would issue", summary.issued)]
+            if dry_run
+            else [("issued", summary.issued), ("already held", summary.already_held)]
+        )
+        rows += [
+            ("skipped", summary.skipped),
+            ("failed", summary.failed),
+            ("invalid", summary.invalid),
+        ]
+        notes = {"skipped": "done by an earlier run", "already held": "issued before, not sent again"}
+        for label, count in rows:
+            note = f"  ({notes[label]})" if count and label in notes else ""
+            lines.append(f"  {label:<13}{count:>7}{note}")
+        if not dry_run:
+            lines.append(
+                f"  time {summary.elapsed:.1f}s, {summary.rate:.2f} badges/s, "
+                f"{summary.requests} requests ({summary.token_calls} token), "
+                f"{summary.retries} retries, {summary.rate_limited} rate-limited"
+            )
+        if summary.stopped:
+            lines.append(f"  stopped early: {summary.stopped}")
+        self.out.print("\n".join(lines), markup=False)
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.journal:
+        path = Path(args.journal)
+    elif args.file:
+        path = default_journal_path(args.file, args.badge)
+    else:
+        raise UsageError("which journal? pass --journal PATH, or the input FILE and --badge ID")
+    if not path.is_file():
+        raise UsageError(f"no journal at {path}")
+    with Journal(path) as journal:
+        counts = journal.counts()
+        dialect = _dialect_from_meta(journal.meta("dialect"))
+        written: list[str] = []
+        if args.failures:
+            with FailuresWriter(Path(args.failures), dialect) as failures:
+                count = 0
+                for entry in journal.entries(State.FAILED, State.SENDING):
+                    reason = entry.reason or (
+                        "no answer recorded: rerun to ask the server and finish"
+                        if entry.state is State.SENDING
+                        else "failed"
+                    )
+                    failures.write_fields(entry.row or 0, entry.fields or {}, reason)
+                    count += 1
+                for row, fields, reason in journal.invalid_rows():
+                    failures.write_fields(row, fields, reason)
+                    count += 1
+            written.append(f"Rows not issued ({count}): {args.failures}")
+        if args.successes:
+            with SuccessWriter(Path(args.successes)) as successes:
+                count = 0
+                for entry in journal.entries(State.ISSUED):
+                    successes.write(entry.row or 0, entry.email or "", entry.assertion_id)
+                    count += 1
+            written.append(f"Issued ({count}): {args.successes}")
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(f"Journal {path}")
+        labels = {
+            "issued": "issued",
+            "already_held": "already held",
+            "failed": "failed",
+            "sending": "unanswered",
+            "invalid": "invalid rows",
+        }
+        for state, label in labels.items():
+            print(f"  {label:<13}{counts.get(state, 0):>7}")
+    for line in written:
+        print(line)
+    return EXIT_OK if not (counts["failed"] or counts["sending"] or counts["invalid"]) else EXIT_SOME_FAILED
+
+

@@ -1,0 +1,243 @@
+"""The journal: an SQLite ledger of every learner's fate, written before each send.
+
+One row per (badge, learner key). A learner is marked `sending` and committed before its
+request leaves, and marked with the answer after it comes back, so a crash at any instant
+leaves either a final state or `sending` (ambiguous: ask the server before sending again).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Entry", "Journal", "State", "default_journal_path"]
+
+
+class State(enum.StrEnum):
+    """Where a learner stands."""
+
+    SENDING = "sending"
+    ISSUED = "issued"
+    HELD = "already_held"
+    FAILED = "failed"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS learners (
+    badge_id     INTEGER NOT NULL,
+    key          TEXT    NOT NULL,
+    state        TEXT    NOT NULL,
+    row          INTEGER,
+    email        TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    http_status  INTEGER,
+    reason       TEXT,
+    assertion_id TEXT,
+    flags        TEXT,
+    fields       TEXT,
+    created_at   REAL    NOT NULL,
+    updated_at   REAL    NOT NULL,
+    PRIMARY KEY (badge_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS invalid (
+    row    INTEGER PRIMARY KEY,
+    fields TEXT,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One learner's line in the journal."""
+
+    badge_id: int
+    key: str
+    state: State
+    row: int | None
+    email: str | None
+    attempts: int
+    http_status: int | None
+    reason: str | None
+    assertion_id: str | None
+    flags: str | None
+    fields: Mapping[str, str] | None
+
+
+def default_journal_path(source: str | Path, badge_id: int | None) -> Path:
+    """Where the journal of a file's run lives when `--journal` is not given: beside it."""
+    path = Path(source)
+    suffix = f".badge-{badge_id}" if badge_id is not None else ""
+    return path.with_name(f"{path.name}{suffix}.journal.db")
+
+
+class Journal:
+    """The SQLite ledger (WAL, one writer). `path=None` keeps it in memory for one run.
+
+    Every `mark_*` call commits before it returns: the next thing that happens is a send
+    or the next learner, and either must find the state on disk.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = ":memory:" if self.path is None else str(self.path)
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives any crash of this process (SIGKILL included);
+            # only a power cut can lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"cannot use {target} as a journal: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        """Flush and close."""
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def set_meta(self, name: str, value: object) -> None:
+        """Remember something about the input (its columns, dialect) for `report`."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, json.dumps(value))
+        )
+
+    def meta(self, name: str) -> object:
+        """What `set_meta` stored, or None."""
+        found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def get(self, badge_id: int, key: str) -> Entry | None:
+        """The learner's entry, if any run has seen it."""
+        found = self._db.execute(
+            "SELECT * FROM learners WHERE badge_id = ? AND key = ?", (badge_id, key)
+        ).fetchone()
+        return None if found is None else _entry(found)
+
+    def mark_sending(
+        self, badge_id: int, key: str, *, row: int, email: str, fields: Mapping[str, str]
+    ) -> int:
+        """Record an attempt about to leave; returns the learner's attempt count so far."""
+        now = time.time()
+        found = self._db.execute(
+            "INSERT INTO learners (badge_id, key, state, row, email, attempts, fields,"
+            " created_at, updated_at) VALUES (?, ?, 'sending', ?, ?, 1, ?, ?, ?)"
+            " ON CONFLICT (badge_id, key) DO UPDATE SET state = 'sending', row = excluded.row,"
+            " email = excluded.email, attempts = attempts + 1, fields = excluded.fields,"
+            " updated_at = excluded.updated_at RETURNING attempts",
+            (badge_id, key, row, email, _dumps(fields), now, now),
+        ).fetchone()
+        return int(found[0])
+
+    def mark(
+        self,
+        badge_id: int,
+        key: str,
+        state: State,
+        *,
+        row: int,
+        email: str,
+        fields: Mapping[str, str],
+        http_status: int | None = None,
+        reason: str | None = None,
+        assertion_id: str | None = None,
+        flags: str | None = None,
+    ) -> None:
+        """Record where a learner now stands (the answer, or what the server said it holds)."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO learners (badge_id, key, state, row, email, attempts, http_status,"
+            " reason, assertion_id, flags, fields, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (badge_id, key) DO UPDATE SET state = excluded.state,"
+            " row = excluded.row, email = excluded.email, http_status = excluded.http_status,"
+            " reason = excluded.reason,"
+            " assertion_id = coalesce(excluded.assertion_id, assertion_id),"
+            " flags = coalesce(excluded.flags, flags), fields = excluded.fields,"
+            " updated_at = excluded.updated_at",
+            (
+                badge_id,
+                key,
+                str(state),
+                row,
+                email,
+                http_status,
+                reason,
+                assertion_id,
+                flags,
+                _dumps(fields),
+                now,
+                now,
+            ),
+        )
+
+    def start_validation(self) -> None:
+        """Forget the invalid rows of the previous run: this run reads the file anew."""
+        self._db.execute("DELETE FROM invalid")
+
+    def mark_invalid(self, row: int, fields: Mapping[str, str], reason: str) -> None:
+        """Record an input row that was not sent because it is invalid or a duplicate."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO invalid (row, fields, reason) VALUES (?, ?, ?)",
+            (row, _dumps(fields), reason),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """How many learners stand in each state, plus `invalid` rows of the last run."""
+        counts = {str(state): 0 for state in State}
+        for state, number in self._db.execute(
+            "SELECT state, count(*) FROM learners GROUP BY state"
+        ):
+            counts[state] = number
+        counts["invalid"] = self._db.execute("SELECT count(*) FROM invalid").fetchone()[0]
+        return counts
+
+    def entries(self, *states: State) -> Iterator[Entry]:
+        """The learners in any of `states` (all when none given), in input order."""
+        where = f" WHERE state IN ({', '.join('?' * len(states))})" if states else ""
+        cursor = self._db.execute(
+            f"SELECT * FROM learners{where} ORDER BY row", [str(s) for s in states]
+        )
+        return (_entry(found) for found in cursor)
+
+    def invalid_rows(self) -> Iterator[tuple[int, Mapping[str, str], str]]:
+        """The last run's invalid rows: (row, input fields, reason)."""
+        for found in self._db.execute("SELECT row, fields, reason FROM invalid ORDER BY row"):
+            yield found["row"], json.loads(found["fields"] or "{}"), found["reason"]
+
+
+def _entry(found: sqlite3.Row) -> Entry:
+    return Entry(
+        badge_id=found["badge_id"],
+        key=found["key"],
+        state=State(found["state"]),
+        row=found["row"],
+        email=found["email"],
+        attempts=found["attempts"],
+        http_status=found["http_status"],
+        reason=found["reason"],
+        assertion_id=found["assertion_id"],
+        flags=found["flags"],
+        fields=json.loads(found["fields"]) if found["fields"] else None,
+    )
+
+
+def _dumps(fields: Mapping[str, str]) -> str:
+    return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"))
