@@ -1,0 +1,223 @@
+"""The sandbox's endpoints and its authentication check, shaped like Navigatr's FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from bulk_issuer.sandbox.faults import drop
+from bulk_issuer.sandbox.state import SANDBOX_KEY, Sandbox
+from bulk_issuer.sandbox.validation import (
+    ApiError,
+    FieldError,
+    field_error,
+    is_json_media,
+    parse_json_object,
+    validate_issue_body,
+    validate_path_int,
+    validate_query_int,
+)
+
+__all__ = [
+    "add_slash",
+    "authenticate",
+    "badge",
+    "issue",
+    "lookup",
+    "token",
+    "user_detail",
+]
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _sandbox(request: web.Request) -> Sandbox:
+    return request.app[SANDBOX_KEY]
+
+
+def _media_type(request: web.Request) -> str | None:
+    # aiohttp reports a missing header as application/octet-stream; FastAPI treats a
+    # missing one as "try JSON", so the difference matters.
+    return request.content_type if hdrs.CONTENT_TYPE in request.headers else None
+
+
+def _account(sandbox: Sandbox) -> str:
+    """The username a PAT acts as: the sandbox is a single-account stand-in."""
+    return next(iter(sandbox.config.users), "sandbox-user@example.com")
+
+
+def authenticate(sandbox: Sandbox, request: web.Request) -> str:
+    """The username behind the request's credential, or raise a 401 ``ApiError``.
+
+    A bearer token from ``/v1/token`` is accepted in ``Authorization: Bearer``; a PAT in
+    whichever header ``config.pat_header`` allows.
+    """
+    config = sandbox.config
+    now = asyncio.get_running_loop().time()
+    expired = False
+    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    if bearer:
+        state, username = sandbox.tokens.check(bearer, now=now)
+        if state == "valid" and username is not None:
+            return username
+        expired = state == "expired"
+        if config.pat_header != "x-access-token" and bearer in config.pats:
+            return _account(sandbox)
+    pat = request.headers.get("X-Access-Token", "").strip()
+    if pat and config.pat_header != "bearer" and pat in config.pats:
+        return _account(sandbox)
+    raise ApiError(401, "Token expired" if expired else "Not authenticated", _CHALLENGE)
+
+
+async def _login_fields(sandbox: Sandbox, request: web.Request) -> dict[str, Any]:
+    """The login body as a dict, read as JSON or as an OAuth2 password form per token_mode."""
+    mode = sandbox.config.token_mode
+    media = _media_type(request)
+    if media in _FORM_TYPES:
+        if mode == "json":
+            # A JSON-model endpoint sees form data as raw bytes: not an object, 422.
+            return parse_json_object(await request.read(), media)
+        form = await request.post()
+        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        if (grant := fields.get("grant_type")) is not None and grant != "password":
+            msg = "String should match pattern '^password$'"
+            raise ApiError(
+                422, [field_error(("body", "grant_type"), msg, "string_pattern_mismatch")]
+            )
+        return fields
+    if media is None or is_json_media(media):
+        if mode == "form":
+            # An OAuth2 form endpoint finds no form fields in a JSON body.
+            missing = [
+                field_error(("body", f), "Field required", "missing")
+                for f in ("username", "password")
+            ]
+            raise ApiError(422, missing)
+        return parse_json_object(await request.read(), media)
+    raise ApiError(415, "Unsupported Media Type")
+
+
+async def token(request: web.Request) -> web.Response:
+    """``POST /v1/token``: log in with username and password, get ``{"access_token"}``."""
+    sandbox = _sandbox(request)
+    fields = await _login_fields(sandbox, request)
+    errors: list[FieldError] = []
+    for name in ("username", "password"):
+        if name not in fields:
+            errors.append(field_error(("body", name), "Field required", "missing"))
+        elif not isinstance(fields[name], str):
+            errors.append(
+                field_error(("body", name), "Input should be a valid string", "string_type")
+            )
+    if errors:
+        raise ApiError(422, errors)
+
+    username, password = fields["username"], fields["password"]
+    known = {name.casefold(): (name, secret) for name, secret in sandbox.config.users.items()}
+    account = known.get(username.casefold())
+    if account is None or not hmac.compare_digest(account[1].encode(), password.encode()):
+        raise ApiError(401, "Incorrect username or password", _CHALLENGE)
+    access_token = sandbox.tokens.mint(
+        account[0],
+        now=asyncio.get_running_loop().time(),
+        ttl=sandbox.config.token_ttl,
+        jwt=sandbox.config.jwt_tokens,
+    )
+    # Exactly this and nothing else: the real API sends no expires_in or token_type.
+    return web.json_response({"access_token": access_token})
+
+
+async def issue(request: web.Request) -> web.StreamResponse:
+    """``PUT /v1/badge/{badge_id}/issue``: create one assertion (no idempotency, like the API)."""
+    sandbox = _sandbox(request)
+    config = sandbox.config
+    badge_id = validate_path_int("badge_id", request.match_info["badge_id"])
+    fields = validate_issue_body(parse_json_object(await request.read(), _media_type(request)))
+    if badge_id in config.forbidden_badges:
+        raise ApiError(403, "You do not have permission to issue this badge")
+    if badge_id not in config.badges:
+        raise ApiError(404, "Badge not found")
+    assertion = sandbox.add_assertion(badge_id, fields)
+    if sandbox.chance(config.drop_after_rate):
+        # The ambiguous case: the badge is issued, the client never hears so.
+        return drop(request)
+    return web.json_response(assertion)
+
+
+async def lookup(request: web.Request) -> web.Response:
+    """``GET /v1/badge_assertion/``: assertions filtered and paginated (page from 1)."""
+    sandbox = _sandbox(request)
+    if sandbox.config.lookup == "forbidden":
+        raise ApiError(403, "You do not have permission to view badge assertions")
+    if sandbox.config.lookup == "missing":
+        raise ApiError(404, "Not Found")
+
+    query = request.query
+    errors: list[FieldError] = []
+    badge_id = validate_query_int(errors, "badge_id", query.get("badge_id"), default=None)
+    page = validate_query_int(errors, "page", query.get("page"), default=1, low=1)
+    size = validate_query_int(errors, "size", query.get("size"), default=50, low=1, high=100)
+    if errors:
+        raise ApiError(422, errors)
+
+    email = query.get("recipient_email")
+    wanted_email = email.casefold() if email is not None else None
+    status = query.get("status")
+    matches = [
+        a
+        for a in sandbox.assertions
+        if (badge_id is None or a["badge_id"] == badge_id)
+        and (wanted_email is None or (a.get("recipient_email") or "").casefold() == wanted_email)
+        and (status is None or a["status"] == status)
+    ]
+    return web.json_response(
+        {
+            "items": matches[(page - 1) * size : page * size],
+            "page": page,
+            "pages": math.ceil(len(matches) / size),
+            "size": size,
+            "total": len(matches),
+        }
+    )
+
+
+async def add_slash(request: web.Request) -> web.Response:
+    """FastAPI's redirect_slashes: the lookup without its trailing slash answers 307."""
+    location = request.url.with_path(request.path + "/").with_query(request.query)
+    return web.Response(status=307, headers={hdrs.LOCATION: str(location)})
+
+
+async def badge(request: web.Request) -> web.Response:
+    """``GET /v1/badge/{badge_id}``: the badge, if it exists and this account may see it."""
+    sandbox = _sandbox(request)
+    badge_id = validate_path_int("badge_id", request.match_info["badge_id"])
+    if badge_id in sandbox.config.forbidden_badges:
+        raise ApiError(403, "You do not have permission to access this badge")
+    name = sandbox.config.badges.get(badge_id)
+    if name is None:
+        raise ApiError(404, "Badge not found")
+    return web.json_response(
+        {
+            "id": badge_id,
+            "name": name,
+            "provider_id": 1,
+            "status": "Published",
+            "url": f"{sandbox.url}/badge/{badge_id}",
+        }
+    )
+
+
+async def user_detail(request: web.Request) -> web.Response:
+    """``GET /v1/user_detail/0``: who the credential belongs to (how a PAT is checked)."""
+    user_id = validate_path_int("user_id", request.match_info["user_id"])
+    if user_id not in (0, 1):
+        raise ApiError(404, "User not found")
+    # Already checked by the pipeline; asked again here only to learn whose it is.
+    username = authenticate(_sandbox(request), request)
+    return web.json_response({"id": 1, "username": username, "email": username})
