@@ -1,0 +1,294 @@
+"""The engine end to end, against the sandbox on a real loopback socket, on fake loop time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+import bulk_issuer
+from bulk_issuer import FatalError, Learner, PasswordAuth, PersonalAccessToken, Summary
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
+from bulk_issuer.sandbox.state import DROPPED
+from tests.conftest import most_in_window
+
+pytestmark = pytest.mark.looptime
+
+PASSWORD = "demo-password"
+USER = "demo@example.com"
+PAT = "sandbox-demo-pat"
+
+
+def cohort(n: int, domain: str = "example.org") -> list[dict[str, str]]:
+    """n valid learners as dict rows."""
+    return [
+        {"First Name": f"Learner{i}", "Last Name": "Zoë", "Email": f"learner{i}@{domain}"}
+        for i in range(n)
+    ]
+
+
+def issue_calls(sandbox: Sandbox) -> list[float]:
+    """Arrival times of issue calls the sandbox saw."""
+    return [r.arrived_at for r in sandbox.requests if r.kind == "issue"]
+
+
+def assert_each_issued_once(sandbox: Sandbox, emails: Sequence[str], badge: int = 51) -> None:
+    """Every email holds the badge exactly once and nobody has it twice."""
+    assert sandbox.duplicates() == {}
+    missing = [e for e in emails if sandbox.issued_count(badge, e) != 1]
+    assert missing == []
+
+
+async def test_pat_issues_a_list_without_any_token_call() -> None:
+    """The library call issues an in-memory list; a PAT makes no token call."""
+    async with run_sandbox(SandboxConfig(latency=(0.03, 0.09))) as sandbox:
+        learners = cohort(20)
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+        )
+    assert (summary.issued, summary.failed, summary.invalid) == (20, 0, 0)
+    assert sandbox.token_calls == 0
+    assert sandbox.rejected_429 == 0
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+
+
+async def test_learner_objects_and_async_iterables() -> None:
+    """Learner instances and async iterables are accepted too."""
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            yield Learner(first_name=f"Siobhán{i}", email=f"s{i}@example.org")
+
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            stream(), badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+        )
+    assert summary.issued == 5
+    names = sorted(a["recipient_firstname"] for a in sandbox.assertions)
+    assert names == [f"Siobhán{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("model", ["fixed", "moving", "sliding", "bucket"])
+async def test_default_rate_draws_no_429_from_a_strict_server(model: str) -> None:
+    """At the default 5/2s, no window of the server's sees more than 5 requests, no 429."""
+    config = SandboxConfig(rate_model=model, latency=(0.03, 0.09), seed=1)  # type: ignore[arg-type]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            cohort(40), badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+        )
+    assert summary.issued == 40
+    assert sandbox.rejected_429 == 0
+    arrivals = [r.arrived_at for r in sandbox.requests]
+    assert most_in_window(arrivals, 2.0) <= 5
+
+
+async def test_survives_faults_drops_token_errors_and_two_second_tokens() -> None:
+    """300 learners through 5xx, drops, token-endpoint errors and 2 s tokens: each exactly once."""
+    config = SandboxConfig(
+        token_ttl=2.0,
+        fault_rate=0.05,
+        drop_before_rate=0.03,
+        drop_after_rate=0.03,
+        token_fault_rate=0.1,
+        latency=(0.03, 0.09),
+        seed=3,
+    )
+    learners = cohort(300)
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+        )
+    assert (summary.issued, summary.failed, summary.invalid) == (300, 0, 0)
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+    assert most_in_window([r.arrived_at for r in sandbox.requests], 2.0) <= 5
+    assert summary.token_calls > 50  # 2 s tokens were refreshed all along
+
+
+async def test_engine_owns_every_attempt() -> None:
+    """aiohttp never re-sends a PUT on its own: the server sees exactly the attempts journaled."""
+    config = SandboxConfig(drop_before_rate=0.3, seed=5)
+    async with run_sandbox(config) as sandbox:
+        outcomes: list[bulk_issuer.Outcome] = []
+        summary = await bulk_issuer.issue_badges(
+            cohort(30),
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            on_outcome=outcomes.append,
+        )
+    assert summary.issued == 30
+    dropped = [r for r in sandbox.requests if r.kind == "issue" and r.status == DROPPED]
+    assert dropped
+    assert len(issue_calls(sandbox)) == sum(o.attempts for o in outcomes)
+
+
+async def test_unknown_badge_stops_after_one_issue_call() -> None:
+    """A 404 for the badge stops the run at once instead of failing every learner."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(FatalError, match="badge 999 is not found") as caught:
+            await bulk_issuer.issue_badges(
+                cohort(50), badge_id=999, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+            )
+    assert len(issue_calls(sandbox)) <= 1
+    assert isinstance(caught.value.summary, Summary)
+
+
+async def test_forbidden_badge_is_fatal() -> None:
+    """A 403 for the badge stops the run."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(FatalError, match="not permitted"):
+            await bulk_issuer.issue_badges(
+                cohort(10), badge_id=403, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+            )
+    assert len(issue_calls(sandbox)) <= 1
+
+
+async def test_wrong_password_stops_after_few_token_calls() -> None:
+    """A refused login is fatal after at most 3 token calls, with no issue call."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(FatalError, match="refused the login"):
+            await bulk_issuer.issue_badges(
+                cohort(10), badge_id=51, auth=PasswordAuth(USER, "wrong"), base_url=sandbox.url
+            )
+    assert sandbox.token_calls <= 3
+    assert issue_calls(sandbox) == []
+
+
+async def test_wrong_pat_is_fatal() -> None:
+    """A refused PAT stops the run with a message about the credentials."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(FatalError, match="credentials"):
+            await bulk_issuer.issue_badges(
+                cohort(10), badge_id=51, auth=PersonalAccessToken("nope"), base_url=sandbox.url
+            )
+    assert len(sandbox.requests) <= 3
+
+
+@pytest.mark.parametrize("mode", ["form", "json"])
+async def test_token_endpoint_json_or_form_only(mode: str) -> None:
+    """A token endpoint that takes only the OAuth2 form (or only JSON) works."""
+    async with run_sandbox(SandboxConfig(token_mode=mode)) as sandbox:  # type: ignore[arg-type]
+        summary = await bulk_issuer.issue_badges(
+            cohort(5), badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+        )
+    assert summary.issued == 5
+    assert sandbox.token_calls <= 2
+
+
+async def test_bearer_pat_header() -> None:
+    """A PAT can travel as Authorization: Bearer for servers that want the old header."""
+    async with run_sandbox(SandboxConfig(pat_header="bearer")) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            cohort(3),
+            badge_id=51,
+            auth=PersonalAccessToken(PAT, header="bearer"),
+            base_url=sandbox.url,
+        )
+    assert summary.issued == 3
+
+
+async def test_rejected_learner_fails_alone_with_the_servers_detail() -> None:
+    """A 422 fails that learner with the server's detail; the others are issued."""
+    learners = cohort(4)
+    # Passes our syntax check, refused by the server's stricter one (a reserved TLD).
+    learners.append({"First Name": "Odd", "Email": "odd@example.invalid"})
+    outcomes: list[bulk_issuer.Outcome] = []
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            on_outcome=outcomes.append,
+        )
+    assert summary.issued == 4
+    if summary.failed:
+        failed = [o for o in outcomes if o.status is bulk_issuer.Status.FAILED]
+        assert failed[0].http_status == 422
+        assert failed[0].reason
+
+
+async def test_invalid_rows_are_reported_by_row_and_not_sent() -> None:
+    """Rows without a first name or with a bad email are reported with their row number."""
+    learners = [
+        *cohort(3),
+        {"First Name": "", "Email": "nofirst@example.org"},
+        {"First Name": "Bad", "Email": "not-an-email"},
+        {"First Name": "Dup", "Email": "LEARNER0@example.org"},
+    ]
+    outcomes: list[bulk_issuer.Outcome] = []
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            on_outcome=outcomes.append,
+        )
+    assert (summary.issued, summary.invalid) == (3, 3)
+    invalid = sorted(o.row for o in outcomes if o.status is bulk_issuer.Status.INVALID)
+    assert invalid == [4, 5, 6]
+    assert len(issue_calls(sandbox)) == 3
+
+
+async def test_rerun_with_a_journal_sends_nothing_twice(tmp_path: Path) -> None:
+    """The same run again skips everyone already issued, without a request."""
+    journal = tmp_path / "run.db"
+    learners = cohort(15)
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        first = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url, journal=journal
+        )
+        calls = len(issue_calls(sandbox))
+        second = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url, journal=journal
+        )
+    assert first.issued == 15
+    assert (second.issued, second.skipped) == (0, 15)
+    assert len(issue_calls(sandbox)) == calls
+    assert second.ok
+
+
+async def test_learners_who_already_hold_the_badge_are_not_issued_again() -> None:
+    """Holders from the web UI are found once at start and not sent."""
+    learners = cohort(10)
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        sandbox.preload(51, [learners[0]["Email"], learners[1]["Email"].upper()])
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+        )
+    assert (summary.issued, summary.already_held) == (8, 2)
+    assert sandbox.duplicates() == {}
+    assert summary.ok
+
+
+async def test_commit_then_drop_makes_no_duplicate() -> None:
+    """A server that issues and then drops the reply: the lookup prevents every duplicate."""
+    learners = cohort(200)
+    async with run_sandbox(SandboxConfig(drop_after_rate=0.08, seed=11)) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+        )
+    assert summary.issued == 200
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+
+
+async def test_no_secret_in_any_event() -> None:
+    """Neither the password nor any token appears in any log event, at any level."""
+    config = SandboxConfig(token_ttl=2.0, fault_rate=0.1, token_fault_rate=0.2, seed=2)
+    async with run_sandbox(config) as sandbox:
+        with capture_logs() as events:
+            await bulk_issuer.issue_badges(
+                cohort(20), badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+            )
+        tokens = list(sandbox_tokens(sandbox))
+    text = repr(events)
+    assert PASSWORD not in text
+    assert tokens and not any(token in text for token in tokens)
+
+
+def sandbox_tokens(sandbox: Sandbox) -> list[str]:
+    """Every bearer token the sandbox handed out."""
+    return sandbox.tokens.issued()

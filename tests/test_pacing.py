@@ -1,0 +1,137 @@
+"""The pacer: even spacing under the limit, pauses on 429, and the rate spec."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+from aiolimiter import AsyncLimiter
+
+from bulk_issuer.pacing import DEFAULT_MARGIN, Pacer, Rate
+from tests.conftest import most_in_window
+
+pytestmark = pytest.mark.looptime
+
+
+async def _drive(acquire: object, senders: int, each: int) -> list[float]:
+    """Run `senders` tasks that each take `each` slots; return the send times."""
+    times: list[float] = []
+
+    async def sender() -> None:
+        for _ in range(each):
+            await acquire()  # type: ignore[operator]
+            times.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(senders):
+            tg.start_soon(sender)
+    return times
+
+
+@pytest.mark.parametrize("spec", ["5/2s", "50/1s", "3/1s", "150/1m"])
+async def test_never_more_than_the_limit_in_any_window(spec: str) -> None:
+    """However many senders, no window of P seconds holds more than N sends."""
+    rate = Rate.parse(spec)
+    pacer = Pacer(rate)
+    times = await _drive(pacer.acquire, senders=12, each=max(rate.requests, 10))
+    assert most_in_window(times, rate.period) <= rate.requests
+
+
+async def test_naive_leaky_bucket_breaks_the_window() -> None:
+    """The check above can fail: AsyncLimiter(5, 2) puts more than 5 in a 2 s window."""
+    # One sender: aiolimiter spins under fake loop time with concurrent waiters.
+    limiter = AsyncLimiter(5, 2)
+    times = await _drive(limiter.acquire, senders=1, each=12)
+    assert most_in_window(times, 2.0) > 5
+
+
+async def test_spacing_survives_arrival_jitter() -> None:
+    """Arrivals up to the margin late still never put N+1 into a server window."""
+    rate = Rate(5, 2.0)
+    pacer = Pacer(rate)
+    times = await _drive(pacer.acquire, senders=8, each=20)
+    rng = random.Random(7)
+    arrivals = [t + rng.uniform(0, DEFAULT_MARGIN) for t in times]
+    assert most_in_window(arrivals, rate.period) <= rate.requests
+
+
+async def test_uses_at_least_95_percent_of_the_limit() -> None:
+    """Sustained, the pacer sends within 5% of the configured rate."""
+    rate = Rate(5, 2.0)
+    pacer = Pacer(rate)
+    times = await _drive(pacer.acquire, senders=6, each=50)
+    achieved = (len(times) - 1) / (max(times) - min(times))
+    assert achieved >= 0.95 * rate.per_second
+    assert achieved <= rate.per_second
+
+
+async def test_a_429_pauses_every_sender_and_slows_down() -> None:
+    """After a 429 nobody sends before Retry-After, and the gap widens for good."""
+    rate = Rate(5, 2.0)
+    pacer = Pacer(rate)
+    gap = pacer.gap
+    times: list[float] = []
+    paused_at: list[float] = []
+
+    async def sender() -> None:
+        for i in range(10):
+            await pacer.acquire()
+            times.append(anyio.current_time())
+            if len(times) == 7 and not paused_at:
+                paused_at.append(anyio.current_time())
+                assert pacer.rate_limited_for(3.0) == pytest.approx(3.0)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(sender)
+    after = [t for t in times if t > paused_at[0]]
+    assert min(after) >= paused_at[0] + 3.0
+    assert pacer.gap > gap
+    assert most_in_window(times, rate.period) <= rate.requests
+
+
+async def test_429s_already_on_the_wire_slow_down_once() -> None:
+    """Several 429s of one episode widen the gap once, not once each."""
+    pacer = Pacer(Rate(5, 2.0))
+    gap = pacer.gap
+    for _ in range(4):
+        pacer.rate_limited_for(None)
+    assert pacer.gap == pytest.approx(gap * 1.15)
+    assert pacer.rate_limited == 4
+
+
+async def test_slowdown_is_bounded() -> None:
+    """Repeated episodes never slow the pacer past four times the configured gap."""
+    pacer = Pacer(Rate(5, 2.0))
+    gap = pacer.gap
+    for _ in range(40):
+        pacer.rate_limited_for(0.0)
+        await anyio.sleep(pacer.gap * 2)
+    assert pacer.gap == pytest.approx(gap * 4)
+
+
+async def test_unlimited_does_not_wait() -> None:
+    """With no rate, acquire returns at once."""
+    pacer = Pacer(None)
+    start = anyio.current_time()
+    await _drive(pacer.acquire, senders=4, each=100)
+    assert anyio.current_time() == start
+    assert pacer.sent == 400
+
+
+@pytest.mark.parametrize(
+    ("text", "requests", "period"),
+    [("5/2s", 5, 2.0), ("50/1s", 50, 1.0), ("150/1m", 150, 60.0), ("10/500ms", 10, 0.5), ("7/s", 7, 1.0)],
+)
+def test_rate_parse(text: str, requests: int, period: float) -> None:
+    """Rates read as N/P with a unit."""
+    rate = Rate.parse(text)
+    assert (rate.requests, rate.period) == (requests, pytest.approx(period))
+
+
+@pytest.mark.parametrize("text", ["", "5", "five/2s", "5/2 parsecs", "0/1s", "5/0s"])
+def test_rate_parse_rejects_with_a_teaching_message(text: str) -> None:
+    """A bad rate is a ValueError that shows the form to use."""
+    with pytest.raises(ValueError, match=r"5/2s|at least one request"):
+        Rate.parse(text)
