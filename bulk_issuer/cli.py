@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 
@@ -86,31 +86,81 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    issue.add_argument("file", metavar="FILE", help="CSV or JSON Lines file of learners; - for stdin")
+    issue.add_argument(
+        "file", metavar="FILE", help="CSV or JSON Lines file of learners; - for stdin"
+    )
     issue.add_argument("--badge", type=_badge_id, help="badge id (the number in its URL)")
-    issue.add_argument("--base-url", help=f"API root (default $NAVIGATR_BASE_URL or {DEFAULT_BASE_URL})")
-    issue.add_argument("--rate", default="5/2s", help="the server's limit, like 5/2s, 50/1s, 150/1m, or none (default 5/2s)")
-    issue.add_argument("--workers", type=_positive, help="concurrent learners (default: suits the rate)")
-    issue.add_argument("--journal", help="the SQLite journal that makes a rerun resume (default: beside FILE)")
-    issue.add_argument("--no-journal", action="store_true", help="keep no journal: a rerun will not know what was done")
-    issue.add_argument("--log", help="write JSON lines, one event per learner outcome, to this file")
-    issue.add_argument("--failures", help="write the rows not issued, with a reason column, to this file")
-    issue.add_argument("--successes", help="write row, email and assertion id of each issued learner to this CSV")
-    issue.add_argument("--dry-run", action="store_true", help="read and validate, report, send nothing")
+    issue.add_argument(
+        "--base-url", help=f"API root (default $NAVIGATR_BASE_URL or {DEFAULT_BASE_URL})"
+    )
+    issue.add_argument(
+        "--rate",
+        default="5/2s",
+        help="the server's limit, like 5/2s, 50/1s, 150/1m, or none (default 5/2s)",
+    )
+    issue.add_argument(
+        "--workers", type=_positive, help="concurrent learners (default: suits the rate)"
+    )
+    issue.add_argument(
+        "--journal", help="the SQLite journal that makes a rerun resume (default: beside FILE)"
+    )
+    issue.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no journal: a rerun will not know what was done",
+    )
+    issue.add_argument(
+        "--log", help="write JSON lines, one event per learner outcome, to this file"
+    )
+    issue.add_argument(
+        "--failures", help="write the rows not issued, with a reason column, to this file"
+    )
+    issue.add_argument(
+        "--successes", help="write row, email and assertion id of each issued learner to this CSV"
+    )
+    issue.add_argument(
+        "--dry-run", action="store_true", help="read and validate, report, send nothing"
+    )
     issue.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    issue.add_argument("-v", "--verbose", action="count", default=0, help="say more (every outcome, retries)")
-    issue.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
-    issue.add_argument("--pat-header", choices=("x-access-token", "bearer"), default=os.environ.get("NAVIGATR_PAT_HEADER", "x-access-token"), help="how a PAT is sent (default X-Access-Token)")
-    issue.add_argument("--attempts", type=_positive, default=6, help="sends per learner before it counts as failed (default 6)")
-    issue.add_argument("--allow-duplicates", action="store_true", help="do not check who already holds the badge")
+    issue.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more (every outcome, retries)"
+    )
+    issue.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors and the summary"
+    )
+    issue.add_argument(
+        "--pat-header",
+        choices=("x-access-token", "bearer"),
+        default=os.environ.get("NAVIGATR_PAT_HEADER", "x-access-token"),
+        help="how a PAT is sent (default X-Access-Token)",
+    )
+    issue.add_argument(
+        "--attempts",
+        type=_positive,
+        default=6,
+        help="sends per learner before it counts as failed (default 6)",
+    )
+    issue.add_argument(
+        "--allow-duplicates", action="store_true", help="do not check who already holds the badge"
+    )
     issue.add_argument("--delimiter", help="force the CSV delimiter (default: detected)")
     issue.add_argument("--encoding", help="force the file's encoding (default: detected)")
     issue.add_argument("--date-format", help="strptime format of date columns, e.g. %%d/%%m/%%Y")
-    issue.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help='use COLUMN for FIELD, e.g. --map recipient_email="Work Email" (repeatable)')
-    issue.add_argument("--require-consent", metavar="COLUMN", help="issue only rows whose COLUMN says yes/true/1")
+    issue.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help='use COLUMN for FIELD, e.g. --map recipient_email="Work Email" (repeatable)',
+    )
+    issue.add_argument(
+        "--require-consent", metavar="COLUMN", help="issue only rows whose COLUMN says yes/true/1"
+    )
 
     report = commands.add_parser("report", help="what a journal holds; write results files")
-    report.add_argument("file", nargs="?", metavar="FILE", help="the input file, to find its default journal")
+    report.add_argument(
+        "file", nargs="?", metavar="FILE", help="the input file, to find its default journal"
+    )
     report.add_argument("--badge", type=_badge_id, help="the badge of that run")
     report.add_argument("--journal", help="the journal to read")
     report.add_argument("--failures", help="write the rows not issued (input columns + reason)")
@@ -142,7 +192,9 @@ def _credentials(pat_header: str) -> Auth:
     user = os.environ.get("NAVIGATR_USER", "").strip()
     password = os.environ.get("NAVIGATR_PASS", "")
     if pat:
-        return PersonalAccessToken(pat, header="bearer" if pat_header == "bearer" else "x-access-token")
+        return PersonalAccessToken(
+            pat, header="bearer" if pat_header == "bearer" else "x-access-token"
+        )
     if user and password:
         return PasswordAuth(user, password)
     raise UsageError(
@@ -156,11 +208,15 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
     for item in args.map:
         field, sep, column = item.partition("=")
         if not sep or not field.strip() or not column.strip():
-            raise UsageError(f"--map takes FIELD=COLUMN, like recipient_email=\"Work Email\"; got {item!r}")
+            raise UsageError(
+                f'--map takes FIELD=COLUMN, like recipient_email="Work Email"; got {item!r}'
+            )
         column_map[field.strip()] = column.strip()
     delimiter = args.delimiter
     if delimiter is not None:
-        delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(delimiter.lower(), delimiter)
+        delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(
+            delimiter.lower(), delimiter
+        )
         if len(delimiter) != 1:
             raise UsageError(f"--delimiter takes one character (or tab), got {args.delimiter!r}")
     return ReadOptions(
@@ -176,8 +232,12 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
 def _issue(args: argparse.Namespace) -> int:
     console = _Console(quiet=args.quiet, verbose=args.verbose)
     options = _read_options(args)
-    rate = None if args.rate.strip().lower() in ("none", "unlimited", "0") else Rate.parse(args.rate)
-    base_url = check_base_url(args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL)
+    rate = (
+        None if args.rate.strip().lower() in ("none", "unlimited", "0") else Rate.parse(args.rate)
+    )
+    base_url = check_base_url(
+        args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL
+    )
     source_path = args.file
     if source_path != "-" and not Path(source_path).is_file():
         raise UsageError(f"cannot read {source_path}: no such file")
@@ -190,7 +250,9 @@ def _issue(args: argparse.Namespace) -> int:
     if args.no_journal or source_path == "-":
         journal_path = Path(args.journal) if args.journal else None
     else:
-        journal_path = Path(args.journal) if args.journal else default_journal_path(source_path, args.badge)
+        journal_path = (
+            Path(args.journal) if args.journal else default_journal_path(source_path, args.badge)
+        )
     auth = None if args.dry_run else _credentials(args.pat_header)
     total = _count_rows(source_path)
 
@@ -215,7 +277,7 @@ def _issue(args: argparse.Namespace) -> int:
         journal.set_meta("dialect", _dialect_meta(dialect))
         journal.set_meta("source", str(source_path))
     results = _Results(args, dialect, source_path)
-    log_file: IO[str] | None = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
+    log_file: TextIO | None = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
     secrets = _secret_values(auth)
     events = _Events(json_lines_logger(log_file, lambda: secrets) if log_file else None, console)
 
@@ -239,11 +301,11 @@ def _issue(args: argparse.Namespace) -> int:
     summary = Summary()
     try:
         with console.progress(total, issuer) as _:
-            try:
-                summary = anyio.run(_run_issue, issuer, source_path, args.badge, args.dry_run)
-            except FatalError as exc:
-                fatal = exc
-                summary = exc.summary or Summary()
+            result = anyio.run(_run_issue, issuer, source_path, args.badge, args.dry_run)
+            if isinstance(result, FatalError):
+                fatal, summary = result, result.summary or Summary()
+            else:
+                summary = result
     finally:
         results.close()
         if journal is not None:
@@ -265,19 +327,26 @@ def _issue(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
-async def _run_issue(issuer: BadgeIssuer, source: str, badge_id: int | None, dry_run: bool) -> Summary:
+async def _run_issue(
+    issuer: BadgeIssuer, source: str, badge_id: int | None, dry_run: bool
+) -> Summary | FatalError:
+    """The run, with Ctrl-C and SIGTERM turned into a clean stop."""
+    result: Summary | FatalError
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, issuer, tg.cancel_scope)
-        async with issuer:
-            if dry_run:
-                summary = await issuer.dry_run(source, badge_id=badge_id)
-            else:
-                summary = await issuer.run(source, badge_id=badge_id)
+        tg.start_soon(_handle_signals, issuer)
+        try:
+            async with issuer:
+                if dry_run:
+                    result = await issuer.dry_run(source, badge_id=badge_id)
+                else:
+                    result = await issuer.run(source, badge_id=badge_id)
+        except FatalError as exc:
+            result = exc
         tg.cancel_scope.cancel()
-    return summary
+    return result
 
 
-async def _handle_signals(issuer: BadgeIssuer, scope: anyio.CancelScope) -> None:
+async def _handle_signals(issuer: BadgeIssuer) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         stopping = False
         async for _ in signals:
@@ -382,7 +451,10 @@ class _Results:
 
     def paths(self) -> Iterator[str]:
         if self.failed and self._failures_path:
-            yield f"Rows not issued ({self.failed}): {self._failures_path} (fix them and feed the file back)"
+            yield (
+                f"Rows not issued ({self.failed}): {self._failures_path}"
+                " (fix them and feed the file back)"
+            )
         if self._successes is not None:
             yield f"Issued: {self._successes_path}"
 
@@ -501,8 +573,12 @@ class _Console:
             finally:
                 self._progress = None
 
-    def summary(self, summary: Summary, badge_id: int | None, source: str, *, dry_run: bool) -> None:
-        lines = [f"{'Dry run' if dry_run else 'Badge'} {badge_id if badge_id else '(per row)'}: {source}"]
+    def summary(
+        self, summary: Summary, badge_id: int | None, source: str, *, dry_run: bool
+    ) -> None:
+        lines = [
+            f"{'Dry run' if dry_run else 'Badge'} {badge_id if badge_id else '(per row)'}: {source}"
+        ]
         rows = (
             [("would issue", summary.issued)]
             if dry_run
@@ -513,7 +589,10 @@ class _Console:
             ("failed", summary.failed),
             ("invalid", summary.invalid),
         ]
-        notes = {"skipped": "done by an earlier run", "already held": "issued before, not sent again"}
+        notes = {
+            "skipped": "done by an earlier run",
+            "already held": "issued before, not sent again",
+        }
         for label, count in rows:
             note = f"  ({notes[label]})" if count and label in notes else ""
             lines.append(f"  {label:<13}{count:>7}{note}")
@@ -578,6 +657,8 @@ def _report(args: argparse.Namespace) -> int:
             print(f"  {label:<13}{counts.get(state, 0):>7}")
     for line in written:
         print(line)
-    return EXIT_OK if not (counts["failed"] or counts["sending"] or counts["invalid"]) else EXIT_SOME_FAILED
-
-
+    return (
+        EXIT_OK
+        if not (counts["failed"] or counts["sending"] or counts["invalid"])
+        else EXIT_SOME_FAILED
+    )

@@ -38,7 +38,7 @@ class Answer:
 
     @property
     def detail(self) -> str:
-        """The server's explanation: FastAPI's `detail`, string or validation list, made readable."""
+        """The server's explanation: FastAPI's `detail` (a string or a validation list)."""
         detail = self.body.get("detail") if isinstance(self.body, dict) else self.body
         if isinstance(detail, list):
             parts = []
@@ -46,7 +46,9 @@ class Answer:
                 if isinstance(item, dict):
                     loc = [str(p) for p in item.get("loc", []) if p != "body"]
                     where = ".".join(loc)
-                    parts.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg")))
+                    parts.append(
+                        f"{where}: {item.get('msg', '')}" if where else str(item.get("msg"))
+                    )
                 else:
                     parts.append(str(item))
             return "; ".join(parts)
@@ -201,7 +203,7 @@ class NavigatrClient:
             ) as response:
                 raw = await response.read()
                 return Answer(response.status, _parse(raw, response.content_type), response.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(_describe(exc)) from None
 
     async def _login(self, auth: PasswordAuth) -> Secret:
@@ -216,6 +218,7 @@ class NavigatrClient:
             credentials = {"username": auth.username, "password": auth.password.reveal()}
             await self.pacer.acquire(urgent=True)
             self.token_calls += 1
+            answer: Answer | None
             try:
                 answer = await self._send(
                     "POST",
@@ -225,9 +228,8 @@ class NavigatrClient:
                 )
             except TransportError as exc:
                 answer, problem = None, str(exc)
-            else:
-                problem = f"HTTP {answer.status}"
             if answer is not None:
+                problem = f"HTTP {answer.status}"
                 token = answer.body.get("access_token") if isinstance(answer.body, dict) else None
                 if answer.status == 200 and isinstance(token, str) and token:
                     self._token_form = form

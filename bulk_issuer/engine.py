@@ -9,6 +9,7 @@ source -> producer (validate, skip what the journal or server says is done)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -96,7 +98,7 @@ class BadgeIssuer:
         policy: retry budget and backoff.
         allow_duplicates: do not look up who already holds the badge before issuing.
         on_outcome: called with each learner's `Outcome` as it is decided.
-        logger: a structlog logger for the events; defaults to `structlog.get_logger("bulk_issuer")`.
+        logger: a structlog logger for the events (default `structlog.get_logger("bulk_issuer")`).
         read_options: how to read files (delimiter, encoding, column map, consent column).
         margin: seconds of network jitter the pacer leaves in every window.
     """
@@ -180,7 +182,9 @@ class BadgeIssuer:
                     assert badge is not None
                     entry = journal.get(badge, row.learner.key)
                     if entry is not None and entry.state in (State.ISSUED, State.HELD):
-                        outcome = _outcome(row, badge, Status.SKIPPED, reason="done by an earlier run")
+                        outcome = _outcome(
+                            row, badge, Status.SKIPPED, reason="done by an earlier run"
+                        )
                     else:
                         summary.issued += 1
                         continue
@@ -204,7 +208,9 @@ class BadgeIssuer:
         )
 
     def _emit(self, outcome: Outcome) -> None:
-        level = "info" if outcome.status in (Status.ISSUED, Status.HELD, Status.SKIPPED) else "warning"
+        level = (
+            "info" if outcome.status in (Status.ISSUED, Status.HELD, Status.SKIPPED) else "warning"
+        )
         getattr(self._log, level)(EVENTS[outcome.status], **outcome.event())
         if self._on_outcome is not None:
             self._on_outcome(outcome)
@@ -284,15 +290,12 @@ class _Run:
         await anyio.sleep(STOP_GRACE)
         run.cancel()
 
-    async def _produce_into(
-        self, send: ObjectSendStream[_Job], scope: anyio.CancelScope
-    ) -> None:
+    async def _produce_into(self, send: ObjectSendStream[_Job], scope: anyio.CancelScope) -> None:
         with scope:
+            # BrokenResourceError: every worker stopped early, as a stop asks them to.
             async with send:
-                try:
+                with contextlib.suppress(anyio.BrokenResourceError):
                     await self._produce(send.send)
-                except anyio.BrokenResourceError:
-                    pass  # every worker stopped early (a stop was asked for)
 
     async def _produce(self, put: Callable[[_Job], Any]) -> None:
         async for row in _rows(self.learners, self.issuer._options(self.badge_id)):
@@ -384,7 +387,9 @@ class _Run:
                 if answer.status == 200:
                     return answer
                 if answer.status == 401:
-                    raise FatalError(f"the server refused the credentials (HTTP 401): {answer.detail}")
+                    raise FatalError(
+                        f"the server refused the credentials (HTTP 401): {answer.detail}"
+                    )
                 if answer.status in (403, 404):
                     self._lookup_unavailable = f"HTTP {answer.status}: {answer.detail}"
                     self.log.warning(
@@ -463,7 +468,9 @@ class _Run:
             if verdict is Verdict.ISSUED:
                 assert isinstance(status, int)
                 body = answer.body if isinstance(answer.body, dict) else {}
-                self._done(job, Status.ISSUED, State.ISSUED, status, None, _str_or_none(body.get("id")))
+                self._done(
+                    job, Status.ISSUED, State.ISSUED, status, None, _str_or_none(body.get("id"))
+                )
                 return
             if verdict is Verdict.HELD:
                 self._done(job, Status.HELD, State.HELD, status, detail, None)
@@ -659,7 +666,7 @@ async def _rows(learners: LearnerInput, options: ReadOptions) -> AsyncIterable[R
             if number % 256 == 255:
                 # Reading a file never blocks on I/O long, but validating thousands of rows
                 # would starve the workers: let them run between chunks.
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
 
 def _invalid_outcome(row: Row, badge_id: int | None) -> Outcome | None:

@@ -6,11 +6,11 @@ import enum
 import json
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["Outcome", "Status", "Summary", "redactor", "json_lines_logger"]
+__all__ = ["Outcome", "Status", "Summary", "json_lines_logger", "redactor"]
 
 
 class Status(enum.StrEnum):
@@ -169,7 +169,7 @@ def redactor(secrets: Callable[[], Iterable[str]]) -> Processor:
     return process
 
 
-def json_lines_logger(stream: IO[str], secrets: Callable[[], Iterable[str]]) -> Any:
+def json_lines_logger(stream: TextIO, secrets: Callable[[], Iterable[str]]) -> Any:
     """A structlog logger writing one JSON object per line to `stream`, secrets masked.
 
     Built without touching structlog's global configuration: a program that embeds the

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-__all__ = ["Verdict", "RetryPolicy", "classify", "retry_after"]
+__all__ = ["RetryPolicy", "Verdict", "classify", "retry_after"]
 
 
 class Verdict(enum.Enum):

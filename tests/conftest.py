@@ -1,14 +1,18 @@
-"""Shared fixtures: structlog reset, and the window-counting helper the pacing tests assert with."""
+"""Shared fixtures and helpers: structlog reset, window counting, a sandbox in a thread."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import warnings
+import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 import structlog
+
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
 
 
 @pytest.fixture(autouse=True)
@@ -20,18 +24,20 @@ def _reset_structlog() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _close_stray_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Close the loop looptime's plugin makes a sync test create (via get_event_loop)."""
-    yield
+def _own_event_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give a sync test a loop we close, so the one looptime's plugin asks for is not leaked.
+
+    (looptime calls `get_event_loop()` for every test, which creates an orphan loop for a
+    sync test on Python 3.11; a CLI test's `anyio.run` then drops it unclosed.)
+    """
     if inspect.iscoroutinefunction(request.function):
+        yield
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-        except RuntimeError:
-            return
-    if not loop.is_running():
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
         loop.close()
         asyncio.set_event_loop(None)
 
@@ -45,3 +51,34 @@ def most_in_window(times: Sequence[float], period: float) -> int:
             start += 1
         most = max(most, end - start + 1)
     return most
+
+
+@contextlib.contextmanager
+def sandbox_thread(config: SandboxConfig | None = None) -> Iterator[Sandbox]:
+    """A sandbox on a loopback socket, served from a thread, for tests that run the CLI."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+
+    async def serve() -> None:
+        box["stop"] = asyncio.Event()
+        async with run_sandbox(config or SandboxConfig()) as sandbox:
+            box["sandbox"] = sandbox
+            ready.set()
+            await box["stop"].wait()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(serve())
+        finally:
+            loop.close()
+            ready.set()
+
+    thread = threading.Thread(target=run, name="sandbox", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield box["sandbox"]
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(10)

@@ -75,7 +75,7 @@ async def test_a_429_pauses_every_sender_and_slows_down() -> None:
     paused_at: list[float] = []
 
     async def sender() -> None:
-        for i in range(10):
+        for _i in range(10):
             await pacer.acquire()
             times.append(anyio.current_time())
             if len(times) == 7 and not paused_at:
@@ -122,12 +122,19 @@ async def test_unlimited_does_not_wait() -> None:
 
 @pytest.mark.parametrize(
     ("text", "requests", "period"),
-    [("5/2s", 5, 2.0), ("50/1s", 50, 1.0), ("150/1m", 150, 60.0), ("10/500ms", 10, 0.5), ("7/s", 7, 1.0)],
+    [
+        ("5/2s", 5, 2.0),
+        ("50/1s", 50, 1.0),
+        ("150/1m", 150, 60.0),
+        ("10/500ms", 10, 0.5),
+        ("7/s", 7, 1.0),
+    ],
 )
 def test_rate_parse(text: str, requests: int, period: float) -> None:
     """Rates read as N/P with a unit."""
     rate = Rate.parse(text)
-    assert (rate.requests, rate.period) == (requests, pytest.approx(period))
+    assert rate.requests == requests
+    assert rate.period == pytest.approx(period)
 
 
 @pytest.mark.parametrize("text", ["", "5", "five/2s", "5/2 parsecs", "0/1s", "5/0s"])

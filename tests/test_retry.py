@@ -62,12 +62,16 @@ def test_retry_after_http_date() -> None:
 def test_retry_after_past_date_is_zero() -> None:
     """A date in the past means now."""
     now = 1_700_000_000.0
-    assert retry_after(CIMultiDict({"Retry-After": formatdate(now - 60, usegmt=True)}), now=now) == 0
+    assert (
+        retry_after(CIMultiDict({"Retry-After": formatdate(now - 60, usegmt=True)}), now=now) == 0
+    )
 
 
 def test_ietf_ratelimit_header() -> None:
     """Without Retry-After, the draft RateLimit header's reset is used."""
-    headers = CIMultiDict({"RateLimit": "limit=5, remaining=0, reset=2", "RateLimit-Policy": "5;w=2"})
+    headers = CIMultiDict(
+        {"RateLimit": "limit=5, remaining=0, reset=2", "RateLimit-Policy": "5;w=2"}
+    )
     assert retry_after(headers) == 2.0
 
 

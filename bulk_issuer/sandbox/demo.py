@@ -44,14 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
     port = _free_port(args.port)
-    sandbox = subprocess.Popen(
-        [sys.executable, "-m", "bulk_issuer", "sandbox", "--port", str(port), "--latency", "30-90ms"]
+    sandbox = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "bulk_issuer",
+            "sandbox",
+            "--port",
+            str(port),
+            "--latency",
+            "30-90ms",
+        ]
     )
     try:
         _wait_for(port, sandbox)
-        with tempfile.TemporaryDirectory() as work, as_file(
-            files("bulk_issuer.sandbox").joinpath("sample_cohort.csv")
-        ) as sample:
+        with (
+            tempfile.TemporaryDirectory() as work,
+            as_file(files("bulk_issuer.sandbox").joinpath("sample_cohort.csv")) as sample,
+        ):
             cohort = Path(work) / "sample_cohort.csv"
             cohort.write_bytes(sample.read_bytes())
             os.environ["NAVIGATR_PAT"] = DEMO_PAT

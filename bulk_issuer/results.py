@@ -1,0 +1,161 @@
+"""Results files: the rows not issued (to fix and feed back) and the learners issued.
+
+Both are CSV that a course administrator opens in a spreadsheet, so every cell is
+neutralised against formula injection. The failures file is written in the input's own
+columns, delimiter and encoding, so that it can be corrected and fed back unchanged:
+the added `row` and `reason` columns are ignored when it is read again.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import IO, Final, Self
+
+from .learners import Row, field_keys
+from .readers import Dialect
+
+__all__ = ["FailuresWriter", "SuccessWriter", "neutralise"]
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_ROW: Final = "row"
+_REASON: Final = "reason"
+_OVERFLOW_PREFIX: Final = "(column "
+
+
+def neutralise(cell: str) -> str:
+    """Make a cell safe to open in a spreadsheet (OWASP CSV injection).
+
+    A cell starting with = + - @ TAB or CR gets a leading single quote, so that Excel,
+    LibreOffice and Google Sheets show it as text instead of running it as a formula.
+    """
+    if cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+class _CsvFile:
+    """A CSV file written row by row and flushed after each, so a crash loses at most one."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encoding: str,
+        delimiter: str,
+        append: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.count = 0
+        self._encoding = encoding
+        self._file: IO[str] | None = open(  # noqa: SIM115 - closed by close() / __exit__
+            self.path, "a" if append else "w", encoding=encoding, newline=""
+        )
+        self._writer = csv.writer(self._file, delimiter=delimiter, lineterminator="\r\n")
+
+    def _write(self, cells: Sequence[str]) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed; open a new writer to add rows")
+        safe = [neutralise(cell) for cell in cells]
+        try:
+            self._writer.writerow(safe)
+        except UnicodeEncodeError:
+            # Only values that did not come from this file's own encoding can get here
+            # (csv writes a whole row in one call, so nothing was written yet).
+            self._writer.writerow([self._safe(cell) for cell in safe])
+        self._file.flush()
+
+    def _safe(self, text: str) -> str:
+        """Text of our own (a reason) made writable in the file's encoding."""
+        return text.encode(self._encoding, "replace").decode(self._encoding)
+
+    def close(self) -> None:
+        """Close the file; safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FailuresWriter(_CsvFile):
+    """The rows that were not issued: `row`, `reason`, then the input's own columns.
+
+    CSV inputs are written back in their own encoding and delimiter (with Excel's `sep=`
+    line if they had one); JSON Lines and in-memory records as UTF-8 CSV with commas.
+    The header is written at once, so an empty failures file still says what it holds.
+
+    Args:
+        path: Where to write; an existing file is replaced.
+        dialect: How the input was read (`LearnerSource.dialect`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], dialect: Dialect) -> None:
+        is_csv = dialect.format == "csv"
+        encoding = dialect.encoding if is_csv else "utf-8"
+        delimiter = dialect.delimiter if is_csv else ","
+        super().__init__(path, encoding=encoding, delimiter=delimiter)
+        self._is_csv = is_csv
+        columns = list(dialect.columns)
+        # A failures file fed back in already starts with our two columns: reuse them.
+        self._reuse = columns[:2] == [_ROW, _REASON]
+        if self._reuse:
+            columns = columns[2:]
+        self._keys = field_keys(columns)
+        taken = {name.casefold() for name in columns}
+        self._row_column = _ROW if _ROW not in taken else "bulk-issuer row"
+        self._reason_column = _REASON if _REASON not in taken else "bulk-issuer reason"
+        if self._file is not None and is_csv and dialect.sep_line:
+            self._file.write(f"sep={delimiter}\r\n")
+        self._write([self._row_column, self._reason_column, *columns])
+
+    def write(self, row: Row, reason: str) -> None:
+        """Add one row that was not issued, with the reason a person can act on."""
+        self.write_fields(row.number, row.fields, reason)
+
+    def write_fields(self, row_number: int, fields: Mapping[str, str], reason: str) -> None:
+        """Add one row from its number and its input values (e.g. kept in the journal)."""
+        values = dict(fields)
+        if self._reuse:
+            values.pop(_ROW, None)
+            values.pop(_REASON, None)
+        cells = [str(values.pop(key, "")) for key in self._keys]
+        overflow = [str(values.pop(k)) for k in list(values) if k.startswith(_OVERFLOW_PREFIX)]
+        if values:
+            # A record with keys the header does not have: keep them, in the reason.
+            others = "; ".join(f"{key}={value!r}" for key, value in values.items())
+            reason = f"{reason} (other fields: {others})"
+        self._write([str(row_number), self._safe(reason), *cells, *overflow])
+        self.count += 1
+
+
+class SuccessWriter(_CsvFile):
+    """The learners issued: `row`, `email`, `assertion_id` (UTF-8 CSV with commas).
+
+    Args:
+        path: Where to write.
+        append: Add to an existing file (a resumed run) instead of replacing it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        fresh = not append or not os.path.exists(path) or os.path.getsize(path) == 0
+        super().__init__(path, encoding="utf-8", delimiter=",", append=append)
+        if fresh:
+            self._write(["row", "email", "assertion_id"])
+
+    def write(self, row_number: int, email: str, assertion_id: str | int | None) -> None:
+        """Add one issued learner."""
+        shown = "" if assertion_id is None else str(assertion_id)
+        self._write([str(row_number), email, shown])
+        self.count += 1
