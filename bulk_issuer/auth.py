@@ -153,8 +153,11 @@ class TokenManager:
         self._lead = lead
         self._lock = anyio.Lock()
         self._token: Secret | None = None
+        self._fetched_at = 0.0
         self._expires_at = -float("inf")
         self._lifetime = 0.0
+        # What 401s taught about tokens that do not say how long they live.
+        self._observed_lifetime: float | None = None
         self.generation = 0
         self.refreshes = 0
 
@@ -177,14 +180,27 @@ class TokenManager:
         if self._needs_refresh():
             await self.refresh(self.generation)
 
-    async def refresh(self, seen: int) -> None:
-        """Get a new token, unless another worker already replaced generation `seen`."""
+    async def refresh(self, seen: int, *, rejected: bool = False) -> None:
+        """Get a new token, unless another worker already replaced generation `seen`.
+
+        Args:
+            seen: the generation the caller used.
+            rejected: the server answered 401 to it: if it died younger than we assumed,
+                assume that shorter life (less 20%) for every later token.
+        """
         async with self._lock:
             if self.generation != seen or not isinstance(self._auth, PasswordAuth):
                 return
             started = anyio.current_time()
+            if rejected and self._token is not None:
+                age = started - self._fetched_at
+                if age < self._lifetime:
+                    self._observed_lifetime = max(age * 0.8, 1.0)
             token = await self._login(self._auth)
             lifetime = token_lifetime(token.reveal()) or DEFAULT_TOKEN_LIFETIME
+            if self._observed_lifetime is not None:
+                lifetime = min(lifetime, self._observed_lifetime)
+            self._fetched_at = started
             self._token, self._lifetime = token, lifetime
             # Counted from when the request left: the server's clock started no earlier.
             self._expires_at = started + lifetime

@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -230,6 +232,26 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
 
 
 def _issue(args: argparse.Namespace) -> int:
+    if args.file != "-":
+        return _issue_file(args, args.file)
+    # Standard input can be read once; the run reads its input twice (a check before
+    # anything is sent, then the run), so it is spooled to a private file first.
+    with tempfile.TemporaryDirectory(prefix="bulk-issuer-") as folder:
+        return _issue_file(args, _spool_stdin(Path(folder)))
+
+
+def _spool_stdin(folder: Path) -> str:
+    head = sys.stdin.buffer.read(1 << 16)
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    path = folder / ("stdin.jsonl" if first == b"{" else "stdin.csv")
+    with path.open("wb") as spool:
+        spool.write(head)
+        shutil.copyfileobj(sys.stdin.buffer, spool)
+    return str(path)
+
+
+def _issue_file(args: argparse.Namespace, source_path: str) -> int:
+    label = "standard input" if args.file == "-" else source_path
     console = _Console(quiet=args.quiet, verbose=args.verbose)
     options = _read_options(args)
     rate = (
@@ -238,16 +260,16 @@ def _issue(args: argparse.Namespace) -> int:
     base_url = check_base_url(
         args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL
     )
-    source_path = args.file
-    if source_path != "-" and not Path(source_path).is_file():
+    if not Path(source_path).is_file():
         raise UsageError(f"cannot read {source_path}: no such file")
     # Open the input once before anything is sent: a file that cannot be read at all is a
     # usage error (exit 2), not a run that fails half-way.
     with open_source(source_path, options) as probe:
         dialect = probe.dialect
     for note in dialect.notes:
-        console.note(f"{source_path}: {note}")
-    if args.no_journal or source_path == "-":
+        if args.verbose or not _ordinary(note):
+            console.note(f"{label}: {note}")
+    if args.no_journal or args.file == "-":
         journal_path = Path(args.journal) if args.journal else None
     else:
         journal_path = (
@@ -260,7 +282,7 @@ def _issue(args: argparse.Namespace) -> int:
         raise UsageError("which badge? pass --badge ID (the number in the badge's URL)")
     if not args.dry_run:
         console.say(
-            f"Issuing badge {args.badge} to the learners in {source_path}"
+            f"Issuing badge {args.badge} to the learners in {label}"
             f"{f' (about {total})' if total else ''} via {base_url} at {rate or 'no rate limit'}."
         )
         console.say(
@@ -276,7 +298,7 @@ def _issue(args: argparse.Namespace) -> int:
     if journal is not None:
         journal.set_meta("dialect", _dialect_meta(dialect))
         journal.set_meta("source", str(source_path))
-    results = _Results(args, dialect, source_path)
+    results = _Results(args, dialect, args.file)
     log_file: TextIO | None = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
     secrets = _secret_values(auth)
     events = _Events(json_lines_logger(log_file, lambda: secrets) if log_file else None, console)
@@ -313,7 +335,7 @@ def _issue(args: argparse.Namespace) -> int:
         if log_file is not None:
             log_file.close()
 
-    console.summary(summary, args.badge, source_path, dry_run=args.dry_run)
+    console.summary(summary, args.badge, label, dry_run=args.dry_run)
     if journal_path and not args.dry_run:
         console.say(f"Journal: {journal_path}")
     for line in results.paths():
@@ -370,6 +392,12 @@ def _confirm() -> bool:
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def _ordinary(note: str) -> bool:
+    """Whether a note about the input says only what anyone would assume (UTF-8, commas)."""
+    text = note.lower()
+    return text in ("encoding utf-8", "delimiter ',' (detected)")
 
 
 def _count_rows(source: str) -> int | None:

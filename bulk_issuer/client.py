@@ -160,7 +160,7 @@ class NavigatrClient:
             answer = await self._send(method, path, headers=headers, json_body=body, params=params)
             if answer.status != 401 or not self.tokens.refreshable:
                 return answer
-            await self.tokens.refresh(generation)
+            await self.tokens.refresh(generation, rejected=True)
         assert answer is not None
         return answer
 

@@ -132,9 +132,9 @@ class FailuresWriter(_CsvFile):
             values.pop(_REASON, None)
         cells = [str(values.pop(key, "")) for key in self._keys]
         overflow = [str(values.pop(k)) for k in list(values) if k.startswith(_OVERFLOW_PREFIX)]
-        if values:
-            # A record with keys the header does not have: keep them, in the reason.
-            others = "; ".join(f"{key}={value!r}" for key, value in values.items())
+        others = ", ".join(f"{key}={value!r}" for key, value in values.items() if value != "")
+        if others:
+            # A record with keys the header does not have: keep their values, in the reason.
             reason = f"{reason} (other fields: {others})"
         self._write([str(row_number), self._safe(reason), *cells, *overflow])
         self.count += 1

@@ -123,3 +123,28 @@ async def test_pat_is_never_refreshed() -> None:
     await tokens.refresh(tokens.generation)
     assert tokens.current() == ({"X-Access-Token": "pat"}, 0)
     assert login.calls == 0
+
+
+@pytest.mark.looptime
+async def test_a_401_teaches_the_lifetime_of_opaque_tokens() -> None:
+    """Opaque tokens that die young: after one 401, later tokens are refreshed before that age."""
+
+    async def login(auth: PasswordAuth) -> Secret:
+        await anyio.sleep(0.05)
+        return Secret("opaque")
+
+    tokens = TokenManager(PasswordAuth("u", "p"), login)
+    await tokens.ensure_fresh()
+    await anyio.sleep(10)  # the server says this 10-second-old token is dead
+    await tokens.refresh(tokens.generation, rejected=True)
+    born = {tokens.generation: anyio.current_time()}
+    oldest = 0.0
+    for _ in range(600):
+        await tokens.ensure_fresh()
+        current = tokens.current()
+        assert current is not None
+        born.setdefault(current[1], anyio.current_time())
+        oldest = max(oldest, anyio.current_time() - born[current[1]])
+        await anyio.sleep(0.1)
+    assert oldest < 10 * 0.8
+    assert tokens.refreshes > 60 / 8

@@ -1,0 +1,170 @@
+"""Crashes, stops and reruns: every learner ends with the badge exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bulk_issuer.cli import main
+from bulk_issuer.sandbox import Sandbox, SandboxConfig
+from tests.conftest import sandbox_thread
+from tests.test_cli import good_rows, write_cohort
+
+RATE = "100/1s"
+
+
+@pytest.fixture(autouse=True)
+def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PAT in the environment, nothing else."""
+    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NAVIGATR_PAT", "sandbox-demo-pat")
+
+
+def server() -> SandboxConfig:
+    """A server with a limit the client is told about and some network latency."""
+    return SandboxConfig(rate=(100, 1.0), rate_model="moving", latency=(0.01, 0.04))
+
+
+def kill_midway(cohort: Path, sandbox: Sandbox, after: float) -> None:
+    """Start the command in a child process; SIGKILL it `after` seconds into its sending."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bulk_issuer",
+        "issue",
+        str(cohort),
+        "--badge",
+        "51",
+        "--base-url",
+        sandbox.url,
+        "--yes",
+        "-q",
+        "--rate",
+        RATE,
+    ]
+    seen = len(sandbox.requests)
+    child = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+    )
+    deadline = time.monotonic() + 10
+    while len(sandbox.requests) == seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(after)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+
+
+def sending(journal: Path) -> set[str]:
+    """Learners the journal shows as sent without an answer."""
+    with sqlite3.connect(journal) as db:
+        return {row[0] for row in db.execute("SELECT key FROM learners WHERE state = 'sending'")}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_then_rerun_issues_everyone_exactly_once(tmp_path: Path, seed: int) -> None:
+    """Killed at a random instant (twice), the same command finishes with no duplicate."""
+    rng = random.Random(seed)
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(150))
+    with sandbox_thread(server()) as sandbox:
+        kill_midway(cohort, sandbox, rng.uniform(0.05, 0.6))
+        kill_midway(cohort, sandbox, rng.uniform(0.05, 0.4))
+        assert 0 < sandbox.issued_by_api < 150
+        status = main(
+            [
+                "issue",
+                str(cohort),
+                "--badge",
+                "51",
+                "--base-url",
+                sandbox.url,
+                "--yes",
+                "-q",
+                "--rate",
+                RATE,
+            ]
+        )
+        assert status == 0
+        assert sandbox.duplicates() == {}
+        assert all(sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(150))
+
+
+def test_without_the_lookup_only_the_unanswered_can_be_sent_twice(tmp_path: Path) -> None:
+    """If the server cannot be asked, only learners left `sending` by the crash risk a second send."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(150))
+    config = server()
+    config.lookup = "missing"
+    with sandbox_thread(config) as sandbox:
+        kill_midway(cohort, sandbox, 0.4)
+        unanswered = sending(tmp_path / "cohort.csv.badge-51.journal.db")
+        status = main(
+            [
+                "issue",
+                str(cohort),
+                "--badge",
+                "51",
+                "--base-url",
+                sandbox.url,
+                "--yes",
+                "-q",
+                "--rate",
+                RATE,
+            ]
+        )
+        assert status == 0
+        twice = {email for (_, email), _ in sandbox.duplicates().items()}
+        assert twice <= unanswered
+        assert all(sandbox.issued_count(51, f"n{i}@example.org") >= 1 for i in range(150))
+
+
+def test_report_counts_and_writes_results_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report` shows counts by state and writes the success and failures files."""
+    cohort = write_cohort(tmp_path / "cohort.csv", [*good_rows(5), ("Bad", "Mail", "bad@")])
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert (
+            main(
+                [
+                    "issue",
+                    str(cohort),
+                    "--badge",
+                    "51",
+                    "--base-url",
+                    sandbox.url,
+                    "--yes",
+                    "-q",
+                    "--rate",
+                    "none",
+                ]
+            )
+            == 1
+        )
+    capsys.readouterr()
+    successes, failures = tmp_path / "ok.csv", tmp_path / "bad.csv"
+    status = main(
+        [
+            "report",
+            str(cohort),
+            "--badge",
+            "51",
+            "--successes",
+            str(successes),
+            "--failures",
+            str(failures),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "issued" in out and "5" in out
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 6
+    bad = failures.read_text(encoding="utf-8")
+    assert "bad@" in bad and "reason" in bad.splitlines()[0]
