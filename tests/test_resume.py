@@ -98,7 +98,7 @@ def test_sigkill_then_rerun_issues_everyone_exactly_once(tmp_path: Path, seed: i
 
 
 def test_without_the_lookup_only_the_unanswered_can_be_sent_twice(tmp_path: Path) -> None:
-    """If the server cannot be asked, only learners left `sending` by the crash risk a second send."""
+    """Without the lookup, only learners left `sending` by the crash risk a second send."""
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(150))
     config = server()
     config.lookup = "missing"
@@ -164,7 +164,9 @@ def test_report_counts_and_writes_results_files(
     )
     out = capsys.readouterr().out
     assert status == 1
-    assert "issued" in out and "5" in out
+    assert "issued" in out
+    assert "5" in out
     assert len(successes.read_text(encoding="utf-8").splitlines()) == 6
     bad = failures.read_text(encoding="utf-8")
-    assert "bad@" in bad and "reason" in bad.splitlines()[0]
+    assert "bad@" in bad
+    assert "reason" in bad.splitlines()[0]
