@@ -580,15 +580,26 @@ class _Console:
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            ProgressColumn,
+            Task,
             TextColumn,
             TimeRemainingColumn,
         )
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            """Learners per second, once there is a rate to show."""
+
+            def render(self, task: Task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:.2f}/s" if speed else "-/s")
 
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.speed:.2f}/s" if True else ""),
+            RateColumn(),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("retries {task.fields[retries]}"),
             console=self.err,

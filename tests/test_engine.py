@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 from structlog.testing import capture_logs
 
@@ -301,3 +302,50 @@ async def test_no_secret_in_any_event() -> None:
 def sandbox_tokens(sandbox: Sandbox) -> list[str]:
     """Every bearer token the sandbox handed out."""
     return sandbox.tokens.issued()
+
+
+async def test_cancelled_run_closes_cleanly_and_resumes(tmp_path: Path) -> None:
+    """Cancelling a run mid-way leaves nothing open; the rerun issues the rest once."""
+
+    journal = tmp_path / "run.db"
+    learners = cohort(60)
+    async with run_sandbox(SandboxConfig(latency=(0.03, 0.09))) as sandbox:
+        with anyio.move_on_after(5):
+            await bulk_issuer.issue_badges(
+                learners,
+                badge_id=51,
+                auth=PersonalAccessToken(PAT),
+                base_url=sandbox.url,
+                journal=journal,
+            )
+        assert 0 < sandbox.issued_by_api < 60
+        summary = await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            journal=journal,
+        )
+    assert summary.issued + summary.skipped == 60
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+
+
+async def test_stop_lets_requests_in_flight_finish() -> None:
+    """BadgeIssuer.stop(): no new learner starts, the summary says interrupted."""
+
+    async with (
+        run_sandbox(SandboxConfig(latency=(0.03, 0.09))) as sandbox,
+        bulk_issuer.BadgeIssuer(auth=PersonalAccessToken(PAT), base_url=sandbox.url) as issuer,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def stop_later() -> None:
+            await anyio.sleep(3)
+            issuer.stop()
+
+        tg.start_soon(stop_later)
+        summary = await issuer.run(cohort(60), badge_id=51)
+    assert summary.interrupted
+    assert not summary.ok
+    assert 0 < summary.issued < 60
+    assert summary.issued == sandbox.issued_by_api
