@@ -349,3 +349,21 @@ async def test_stop_lets_requests_in_flight_finish() -> None:
     assert not summary.ok
     assert 0 < summary.issued < 60
     assert summary.issued == sandbox.issued_by_api
+
+
+@pytest.mark.parametrize("retry_after", ["seconds", "date", "none"])
+async def test_stricter_server_than_configured_slows_down_until_429s_stop(retry_after: str) -> None:
+    """Told 5/2s by a 5/4s server: a few 429s, every learner once, then no more 429s."""
+    config = SandboxConfig(rate=(5, 4.0), retry_after=retry_after, latency=(0.03, 0.09), seed=9)  # type: ignore[arg-type]
+    learners = cohort(60)
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+        )
+        late = [r for r in sandbox.requests if r.status == 429][-1].arrived_at
+        end = sandbox.requests[-1].arrived_at
+    assert summary.issued == 60
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+    assert sandbox.rejected_429 <= 12
+    # Slowed down for good: the last third of the run drew none.
+    assert late < end * 2 / 3
