@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import inspect
+import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +54,30 @@ def most_in_window(times: Sequence[float], period: float) -> int:
             start += 1
         most = max(most, end - start + 1)
     return most
+
+
+def write_cohort(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A Navigatr-template CSV."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["First Name", "Last Name", "Email"])
+        writer.writerows(rows)
+    return path
+
+
+def good_rows(n: int) -> list[tuple[str, str, str]]:
+    """n valid learners."""
+    return [(f"Nguyễn{i}", "Văn", f"n{i}@example.org") for i in range(n)]
+
+
+def issue_args(cohort: Path, url: str, *extra: str) -> list[str]:
+    """`bulk-issuer issue` arguments for badge 51 against `url`, without asking."""
+    return ["issue", str(cohort), "--badge", "51", "--base-url", url, "--yes", *extra]
+
+
+def child_argv(cohort: Path, url: str, *extra: str) -> list[str]:
+    """The same, as a command line for a child process."""
+    return [sys.executable, "-m", "bulk_issuer", *issue_args(cohort, url, *extra)]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,25 +13,11 @@ import pytest
 
 from bulk_issuer.cli import main
 from bulk_issuer.sandbox import Sandbox, SandboxConfig
-from tests.conftest import sandbox_thread
+from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
 
 PAT = "sandbox-demo-pat"
 USER, PASSWORD = "demo@example.com", "demo-password"
 FAST = ["--rate", "none"]
-
-
-def write_cohort(path: Path, rows: list[tuple[str, str, str]]) -> Path:
-    """A Navigatr-template CSV."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["First Name", "Last Name", "Email"])
-        writer.writerows(rows)
-    return path
-
-
-def good_rows(n: int) -> list[tuple[str, str, str]]:
-    """n valid learners."""
-    return [(f"Nguyễn{i}", "Văn", f"n{i}@example.org") for i in range(n)]
 
 
 @pytest.fixture
@@ -60,7 +45,7 @@ def test_issue_then_rerun_resumes_without_resending(
     """Exit 0 with a summary; the same command again skips everyone and sends nothing."""
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(8))
     with sandbox_thread(unlimited()) as sandbox:
-        args = ["issue", str(cohort), "--badge", "51", "--base-url", sandbox.url, "--yes", *FAST]
+        args = issue_args(cohort, sandbox.url, *FAST)
         assert main(args) == 0
         out = capsys.readouterr().out
         assert "issued" in out
@@ -86,20 +71,7 @@ def test_bad_rows_are_named_by_row_and_the_rest_issued(
     cohort = write_cohort(tmp_path / "cohort.csv", rows)
     failures = tmp_path / "failures.csv"
     with sandbox_thread(unlimited()) as sandbox:
-        status = main(
-            [
-                "issue",
-                str(cohort),
-                "--badge",
-                "51",
-                "--base-url",
-                sandbox.url,
-                "--yes",
-                "--failures",
-                str(failures),
-                *FAST,
-            ]
-        )
+        status = main(issue_args(cohort, sandbox.url, "--failures", str(failures), *FAST))
         assert issue_count(sandbox) == 3
     captured = capsys.readouterr()
     assert status == 1
@@ -223,14 +195,9 @@ def test_no_secret_reaches_any_output_or_file(
     config = SandboxConfig(token_ttl=2.0, fault_rate=0.1, token_fault_rate=0.3, seed=4, rate=None)
     with sandbox_thread(config) as sandbox:
         main(
-            [
-                "issue",
-                str(cohort),
-                "--badge",
-                "51",
-                "--base-url",
+            issue_args(
+                cohort,
                 sandbox.url,
-                "--yes",
                 "-vv",
                 "--log",
                 str(tmp_path / "log.jsonl"),
@@ -239,7 +206,7 @@ def test_no_secret_reaches_any_output_or_file(
                 "--successes",
                 str(tmp_path / "s.csv"),
                 *FAST,
-            ]
+            )
         )
         tokens = sandbox.tokens.issued()
     captured = capsys.readouterr()
@@ -255,21 +222,7 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     """Ctrl-C: exit 130 within seconds, journal consistent; the rerun issues the rest once."""
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(40))
     with sandbox_thread(SandboxConfig(rate=(20, 1.0))) as sandbox:
-        argv = [
-            sys.executable,
-            "-m",
-            "bulk_issuer",
-            "issue",
-            str(cohort),
-            "--badge",
-            "51",
-            "--base-url",
-            sandbox.url,
-            "--yes",
-            "--rate",
-            "10/1s",
-            "-q",
-        ]
+        argv = child_argv(cohort, sandbox.url, "--rate", "10/1s", "-q")
         process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
         )
@@ -280,22 +233,7 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
         assert process.returncode == 130, err
         assert 0 < issue_count(sandbox) < 40
-        assert (
-            main(
-                [
-                    "issue",
-                    str(cohort),
-                    "--badge",
-                    "51",
-                    "--base-url",
-                    sandbox.url,
-                    "--yes",
-                    "-q",
-                    *FAST,
-                ]
-            )
-            == 0
-        )
+        assert main(issue_args(cohort, sandbox.url, "-q", *FAST)) == 0
         assert sandbox.duplicates() == {}
         assert all(sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(40))
 

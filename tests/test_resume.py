@@ -7,7 +7,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import pytest
 
 from bulk_issuer.cli import main
 from bulk_issuer.sandbox import Sandbox, SandboxConfig
-from tests.conftest import sandbox_thread
-from tests.test_cli import good_rows, write_cohort
+from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
 
 RATE = "100/1s"
 
@@ -36,21 +34,7 @@ def server() -> SandboxConfig:
 
 def kill_midway(cohort: Path, sandbox: Sandbox, after: float) -> None:
     """Start the command in a child process; SIGKILL it `after` seconds into its sending."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bulk_issuer",
-        "issue",
-        str(cohort),
-        "--badge",
-        "51",
-        "--base-url",
-        sandbox.url,
-        "--yes",
-        "-q",
-        "--rate",
-        RATE,
-    ]
+    argv = child_argv(cohort, sandbox.url, "-q", "--rate", RATE)
     seen = len(sandbox.requests)
     child = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
@@ -78,20 +62,7 @@ def test_sigkill_then_rerun_issues_everyone_exactly_once(tmp_path: Path, seed: i
         kill_midway(cohort, sandbox, rng.uniform(0.05, 0.6))
         kill_midway(cohort, sandbox, rng.uniform(0.05, 0.4))
         assert 0 < sandbox.issued_by_api < 150
-        status = main(
-            [
-                "issue",
-                str(cohort),
-                "--badge",
-                "51",
-                "--base-url",
-                sandbox.url,
-                "--yes",
-                "-q",
-                "--rate",
-                RATE,
-            ]
-        )
+        status = main(issue_args(cohort, sandbox.url, "-q", "--rate", RATE))
         assert status == 0
         assert sandbox.duplicates() == {}
         assert all(sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(150))
@@ -105,20 +76,7 @@ def test_without_the_lookup_only_the_unanswered_can_be_sent_twice(tmp_path: Path
     with sandbox_thread(config) as sandbox:
         kill_midway(cohort, sandbox, 0.4)
         unanswered = sending(tmp_path / "cohort.csv.badge-51.journal.db")
-        status = main(
-            [
-                "issue",
-                str(cohort),
-                "--badge",
-                "51",
-                "--base-url",
-                sandbox.url,
-                "--yes",
-                "-q",
-                "--rate",
-                RATE,
-            ]
-        )
+        status = main(issue_args(cohort, sandbox.url, "-q", "--rate", RATE))
         assert status == 0
         twice = {email for (_, email), _ in sandbox.duplicates().items()}
         assert twice <= unanswered
@@ -131,23 +89,7 @@ def test_report_counts_and_writes_results_files(
     """`report` shows counts by state and writes the success and failures files."""
     cohort = write_cohort(tmp_path / "cohort.csv", [*good_rows(5), ("Bad", "Mail", "bad@")])
     with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
-        assert (
-            main(
-                [
-                    "issue",
-                    str(cohort),
-                    "--badge",
-                    "51",
-                    "--base-url",
-                    sandbox.url,
-                    "--yes",
-                    "-q",
-                    "--rate",
-                    "none",
-                ]
-            )
-            == 1
-        )
+        assert main(issue_args(cohort, sandbox.url, "-q", "--rate", "none")) == 1
     capsys.readouterr()
     successes, failures = tmp_path / "ok.csv", tmp_path / "bad.csv"
     status = main(
