@@ -285,19 +285,19 @@ class _Plan:
 
 
 class _SeenKeys:
-    """Which (badge, learner key) pairs were seen, in about 16 bytes each.
+    """Which (badge, learner key) pairs were seen, in 12 bytes of table slot each.
 
-    An open-addressing table of 8-byte BLAKE2b hashes in flat arrays: no Python object
-    per entry, so a million learners cost about 32 MB. Two different keys share a hash
-    with odds of about 1 in 10^7 for 10^6 learners; the row is then reported as a
-    duplicate, never dropped silently.
+    An open-addressing table of 8-byte BLAKE2b hashes and 4-byte row numbers in flat
+    arrays: no Python object per entry, so a million learners cost 24 MB (36 MB while the
+    table doubles). Two different keys share a hash with odds of about 1 in 10^7 for
+    10^6 learners; such a row is reported as a duplicate, never dropped silently.
     """
 
     __slots__ = ("_count", "_hashes", "_mask", "_rows")
 
     def __init__(self) -> None:
         self._hashes = array("Q", [0]) * 1024
-        self._rows = array("Q", [0]) * 1024
+        self._rows = array("I", [0]) * 1024
         self._mask = 1023
         self._count = 0
 
@@ -312,7 +312,7 @@ class _SeenKeys:
                 return self._rows[slot]
             slot = (slot + 1) & mask
         hashes[slot] = wanted
-        self._rows[slot] = row
+        self._rows[slot] = min(row, _MAX_ROW)
         self._count += 1
         if self._count * 3 >= (mask + 1) * 2:
             self._grow()
@@ -322,7 +322,7 @@ class _SeenKeys:
         old_hashes, old_rows = self._hashes, self._rows
         size = len(old_hashes) * 2
         self._hashes = hashes = array("Q", [0]) * size
-        self._rows = rows = array("Q", [0]) * size
+        self._rows = rows = array("I", [0]) * size
         self._mask = mask = size - 1
         for wanted, row in zip(old_hashes, old_rows, strict=True):
             if wanted:
@@ -331,6 +331,9 @@ class _SeenKeys:
                     slot = (slot + 1) & mask
                 hashes[slot] = wanted
                 rows[slot] = row
+
+
+_MAX_ROW: Final = 2**32 - 1  # row numbers past 4 billion are reported as this one
 
 
 class RowBuilder:
@@ -437,8 +440,9 @@ class RowBuilder:
         for name, positions in by_field.items():
             if len(positions) > 1:
                 names = " and ".join(repr(headers[p]) for p in positions)
+                every = "both" if len(positions) == 2 else "all"
                 message = (
-                    f"columns {names} all look like the {name} column; choose one with "
+                    f"columns {names} {every} look like the {name} column; choose one with "
                     f"{_map_hint(name).replace('Your Column', headers[positions[0]])}"
                 )
                 if strict:
@@ -491,7 +495,12 @@ class RowBuilder:
                         f"columns; a value that contains the delimiter must be in quotes",
                     )
                 )
-        values = cells if len(cells) >= width else [fields[key] for key in plan.keys]
+        values = list(cells) if len(cells) >= width else [fields[key] for key in plan.keys]
+        for position in plan.index.values():
+            # Undo results-file neutralisation ('=Bob -> =Bob) so a failures file reads back.
+            cell = values[position]
+            if cell[:1] == "'" and cell[1:2] in _FORMULA_START:
+                values[position] = cell[1:]
         return self._build(number, plan, values, fields, found)
 
     def looks_like_record(self, cells: Sequence[str]) -> bool:
@@ -633,7 +642,8 @@ class RowBuilder:
             extra[api_name] = raw
 
         if plan.consent is not None:
-            said = _text(values[plan.consent]) or ""
+            given = values[plan.consent]
+            said = "true" if given is True else (_text(given) or "")
             if said.casefold() not in _CONSENT_YES:
                 label = plan.headers[plan.consent]
                 problems.append(
@@ -771,9 +781,6 @@ def _text(value: object) -> str | None:
     if value is None:
         return ""
     if isinstance(value, str):
-        # Undo results-file neutralisation ('=Bob -> =Bob) so a failures file reads back.
-        if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
-            value = value[1:]
         return value.strip()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)

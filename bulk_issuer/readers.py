@@ -128,7 +128,7 @@ _DEFAULT_OPTIONS: Final = ReadOptions()
 
 
 def open_source(
-    source: str | os.PathLike[str] | Iterable[Learner | Mapping[str, object]],
+    source: str | os.PathLike[str] | Iterable[Learner | Mapping[str, object]] | LearnerSource,
     options: ReadOptions = _DEFAULT_OPTIONS,
 ) -> LearnerSource:
     """Open learner records for reading; the header is checked before this returns.
@@ -136,12 +136,15 @@ def open_source(
     Args:
         source: A path (`.jsonl`/`.ndjson` = JSON Lines, anything else CSV), "-" for
             standard input (CSV or JSON Lines, told apart by the first character), or
-            an iterable of `Learner` objects and dicts.
+            an iterable of `Learner` objects and dicts. An open `LearnerSource` is
+            returned as it is (its options were set when it was opened).
         options: How to read it.
 
     Raises:
         InputError: The file is missing, empty, undecodable, or lacks a required column.
     """
+    if isinstance(source, LearnerSource):
+        return source  # already open (e.g. standard input, which can be read only once)
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if path == "-":
@@ -419,10 +422,21 @@ def _open_stream(
     prefix = _read_prefix(stream)
     if not prefix.strip():
         raise InputError(f"{name} is empty: expected a header row and one row per learner")
+    if prefix.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise InputError(
+            f"{name} is a spreadsheet workbook (.xlsx/.xls), not a text file: in Excel use "
+            f"File > Save As > 'CSV UTF-8 (Comma delimited)' and give that file"
+        )
     encoding = _choose_encoding(stream, prefix, options.encoding, name)
     if kind is None:
         start = codecs.decode(prefix[encoding.skip : 4096], encoding.codec, "ignore")
-        kind = "jsonl" if start.lstrip("\ufeff \t\r\n").startswith("{") else "csv"
+        first = start.lstrip("\ufeff \t\r\n")[:1]
+        if first == "[":
+            raise InputError(
+                f"{name} holds a JSON array; give JSON Lines instead (one object per line, "
+                f"e.g. from: jq -c '.[]' cohort.json > cohort.jsonl)"
+            )
+        kind = "jsonl" if first == "{" else "csv"
     lines = _lines(stream, prefix[encoding.skip :], encoding.codec, encoding.skip)
     resource = stream if owned else None
     try:
@@ -472,7 +486,7 @@ def _open_csv(
     sep_line = False
     header_line = ""
     for line in lines:
-        if not line.strip():
+        if not line.strip().strip("\ufeff"):
             number += 1
             continue
         if not sep_line and number == 0 and (sep := _SEP_LINE.fullmatch(line.strip("\ufeff\r\n"))):
@@ -493,8 +507,8 @@ def _open_csv(
             notes.append("only one column in the header; delimiter ',' assumed")
         else:
             notes.append(f"delimiter {_DELIMITER_NAMES[delimiter]} (detected)")
-    else:
-        notes.append(f"delimiter {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}")
+    elif options.delimiter:
+        notes.append(f"delimiter {_DELIMITER_NAMES.get(delimiter, repr(delimiter))} (given)")
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.reader(itertools.chain([header_line], lines), delimiter=delimiter)
     try:
