@@ -21,7 +21,7 @@ from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, check_base_url
 from .engine import BadgeIssuer, FatalError
 from .journal import Journal, State, default_journal_path
-from .learners import InputError
+from .learners import COLUMN_ALIASES, InputError, normalise_header
 from .outcomes import Outcome, Status, Summary, json_lines_logger
 from .pacing import Rate
 from .readers import Dialect, ReadOptions, open_source
@@ -278,7 +278,10 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
     auth = None if args.dry_run else _credentials(args.pat_header)
     total = _count_rows(source_path)
 
-    if not args.dry_run and args.badge is None and "badge_id" not in _norm_columns(dialect.columns):
+    has_badge_column = any(
+        COLUMN_ALIASES.get(normalise_header(column)) == "badge_id" for column in dialect.columns
+    )
+    if not args.dry_run and args.badge is None and not has_badge_column:
         raise UsageError("which badge? pass --badge ID (the number in the badge's URL)")
     if not args.dry_run:
         console.say(
@@ -408,10 +411,6 @@ def _count_rows(source: str) -> int | None:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
         return max(lines - (0 if source.endswith((".jsonl", ".ndjson")) else 1), 0) or None
     return None
-
-
-def _norm_columns(columns: Sequence[str]) -> set[str]:
-    return {c.strip().lower().replace(" ", "_") for c in columns}
 
 
 def _secret_values(auth: Auth | None) -> list[str]:
