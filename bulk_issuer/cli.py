@@ -622,11 +622,9 @@ class _Console:
             if dry_run
             else [("issued", summary.issued), ("already held", summary.already_held)]
         )
-        rows += [
-            ("skipped", summary.skipped),
-            ("failed", summary.failed),
-            ("invalid", summary.invalid),
-        ]
+        rows += [("skipped", summary.skipped)]
+        rows += [] if dry_run else [("failed", summary.failed)]
+        rows += [("invalid", summary.invalid)]
         notes = {
             "skipped": "done by an earlier run",
             "already held": "issued before, not sent again",

@@ -241,6 +241,7 @@ class _Run:
         self.journal.start_validation()
         self.log.info(
             "run.started",
+            source=_describe_source(self.learners),
             badge_id=self.badge_id,
             rate=str(issuer.rate) if issuer.rate else "unlimited",
             workers=issuer.workers,
@@ -667,6 +668,12 @@ async def _rows(learners: LearnerInput, options: ReadOptions) -> AsyncIterable[R
                 # Reading a file never blocks on I/O long, but validating thousands of rows
                 # would starve the workers: let them run between chunks.
                 await anyio.lowlevel.checkpoint()
+
+
+def _describe_source(learners: LearnerInput) -> str:
+    if isinstance(learners, str | os.PathLike):
+        return os.fspath(learners)
+    return type(learners).__name__
 
 
 def _invalid_outcome(row: Row, badge_id: int | None) -> Outcome | None:

@@ -68,6 +68,8 @@ class Learner:
     provider_id: int | None = None
     badge_id: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    # `key` costs an email validation; it is asked for several times per learner.
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # A private copy, so a caller mutating its dict later cannot change a queued learner.
@@ -110,6 +112,12 @@ class Learner:
     @property
     def key(self) -> str:
         """Identity within one badge: the normalised email, or `id:<recipient_id>`."""
+        if self._key is None:
+            object.__setattr__(self, "_key", self._normalised_key())
+        assert self._key is not None
+        return self._key
+
+    def _normalised_key(self) -> str:
         email = self.email.strip()
         if not email:
             return f"id:{self.recipient_id}"
@@ -119,7 +127,9 @@ class Learner:
             return email.lower()
 
 
-FIELD_NAMES: Final = tuple(f.name for f in dataclasses.fields(Learner) if f.name != "extra")
+FIELD_NAMES: Final = tuple(
+    f.name for f in dataclasses.fields(Learner) if f.name != "extra" and not f.name.startswith("_")
+)
 """The Learner fields that columns map to, in the order of the Navigatr CSV template."""
 
 _API_NAMES: Final = types.MappingProxyType(
@@ -711,6 +721,7 @@ class RowBuilder:
         if key is None:  # every path without a problem sets the key; never drop a learner
             raise RuntimeError(f"row {number}: learner has no key and no problem")
         learner = Learner(**parsed, extra=extra)  # type: ignore[arg-type]
+        object.__setattr__(learner, "_key", key)  # validated just now: no second validation
         badge = learner.badge_id if learner.badge_id is not None else self._badge_id
         first = self._seen.first_row(f"{badge}\x1f{key}", number)
         if first is not None:
