@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -141,12 +141,12 @@ class NavigatrClient:
         *,
         body: Mapping[str, object] | None = None,
         params: Mapping[str, str | int] | None = None,
-        before_send: Callable[[], None] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Answer:
         """One authenticated call; on a 401 with a login token, refresh it and send once more.
 
         Args:
-            before_send: called right before each request leaves (to journal the attempt).
+            before_send: awaited right before each request leaves (to journal the attempt).
 
         Raises:
             TransportError: no answer.
@@ -156,7 +156,7 @@ class NavigatrClient:
         for _ in range(2):
             headers, generation = await self._auth_headers()
             if before_send is not None:
-                before_send()
+                await before_send()
             answer = await self._send(method, path, headers=headers, json_body=body, params=params)
             if answer.status != 401 or not self.tokens.refreshable:
                 return answer

@@ -73,6 +73,8 @@ class _Job:
     verify_first: bool
     attempts: int = 0
     flags: list[str] = field(default_factory=list)
+    #: Whether this run has written the row to the journal (with its first send).
+    stored: bool = False
 
 
 @dataclass(slots=True)
@@ -239,6 +241,8 @@ class _Run:
             issuer.pacer.rate_limited,
         )
         self.journal.start_validation()
+        # Nothing recorded yet: no learner can have been done before, so no look-ups.
+        self.fresh_journal = self.journal.is_empty()
         self.log.info(
             "run.started",
             source=_describe_source(self.learners),
@@ -312,7 +316,7 @@ class _Run:
             badge_id = learner.badge_id or self.badge_id
             assert badge_id is not None
             badge = await self._badge(badge_id)
-            entry = self.journal.get(badge_id, learner.key)
+            entry = None if self.fresh_journal else self.journal.get(badge_id, learner.key)
             if entry is not None and entry.state is State.ISSUED:
                 self._emit(
                     _outcome(
@@ -532,14 +536,20 @@ class _Run:
         return await self._put(job)
 
     async def _put(self, job: _Job) -> Answer:
-        def before_send() -> None:
-            job.attempts = self.journal.mark_sending(
+        async def before_send() -> None:
+            job.attempts += 1
+            self.journal.mark_sending(
                 job.badge_id,
                 job.learner.key,
                 row=job.row.number,
                 email=job.learner.email,
-                fields=job.row.fields,
+                attempts=job.attempts,
+                # The row is stored with this run's first attempt; retries need not encode it.
+                fields=None if job.stored else job.row.fields,
             )
+            job.stored = True
+            # The attempt is on disk before the request leaves.
+            await self.journal.committed()
 
         return await self.client.request(
             "PUT",
@@ -562,7 +572,7 @@ class _Run:
             state,
             row=job.row.number,
             email=job.learner.email,
-            fields=job.row.fields,
+            fields=None if job.stored else job.row.fields,
             http_status=status,
             reason=reason,
             flags=",".join(job.flags) or None,
@@ -588,6 +598,7 @@ class _Run:
             job.badge_id,
             status,
             state,
+            store_fields=not job.stored,
             attempts=job.attempts,
             http_status=http_status,
             reason=reason,
@@ -602,6 +613,7 @@ class _Run:
         status: Status,
         state: State,
         *,
+        store_fields: bool = True,
         attempts: int = 0,
         http_status: int | None = None,
         reason: str | None = None,
@@ -616,7 +628,7 @@ class _Run:
             state,
             row=row.number,
             email=learner.email,
-            fields=row.fields,
+            fields=row.fields if store_fields else None,
             http_status=http_status,
             reason=reason,
             assertion_id=assertion_id,
