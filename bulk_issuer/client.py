@@ -86,16 +86,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def new_session(connections: int) -> aiohttp.ClientSession:
+def new_session(connections: int, pacer: Pacer) -> aiohttp.ClientSession:
     """One session for a whole run, with a pool sized to the workers.
 
     aiohttp re-sends an idempotent request (PUT included) by itself when a pooled connection
     drops: an attempt the pacer and the journal would never see, and possibly a badge
-    issued twice. The engine owns every attempt, so that is switched off.
+    issued twice. The engine owns every attempt, so that is switched off. The pacer hears
+    when each request's headers actually leave, to keep the spacing on the wire.
     """
+
+    async def headers_sent(*_: object) -> None:
+        pacer.note_sent()
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_headers_sent.append(headers_sent)
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
     session = aiohttp.ClientSession(
-        connector=connector, timeout=_TIMEOUT, json_serialize=_dumps, raise_for_status=False
+        connector=connector,
+        timeout=_TIMEOUT,
+        json_serialize=_dumps,
+        raise_for_status=False,
+        trace_configs=[tracing],
     )
     session._retry_connection = False
     return session

@@ -141,7 +141,7 @@ class BadgeIssuer:
         self._lookup_unavailable: str | None = None
 
     async def __aenter__(self) -> BadgeIssuer:
-        self._session = new_session(self.workers + 2)
+        self._session = new_session(self.workers + 2, self.pacer)
         self._client = NavigatrClient(
             self._session, self._base_url, self.pacer, self._auth, policy=self.policy
         )

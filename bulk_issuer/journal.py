@@ -113,10 +113,11 @@ class Journal:
             raise ValueError(f"cannot use {target} as a journal: {exc}") from None
         self._db.row_factory = sqlite3.Row
         self._pending: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """Commit and close."""
-        self.commit()
+        self._commit_pending()
         self._db.close()
 
     def commit(self) -> None:
@@ -133,18 +134,23 @@ class Journal:
         loop = asyncio.get_running_loop()
         if self._pending is None or self._pending.get_loop() is not loop:
             self._pending = loop.create_future()
-            loop.call_later(_COMMIT_DELAY, self._commit_pending)
+            self._timer = loop.call_later(_COMMIT_DELAY, self._commit_pending)
         return self._pending
 
     def _commit_pending(self) -> None:
         pending, self._pending = self._pending, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
             self.commit()
         except sqlite3.Error as exc:
-            if pending is not None:
+            if pending is not None and not pending.done():
                 pending.set_exception(exc)
+            elif pending is None:
+                raise
         else:
-            if pending is not None:
+            if pending is not None and not pending.done():
                 pending.set_result(None)
 
     def _write(self, sql: str, params: Sequence[object]) -> None:

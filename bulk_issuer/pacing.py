@@ -27,6 +27,9 @@ DEFAULT_MARGIN = 0.075
 #: When the server is stricter than configured, each rate-limit episode widens the gap
 #: by this factor, up to `_MAX_SLOWDOWN` times the configured gap.
 _SLOWDOWN = 1.15
+
+#: A send this much later than its slot is ordinary event-loop delay, not worth a push.
+_SEND_TOLERANCE = 0.005
 _MAX_SLOWDOWN = 4.0
 
 
@@ -133,6 +136,17 @@ class Pacer:
             # being released: that slot goes unused, which only errs on the slow side.
             waiter.cancel()
             raise
+
+    def note_sent(self) -> None:
+        """Note that a request's headers just went out on the wire.
+
+        A request that left late for its slot (it had to open a connection first, or the
+        loop was busy) pushes the next slot to a full gap after it: otherwise the next
+        request, on a warm connection, would arrive closer behind it than the gap.
+        """
+        floor = _now() + self._gap - _SEND_TOLERANCE
+        if floor > self._next_slot:
+            self._next_slot = floor
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` from now (a server asked to come back later)."""

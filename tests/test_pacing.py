@@ -142,3 +142,25 @@ def test_rate_parse_rejects_with_a_teaching_message(text: str) -> None:
     """A bad rate is a ValueError that shows the form to use."""
     with pytest.raises(ValueError, match=r"5/2s|at least one request"):
         Rate.parse(text)
+
+
+async def test_a_late_send_pushes_the_next_slot() -> None:
+    """A request that left 0.2 s after its slot (a new connection) keeps a full gap behind it."""
+    pacer = Pacer(Rate(5, 2.0))
+    await pacer.acquire()
+    await anyio.sleep(0.2)  # connecting...
+    left = anyio.current_time()
+    pacer.note_sent()
+    await pacer.acquire()
+    assert anyio.current_time() - left >= pacer.gap - 0.005 - 1e-6
+
+
+async def test_an_ordinary_send_does_not_drift_the_grid() -> None:
+    """Sends a millisecond after their slot leave the long-run rate untouched."""
+    pacer = Pacer(Rate(5, 2.0))
+    start = anyio.current_time()
+    for _ in range(50):
+        await pacer.acquire()
+        await anyio.sleep(0.001)
+        pacer.note_sent()
+    assert anyio.current_time() - start == pytest.approx(49 * pacer.gap + 0.001, abs=1e-3)
