@@ -297,8 +297,10 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
             console.say("Nothing sent.")
             return EXIT_USAGE
 
-    journal = Journal(journal_path) if journal_path else None
-    if journal is not None:
+    # A dry run reads an existing journal (to report who is done) but creates none.
+    use_journal = journal_path is not None and (not args.dry_run or journal_path.exists())
+    journal = Journal(journal_path) if journal_path and use_journal else None
+    if journal is not None and not args.dry_run:
         journal.set_meta("dialect", _dialect_meta(dialect))
         journal.set_meta("source", str(source_path))
     results = _Results(args, dialect, args.file)

@@ -10,9 +10,10 @@ source -> producer (validate, skip what the journal or server says is done)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -22,7 +23,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from .auth import Auth, CredentialsRejected, PasswordAuth
+from .auth import Auth, CredentialsRejected, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, Answer, NavigatrClient, TransportError, new_session
 from .journal import Journal, State
 from .learners import Learner, Row
@@ -120,7 +121,7 @@ class BadgeIssuer:
         read_options: ReadOptions | None = None,
         margin: float = DEFAULT_MARGIN,
     ) -> None:
-        if not isinstance(auth, PasswordAuth) and not hasattr(auth, "headers"):
+        if not isinstance(auth, PasswordAuth | PersonalAccessToken):
             raise ValueError("auth must be a PersonalAccessToken or a PasswordAuth")
         self.rate = Rate.parse(rate) if isinstance(rate, str) else rate
         self.workers = workers or default_workers(self.rate)
@@ -138,7 +139,6 @@ class BadgeIssuer:
         self._session: Any = None
         self._client: NavigatrClient | None = None
         self._stop = anyio.Event()
-        self._lookup_unavailable: str | None = None
 
     async def __aenter__(self) -> BadgeIssuer:
         self._session = new_session(self.workers + 2, self.pacer)
@@ -168,6 +168,8 @@ class BadgeIssuer:
             FatalError: credentials refused, or the badge unknown or forbidden.
             readers.InputError: the input cannot be read at all.
         """
+        if self._stop.is_set():
+            self._stop = anyio.Event()  # an earlier run was stopped; this one starts afresh
         return await _Run(self, learners, badge_id).execute()
 
     async def dry_run(self, learners: LearnerInput, *, badge_id: int | None) -> Summary:
@@ -199,15 +201,7 @@ class BadgeIssuer:
         return summary
 
     def _options(self, badge_id: int | None) -> ReadOptions:
-        options = self.read_options
-        return ReadOptions(
-            badge_id=badge_id,
-            delimiter=options.delimiter,
-            encoding=options.encoding,
-            date_format=options.date_format,
-            column_map=options.column_map,
-            require_consent=options.require_consent,
-        )
+        return dataclasses.replace(self.read_options, badge_id=badge_id)
 
     def _emit(self, outcome: Outcome) -> None:
         level = (
@@ -231,6 +225,9 @@ class _Run:
         self.badges: dict[int, _Badge] = {}
         self.log = issuer._log
         self.policy = issuer.policy
+        self.fresh_journal = False
+        # Why the assertions list cannot be read (403/404), once it is known.
+        self.lookup_unavailable: str | None = None
 
     async def execute(self) -> Summary:
         issuer = self.issuer
@@ -368,21 +365,17 @@ class _Run:
             )
             if answer is None:
                 return
+            badge.held.update(_holders(answer))
             body = answer.body if isinstance(answer.body, dict) else {}
-            for item in body.get("items") or []:
-                email = item.get("recipient_email") if isinstance(item, dict) else None
-                status = str(item.get("status", "")).lower() if isinstance(item, dict) else ""
-                if isinstance(email, str) and email and status not in _NOT_HELD:
-                    badge.held[email.strip().lower()] = _str_or_none(item.get("id"))
             pages = int(body.get("pages") or 1)
             page += 1
         self.log.info("badge.holders_loaded", badge_id=badge_id, holders=len(badge.held))
 
     async def _lookup_call(self, params: Mapping[str, str | int], *, purpose: str) -> Answer | None:
         """One GET of the assertions list, retried; None when the list cannot be had."""
-        if self._lookup_unavailable is not None:
+        if self.lookup_unavailable is not None:
             return None
-        failures = 0
+        failures = limited = 0
         while True:
             try:
                 answer = await self.client.request("GET", "/v1/badge_assertion/", params=params)
@@ -396,7 +389,7 @@ class _Run:
                         f"the server refused the credentials (HTTP 401): {answer.detail}"
                     )
                 if answer.status in (403, 404):
-                    self._lookup_unavailable = f"HTTP {answer.status}: {answer.detail}"
+                    self.lookup_unavailable = f"HTTP {answer.status}: {answer.detail}"
                     self.log.warning(
                         "lookup.unavailable",
                         http_status=answer.status,
@@ -404,26 +397,26 @@ class _Run:
                         purpose=purpose,
                     )
                     return None
-                if answer.status == 429:
+                problem = f"HTTP {answer.status}: {answer.detail}"
+                if answer.status == 429 and limited < self.policy.rate_limited_attempts:
+                    limited += 1
                     self.issuer.pacer.rate_limited_for(retry_after(answer.headers))
                     continue
-                problem = f"HTTP {answer.status}: {answer.detail}"
             failures += 1
             if failures >= self.policy.attempts:
                 self.log.warning("lookup.failed", reason=problem, purpose=purpose)
                 return None
             await self._sleep(self.policy.backoff(failures))
 
-    @property
-    def _lookup_unavailable(self) -> str | None:
-        return self.issuer._lookup_unavailable
-
-    @_lookup_unavailable.setter
-    def _lookup_unavailable(self, value: str | None) -> None:
-        self.issuer._lookup_unavailable = value
-
     async def _verify(self, job: _Job) -> tuple[bool | None, str | None]:
-        """Ask the server whether an earlier, unanswered attempt issued the badge."""
+        """Ask the server whether an earlier, unanswered attempt issued the badge.
+
+        Returns:
+            (True, assertion id) if it did, (False, None) if not, (None, None) if the
+            server cannot be asked (no lookup endpoint, or a learner known only by id).
+        """
+        if not job.learner.email:
+            return None, None
         answer = await self._lookup_call(
             {
                 "badge_id": job.badge_id,
@@ -435,14 +428,9 @@ class _Run:
         )
         if answer is None:
             return None, None
-        body = answer.body if isinstance(answer.body, dict) else {}
-        for item in body.get("items") or []:
-            if not isinstance(item, dict):
-                continue
-            email = str(item.get("recipient_email", "")).strip().lower()
-            status = str(item.get("status", "")).lower()
-            if email == job.learner.key and status not in _NOT_HELD:
-                return True, _str_or_none(item.get("id"))
+        holders = dict(_holders(answer))
+        if job.learner.key in holders:
+            return True, holders[job.learner.key]
         return False, None
 
     async def _issue(self, job: _Job) -> None:
@@ -486,6 +474,11 @@ class _Run:
             if verdict is Verdict.UNAUTHORIZED:
                 self._failed(job, status, f"not issued: credentials refused ({detail})")
                 raise FatalError(f"the server refused the credentials (HTTP 401): {detail}")
+            if verdict is Verdict.FATAL and status == 404 and self.badges[job.badge_id].confirmed:
+                # The badge exists (it was issued to others): what is missing is this
+                # learner's own reference, a provider_id or recipient_id.
+                self._failed(job, status, detail)
+                return
             if verdict is Verdict.FATAL:
                 self._failed(job, status, f"not issued: {detail}")
                 what = "not found" if status == 404 else "not permitted for these credentials"
@@ -730,6 +723,18 @@ def _outcome(row: Row, badge_id: int, status: Status, **kw: Any) -> Outcome:
         fields=dict(row.fields),
         **kw,
     )
+
+
+def _holders(answer: Answer) -> Iterator[tuple[str, str | None]]:
+    """(normalised email, assertion id) of each assertion listed that holds the badge."""
+    body = answer.body if isinstance(answer.body, dict) else {}
+    for item in body.get("items") or []:
+        if not isinstance(item, dict):
+            continue
+        email = item.get("recipient_email")
+        status = str(item.get("status", "")).lower()
+        if isinstance(email, str) and email.strip() and status not in _NOT_HELD:
+            yield email.strip().lower(), _str_or_none(item.get("id"))
 
 
 def _str_or_none(value: object) -> str | None:

@@ -367,3 +367,23 @@ async def test_stricter_server_than_configured_slows_down_until_429s_stop(retry_
     assert sandbox.rejected_429 <= 12
     # Slowed down for good: the last third of the run drew none.
     assert late < end * 2 / 3
+
+
+async def test_a_404_for_one_learner_after_the_badge_is_confirmed_fails_only_that_learner() -> None:
+    """An unknown provider_id (404) fails its learner; the run goes on and is not fatal."""
+    learners: list[dict[str, object]] = [dict(row) for row in cohort(6)]
+    learners.insert(3, {"First Name": "Pat", "Email": "pat@example.org", "provider_id": 999})
+    outcomes: list[bulk_issuer.Outcome] = []
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            on_outcome=outcomes.append,
+            workers=1,
+        )
+    assert (summary.issued, summary.failed) == (6, 1)
+    failed = [o for o in outcomes if o.status is bulk_issuer.Status.FAILED]
+    assert failed[0].email == "pat@example.org"
+    assert failed[0].reason == "Provider not found"

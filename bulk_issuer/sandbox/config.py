@@ -42,6 +42,7 @@ class SandboxConfig:
             form, or both.
         badges: badge id -> name of the badges that exist and may be issued.
         forbidden_badges: badges that exist but answer 403 to this account.
+        providers: provider ids that exist; an issue call naming another answers 404.
         rate: N requests per P seconds on every ``/v1`` request; None is unlimited.
         rate_model: how the limit is enforced (see ``bulk_issuer.sandbox.limits``).
         retry_after: how a 429 says when to come back: delta seconds, an HTTP-date, or not.
@@ -66,6 +67,7 @@ class SandboxConfig:
     token_mode: Literal["json", "form", "both"] = "both"  # noqa: S105  (a mode, not a secret)
     badges: dict[int, str] = field(default_factory=_default_badges)
     forbidden_badges: frozenset[int] = frozenset({403})
+    providers: frozenset[int] = frozenset({1})
     rate: tuple[int, float] | None = (5, 2.0)
     rate_model: RateModelName = "fixed"
     retry_after: Literal["seconds", "date", "none"] = "seconds"

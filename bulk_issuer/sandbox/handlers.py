@@ -143,6 +143,9 @@ async def issue(request: web.Request) -> web.StreamResponse:
         raise ApiError(403, "You do not have permission to issue this badge")
     if badge_id not in config.badges:
         raise ApiError(404, "Badge not found")
+    provider = fields.get("provider_id")
+    if provider is not None and provider not in config.providers:
+        raise ApiError(404, "Provider not found")
     assertion = sandbox.add_assertion(badge_id, fields)
     if sandbox.chance(config.drop_after_rate):
         # The ambiguous case: the badge is issued, the client never hears so.
