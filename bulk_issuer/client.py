@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,10 @@ DEFAULT_BASE_URL = "https://api.navigatr.app"
 
 #: Network time only: waiting for a free pooled connection is bounded by the worker count.
 _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+
+
+_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
 
 
 class TransportError(Exception):
@@ -53,6 +58,11 @@ class Answer:
                     parts.append(str(item))
             return "; ".join(parts)
         text = "" if detail is None else str(detail)
+        if "<" in text and ">" in text:
+            # A proxy's HTML error page: its title says it, the markup does not.
+            title = _HTML_TITLE.search(text)
+            text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+        text = " ".join(text.split())
         return text[:300] or f"HTTP {self.status}"
 
 

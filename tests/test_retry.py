@@ -86,3 +86,21 @@ def test_no_hint() -> None:
     """Nothing said, nothing returned; garbage is ignored."""
     assert retry_after(CIMultiDict()) is None
     assert retry_after(CIMultiDict({"Retry-After": "soon"})) is None
+
+
+def test_answer_detail_reads_fastapi_and_proxy_pages() -> None:
+    """An answer's reason: FastAPI's detail (string or list), or an HTML page's title."""
+    from bulk_issuer.client import Answer
+
+    listed = {
+        "detail": [
+            {"loc": ["body", "recipient_email"], "msg": "value is not a valid email address"}
+        ]
+    }
+    assert Answer(422, listed, {}).detail == "recipient_email: value is not a valid email address"
+    assert Answer(404, {"detail": "Badge not found"}, {}).detail == "Badge not found"
+    page = (
+        "<html><head><title>504 Gateway Time-out</title></head><body><h1>504</h1></body></html>\n"
+    )
+    assert Answer(504, page, {}).detail == "504 Gateway Time-out"
+    assert Answer(500, "", {}).detail == "HTTP 500"
