@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,8 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = config_from_args(args)
             with contextlib.suppress(KeyboardInterrupt):
-                anyio.run(serve_forever, config, args.host, args.port)
+                anyio.run(
+                    functools.partial(
+                        serve_forever, config, args.host, args.port, access_log=args.access_log
+                    )
+                )
             return EXIT_OK
+    except KeyboardInterrupt:
+        # Before the run started (at the confirmation prompt, say): nothing was sent.
+        print("\nbulk-issuer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UsageError, InputError, ValueError) as exc:
         print(f"bulk-issuer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -327,12 +337,23 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
     fatal: FatalError | None = None
     summary = Summary()
     try:
-        with console.progress(total, issuer) as _:
+        with console.progress(total):
             result = anyio.run(_run_issue, issuer, source_path, args.badge, args.dry_run)
             if isinstance(result, FatalError):
                 fatal, summary = result, result.summary or Summary()
             else:
                 summary = result
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # A bug, not an answer: say so plainly; the journal is committed as it went.
+        if args.verbose >= 2:
+            traceback.print_exc()
+        console.error(
+            f"unexpected error: {type(exc).__name__}: {exc}. The journal is consistent: "
+            "rerun the same command to resume (-vv shows the details to report)"
+        )
+        return EXIT_SOME_FAILED
     finally:
         results.close()
         if journal is not None:
@@ -573,7 +594,7 @@ class _Console:
             self._print(f"{event} {shown}")
 
     @contextlib.contextmanager
-    def progress(self, total: int | None, issuer: BadgeIssuer) -> Iterator[None]:
+    def progress(self, total: int | None) -> Iterator[None]:
         if self.quiet or not self.err.is_terminal:
             yield
             return
