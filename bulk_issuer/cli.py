@@ -24,7 +24,7 @@ from .client import DEFAULT_BASE_URL, check_base_url
 from .engine import BadgeIssuer, FatalError
 from .journal import Journal, State, default_journal_path
 from .learners import COLUMN_ALIASES, InputError, normalise_header
-from .outcomes import Outcome, Status, Summary, json_lines_logger
+from .outcomes import Outcome, Status, Summary, flag_notes, json_lines_logger
 from .pacing import Rate
 from .readers import Dialect, ReadOptions, open_source
 from .results import FailuresWriter, SuccessWriter
@@ -488,7 +488,9 @@ class _Results:
         elif outcome.status is Status.ISSUED and self._successes_path:
             if self._successes is None:
                 self._successes = SuccessWriter(self._successes_path)
-            self._successes.write(outcome.row, outcome.email, outcome.assertion_id)
+            self._successes.write(
+                outcome.row, outcome.email, outcome.assertion_id, flag_notes(outcome.flags)
+            )
 
     def close(self) -> None:
         if self._failures is not None:
@@ -698,7 +700,10 @@ def _report(args: argparse.Namespace) -> int:
             with SuccessWriter(Path(args.successes)) as successes:
                 count = 0
                 for entry in journal.entries(State.ISSUED):
-                    successes.write(entry.row or 0, entry.email or "", entry.assertion_id)
+                    flags = tuple((entry.flags or "").split(",")) if entry.flags else ()
+                    successes.write(
+                        entry.row or 0, entry.email or "", entry.assertion_id, flag_notes(flags)
+                    )
                     count += 1
             written.append(f"Issued ({count}): {args.successes}")
     if args.json:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["Outcome", "Status", "Summary", "json_lines_logger", "redactor"]
+__all__ = ["Outcome", "Status", "Summary", "flag_notes", "json_lines_logger", "redactor"]
 
 
 class Status(enum.StrEnum):
@@ -31,6 +31,21 @@ EVENTS = {
     Status.FAILED: "badge.failed",
     Status.INVALID: "learner.invalid",
 }
+
+
+#: What each flag on an outcome means, for results files.
+FLAG_NOTES = {
+    "verified": "an earlier attempt went unanswered; the server confirmed it had issued",
+    "resent_unverified": (
+        "sent again without checking: the server could not be asked whether an unanswered "
+        "attempt had issued it; look for a second claim email"
+    ),
+}
+
+
+def flag_notes(flags: Iterable[str]) -> str:
+    """The flags of an outcome in words."""
+    return "; ".join(FLAG_NOTES.get(flag, flag) for flag in flags if flag)
 
 
 @dataclass(frozen=True, slots=True)

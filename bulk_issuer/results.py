@@ -141,7 +141,10 @@ class FailuresWriter(_CsvFile):
 
 
 class SuccessWriter(_CsvFile):
-    """The learners issued: `row`, `email`, `assertion_id` (UTF-8 CSV with commas).
+    """The learners issued: `row`, `email`, `assertion_id`, `note` (UTF-8 CSV with commas).
+
+    The note flags what deserves a look, e.g. a learner re-sent without the server being
+    asked first whether an unanswered attempt had already issued the badge.
 
     Args:
         path: Where to write.
@@ -152,10 +155,12 @@ class SuccessWriter(_CsvFile):
         fresh = not append or not os.path.exists(path) or os.path.getsize(path) == 0
         super().__init__(path, encoding="utf-8", delimiter=",", append=append)
         if fresh:
-            self._write(["row", "email", "assertion_id"])
+            self._write(["row", "email", "assertion_id", "note"])
 
-    def write(self, row_number: int, email: str, assertion_id: str | int | None) -> None:
+    def write(
+        self, row_number: int, email: str, assertion_id: str | int | None, note: str = ""
+    ) -> None:
         """Add one issued learner."""
         shown = "" if assertion_id is None else str(assertion_id)
-        self._write([str(row_number), email, shown])
+        self._write([str(row_number), email, shown, note])
         self.count += 1

@@ -192,12 +192,13 @@ def test_empty_failures_file_still_has_a_header(tmp_path: Path) -> None:
 
 
 def test_success_file(tmp_path: Path) -> None:
-    """The success file lists row, email and assertion id, neutralised, UTF-8 with commas."""
+    """The success file lists row, email, assertion id and a note, neutralised, UTF-8, commas."""
     with SuccessWriter(tmp_path / "issued.csv") as writer:
         writer.write(2, "zoë@example.com", 1234)
-        writer.write(3, "+ann@example.com", None)
+        writer.write(3, "+ann@example.com", None, "sent again without checking")
     assert (tmp_path / "issued.csv").read_bytes().decode("utf-8") == (
-        "row,email,assertion_id\r\n2,zoë@example.com,1234\r\n3,'+ann@example.com,\r\n"
+        "row,email,assertion_id,note\r\n2,zoë@example.com,1234,\r\n"
+        "3,'+ann@example.com,,sent again without checking\r\n"
     )
 
 
@@ -209,7 +210,7 @@ def test_success_file_appends_for_a_resumed_run(tmp_path: Path) -> None:
         writer.write(3, "b@example.com", "x2")
     lines = io.StringIO((tmp_path / "issued.csv").read_text(encoding="utf-8")).readlines()
     assert [line.strip() for line in lines] == [
-        "row,email,assertion_id",
-        "2,a@example.com,x1",
-        "3,b@example.com,x2",
+        "row,email,assertion_id,note",
+        "2,a@example.com,x1,",
+        "3,b@example.com,x2,",
     ]

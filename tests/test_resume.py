@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -69,18 +70,27 @@ def test_sigkill_then_rerun_issues_everyone_exactly_once(tmp_path: Path, seed: i
 
 
 def test_without_the_lookup_only_the_unanswered_can_be_sent_twice(tmp_path: Path) -> None:
-    """Without the lookup, only learners left `sending` by the crash risk a second send."""
+    """Without the lookup, only learners left `sending` by the crash risk a second send.
+
+    They are flagged in the success file, so an administrator knows whom to check.
+    """
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(150))
+    successes = tmp_path / "issued.csv"
     config = server()
     config.lookup = "missing"
     with sandbox_thread(config) as sandbox:
         kill_midway(cohort, sandbox, 0.4)
         unanswered = sending(tmp_path / "cohort.csv.badge-51.journal.db")
-        status = main(issue_args(cohort, sandbox.url, "-q", "--rate", RATE))
-        assert status == 0
+        rerun = issue_args(cohort, sandbox.url, "-q", "--rate", RATE, "--successes", str(successes))
+        assert main(rerun) == 0
         twice = {email for (_, email), _ in sandbox.duplicates().items()}
         assert twice <= unanswered
         assert all(sandbox.issued_count(51, f"n{i}@example.org") >= 1 for i in range(150))
+    with successes.open(encoding="utf-8", newline="") as handle:
+        flagged = {
+            row["email"] for row in csv.DictReader(handle) if "without checking" in row["note"]
+        }
+    assert flagged == unanswered
 
 
 def test_report_counts_and_writes_results_files(
