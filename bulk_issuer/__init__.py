@@ -9,7 +9,7 @@ summary = await bulk_issuer.issue_badges(
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .auth import CredentialsRejected, PasswordAuth, PersonalAccessToken, Secret
 from .client import DEFAULT_BASE_URL
@@ -22,8 +22,8 @@ from .readers import ReadOptions
 from .retry import RetryPolicy
 
 try:
-    __version__ = version("bulk-issuer")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("bulk-issuer")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
