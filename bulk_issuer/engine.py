@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -27,6 +27,7 @@ from .auth import Auth, CredentialsRejected, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, Answer, NavigatrClient, TransportError, new_session
 from .journal import Journal, State
 from .learners import Learner, Row
+from .lookups import AssertionLookup, LookupRefused
 from .outcomes import EVENTS, Outcome, Status, Summary
 from .pacing import DEFAULT_MARGIN, DEFAULT_RATE, Pacer, Rate
 from .readers import ReadOptions, aiter_rows, open_source
@@ -43,9 +44,6 @@ LearnerInput: TypeAlias = (
 
 #: Seconds that in-flight requests get to finish after a stop is asked for.
 STOP_GRACE = 4.0
-
-#: Assertion statuses that do not mean the learner holds the badge.
-_NOT_HELD = frozenset({"revoked"})
 
 
 class FatalError(Exception):
@@ -226,8 +224,7 @@ class _Run:
         self.log = issuer._log
         self.policy = issuer.policy
         self.fresh_journal = False
-        # Why the assertions list cannot be read (403/404), once it is known.
-        self.lookup_unavailable: str | None = None
+        self.assertions = AssertionLookup(self.client, self.policy, self.log, self._sleep)
 
     async def execute(self) -> Summary:
         issuer = self.issuer
@@ -257,7 +254,7 @@ class _Run:
         except FatalError as exc:
             fatal = exc
             self.summary.stopped = str(exc)
-        except CredentialsRejected as exc:
+        except (CredentialsRejected, LookupRefused) as exc:
             fatal = FatalError(str(exc))
             self.summary.stopped = str(exc)
         finally:
@@ -354,84 +351,8 @@ class _Run:
         if badge is None:
             badge = self.badges[badge_id] = _Badge()
             if not self.issuer.allow_duplicates:
-                await self._load_holders(badge_id, badge)
+                badge.held = await self.assertions.holders(badge_id)
         return badge
-
-    async def _load_holders(self, badge_id: int, badge: _Badge) -> None:
-        page, pages = 1, 1
-        while page <= pages:
-            answer = await self._lookup_call(
-                {"badge_id": badge_id, "page": page, "size": 100}, purpose="list holders"
-            )
-            if answer is None:
-                return
-            badge.held.update(_holders(answer))
-            body = answer.body if isinstance(answer.body, dict) else {}
-            pages = int(body.get("pages") or 1)
-            page += 1
-        self.log.info("badge.holders_loaded", badge_id=badge_id, holders=len(badge.held))
-
-    async def _lookup_call(self, params: Mapping[str, str | int], *, purpose: str) -> Answer | None:
-        """One GET of the assertions list, retried; None when the list cannot be had."""
-        if self.lookup_unavailable is not None:
-            return None
-        failures = limited = 0
-        while True:
-            try:
-                answer = await self.client.request("GET", "/v1/badge_assertion/", params=params)
-            except TransportError as exc:
-                problem = str(exc)
-            else:
-                if answer.status == 200:
-                    return answer
-                if answer.status == 401:
-                    raise FatalError(
-                        f"the server refused the credentials (HTTP 401): {answer.detail}"
-                    )
-                if answer.status in (403, 404):
-                    self.lookup_unavailable = f"HTTP {answer.status}: {answer.detail}"
-                    self.log.warning(
-                        "lookup.unavailable",
-                        http_status=answer.status,
-                        reason=answer.detail,
-                        purpose=purpose,
-                    )
-                    return None
-                problem = f"HTTP {answer.status}: {answer.detail}"
-                if answer.status == 429 and limited < self.policy.rate_limited_attempts:
-                    limited += 1
-                    self.issuer.pacer.rate_limited_for(retry_after(answer.headers))
-                    continue
-            failures += 1
-            if failures >= self.policy.attempts:
-                self.log.warning("lookup.failed", reason=problem, purpose=purpose)
-                return None
-            await self._sleep(self.policy.backoff(failures))
-
-    async def _verify(self, job: _Job) -> tuple[bool | None, str | None]:
-        """Ask the server whether an earlier, unanswered attempt issued the badge.
-
-        Returns:
-            (True, assertion id) if it did, (False, None) if not, (None, None) if the
-            server cannot be asked (no lookup endpoint, or a learner known only by id).
-        """
-        if not job.learner.email:
-            return None, None
-        answer = await self._lookup_call(
-            {
-                "badge_id": job.badge_id,
-                "recipient_email": job.learner.email,
-                "page": 1,
-                "size": 100,
-            },
-            purpose="verify",
-        )
-        if answer is None:
-            return None, None
-        holders = dict(_holders(answer))
-        if job.learner.key in holders:
-            return True, holders[job.learner.key]
-        return False, None
 
     async def _issue(self, job: _Job) -> None:
         """Take one learner to a final state: issued, held, or failed."""
@@ -441,7 +362,9 @@ class _Run:
         last: tuple[int | None, str] = (None, "")
         while True:
             if verify:
-                found, assertion = await self._verify(job)
+                found, assertion = await self.assertions.find(
+                    job.badge_id, job.learner.email, job.learner.key
+                )
                 if found:
                     self._done(job, Status.ISSUED, State.ISSUED, 200, None, assertion, "verified")
                     return
@@ -723,18 +646,6 @@ def _outcome(row: Row, badge_id: int, status: Status, **kw: Any) -> Outcome:
         fields=dict(row.fields),
         **kw,
     )
-
-
-def _holders(answer: Answer) -> Iterator[tuple[str, str | None]]:
-    """(normalised email, assertion id) of each assertion listed that holds the badge."""
-    body = answer.body if isinstance(answer.body, dict) else {}
-    for item in body.get("items") or []:
-        if not isinstance(item, dict):
-            continue
-        email = item.get("recipient_email")
-        status = str(item.get("status", "")).lower()
-        if isinstance(email, str) and email.strip() and status not in _NOT_HELD:
-            yield email.strip().lower(), _str_or_none(item.get("id"))
 
 
 def _str_or_none(value: object) -> str | None:

@@ -387,3 +387,17 @@ async def test_a_404_for_one_learner_after_the_badge_is_confirmed_fails_only_tha
     failed = [o for o in outcomes if o.status is bulk_issuer.Status.FAILED]
     assert failed[0].email == "pat@example.org"
     assert failed[0].reason == "Provider not found"
+
+
+async def test_without_the_lookup_endpoint_the_run_says_so_once_and_goes_on() -> None:
+    """A 403 from the assertions list: one lookup.unavailable event, everyone still issued."""
+    config = SandboxConfig(lookup="forbidden", drop_after_rate=0.1, seed=4)
+    async with run_sandbox(config) as sandbox:
+        with capture_logs() as events:
+            summary = await bulk_issuer.issue_badges(
+                cohort(30), badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+            )
+    assert summary.issued == 30
+    assert [e["event"] for e in events].count("lookup.unavailable") == 1
+    resent = [e for e in events if "resent_unverified" in e.get("flags", [])]
+    assert all(e["event"] == "badge.issued" for e in resent)
