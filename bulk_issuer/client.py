@@ -116,7 +116,6 @@ def new_session(connections: int, pacer: Pacer) -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=_TIMEOUT,
-        json_serialize=_dumps,
         raise_for_status=False,
         trace_configs=traces,
     )
@@ -214,13 +213,17 @@ class NavigatrClient:
     ) -> Answer:
         """Send one request that has its pacer slot already."""
         self.requests += 1
+        data: bytes | Mapping[str, str] | None = form
+        if json_body is not None:
+            # Encoded here, once, rather than through aiohttp's JSON payload machinery.
+            data = _dumps(json_body).encode("utf-8")
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
             async with self._session.request(
                 method,
                 self._base + path,
                 headers=headers,
-                json=json_body,
-                data=form,
+                data=data,
                 params=params,
                 allow_redirects=False,
             ) as response:

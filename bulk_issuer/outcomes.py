@@ -124,13 +124,7 @@ class Summary:
 
     def count(self, outcome: Outcome) -> None:
         """Add one outcome."""
-        name = {
-            Status.ISSUED: "issued",
-            Status.HELD: "already_held",
-            Status.SKIPPED: "skipped",
-            Status.FAILED: "failed",
-            Status.INVALID: "invalid",
-        }[outcome.status]
+        name = _COUNTERS[outcome.status]
         setattr(self, name, getattr(self, name) + 1)
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,6 +145,15 @@ class Summary:
             "interrupted": self.interrupted,
         }
 
+
+#: The Summary field that counts each status.
+_COUNTERS = {
+    Status.ISSUED: "issued",
+    Status.HELD: "already_held",
+    Status.SKIPPED: "skipped",
+    Status.FAILED: "failed",
+    Status.INVALID: "invalid",
+}
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
 
