@@ -93,8 +93,11 @@ def default_journal_path(source: str | Path, badge_id: int | None) -> Path:
 class Journal:
     """The SQLite ledger (WAL, one writer). `path=None` keeps it in memory for one run.
 
-    Every `mark_*` call commits before it returns: the next thing that happens is a send
-    or the next learner, and either must find the state on disk.
+    Writes are committed within a millisecond, and `committed()` waits for that: the
+    engine awaits it between marking a learner `sending` and sending its request.
+
+    One run at a time: the file is locked for as long as it is open, so a second run of
+    the same cohort cannot send the same learners in parallel; it is told so and stops.
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -103,12 +106,24 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         target = ":memory:" if self.path is None else str(self.path)
         try:
-            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
+            # Exclusive: no second run on this journal at once (it would send the same
+            # learners), and no file-lock calls on every commit.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives any crash of this process (SIGKILL included);
             # only a power cut can lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise ValueError(
+                    f"the journal {target} is in use by another run of bulk-issuer; "
+                    "wait for it to finish (or stop it), then run again"
+                ) from None
+            raise ValueError(f"cannot use {target} as a journal: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"cannot use {target} as a journal: {exc}") from None
         self._db.row_factory = sqlite3.Row

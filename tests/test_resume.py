@@ -122,3 +122,13 @@ def test_report_counts_and_writes_results_files(
     bad = failures.read_text(encoding="utf-8")
     assert "bad@" in bad
     assert "reason" in bad.splitlines()[0]
+
+
+def test_a_second_run_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+    """While one run holds the journal, another is told so instead of sending in parallel."""
+    from bulk_issuer import Journal
+
+    path = tmp_path / "run.db"
+    with Journal(path), pytest.raises(ValueError, match="in use by another run"):
+        Journal(path)
+    Journal(path).close()  # free again once the first is closed
