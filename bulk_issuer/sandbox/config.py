@@ -43,6 +43,8 @@ class SandboxConfig:
         badges: badge id -> name of the badges that exist and may be issued.
         forbidden_badges: badges that exist but answer 403 to this account.
         providers: provider ids that exist; an issue call naming another answers 404.
+        undeliverable: email domains the server refuses with a 422 although their syntax is
+            fine (the API wants "a deliverable address"; a client cannot know without DNS).
         rate: N requests per P seconds on every ``/v1`` request; None is unlimited.
         rate_model: how the limit is enforced (see ``bulk_issuer.sandbox.limits``).
         retry_after: how a 429 says when to come back: delta seconds, an HTTP-date, or not.
@@ -68,6 +70,7 @@ class SandboxConfig:
     badges: dict[int, str] = field(default_factory=_default_badges)
     forbidden_badges: frozenset[int] = frozenset({403})
     providers: frozenset[int] = frozenset({1})
+    undeliverable: frozenset[str] = frozenset({"no-mail.example.com"})
     rate: tuple[int, float] | None = (5, 2.0)
     rate_model: RateModelName = "fixed"
     retry_after: Literal["seconds", "date", "none"] = "seconds"

@@ -143,6 +143,10 @@ async def issue(request: web.Request) -> web.StreamResponse:
         raise ApiError(403, "You do not have permission to issue this badge")
     if badge_id not in config.badges:
         raise ApiError(404, "Badge not found")
+    domain = str(fields.get("recipient_email", "")).rpartition("@")[2].lower()
+    if domain in config.undeliverable:
+        message = f"value is not a valid email address: {domain} does not accept email"
+        raise ApiError(422, [field_error(("body", "recipient_email"), message, "value_error")])
     provider = fields.get("provider_id")
     if provider is not None and provider not in config.providers:
         raise ApiError(404, "Provider not found")
