@@ -121,3 +121,45 @@ def test_names_reach_the_api_exactly_as_written(tmp_path: Path, encoding: str) -
         assert main(issue_args(cohort, sandbox.url, "--rate", "none", "-q")) == 0
         sent = {(a["recipient_firstname"], a["recipient_lastname"]) for a in sandbox.assertions}
     assert sent == set(names)
+
+
+def test_map_consent_and_json_lines_through_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--map names an odd column, --require-consent skips rows without consent, JSONL works."""
+    odd = tmp_path / "hr-export.csv"
+    odd.write_text(
+        "Given,Family,Work Email,Consent\n"
+        "Ann,Lee,ann@example.org,yes\n"
+        "Bob,Ray,bob@example.org,no\n",
+        encoding="utf-8",
+    )
+    lines = tmp_path / "lms.jsonl"
+    lines.write_text(
+        '{"first_name": "Cai", "email": "cai@example.org"}\n'
+        '{"first_name": "Dee", "email": "dee@example.org", "badge_id": 3425}\n',
+        encoding="utf-8",
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        mapped = issue_args(
+            odd,
+            sandbox.url,
+            "--rate",
+            "none",
+            "-q",
+            "--map",
+            "recipient_email=Work Email",
+            "--map",
+            "first_name=Given",
+            "--require-consent",
+            "Consent",
+        )
+        assert main(mapped) == 1  # Bob gave no consent
+        assert main(issue_args(lines, sandbox.url, "--rate", "none", "-q")) == 0
+        issued = sorted((a["badge_id"], a["recipient_email"]) for a in sandbox.assertions)
+    assert issued == [
+        (51, "ann@example.org"),
+        (51, "cai@example.org"),
+        (3425, "dee@example.org"),
+    ]
+    assert "row 3" in capsys.readouterr().err
