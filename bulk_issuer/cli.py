@@ -27,7 +27,7 @@ from .journal import Journal, State, default_journal_path
 from .learners import COLUMN_ALIASES, InputError, normalise_header
 from .outcomes import Outcome, Summary, flag_notes, json_lines_logger
 from .pacing import Rate
-from .readers import Dialect, ReadOptions, open_source
+from .readers import Dialect, LearnerSource, ReadOptions, open_source
 from .results import FailuresWriter, SuccessWriter
 from .retry import RetryPolicy
 
@@ -273,10 +273,29 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
     )
     if not Path(source_path).is_file():
         raise UsageError(f"cannot read {source_path}: no such file")
-    # Open the input once before anything is sent: a file that cannot be read at all is a
-    # usage error (exit 2), not a run that fails half-way.
-    with open_source(source_path, options) as probe:
-        dialect = probe.dialect
+    # The input is opened (encoding, header) before anything is sent: a file that cannot
+    # be read at all is a usage error (exit 2), not a run that fails half-way. The run
+    # then reads the same open source, not the file a second time.
+    with open_source(source_path, options) as source:
+        return _issue_source(
+            args, source, path=source_path, label=label, console=console, rate=rate, url=base_url
+        )
+
+
+def _issue_source(
+    args: argparse.Namespace,
+    source: LearnerSource,
+    *,
+    path: str,
+    label: str,
+    console: Console,
+    rate: Rate | None,
+    url: str,
+) -> int:
+    """Confirm, run and report `issue` on an input that is open and checked."""
+    source_path, base_url = path, url
+    dialect = source.dialect
+    options = _read_options(args)
     for note in dialect.notes:
         if args.verbose or not _ordinary(note):
             console.note(f"{label}: {note}")
@@ -345,7 +364,7 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
     summary = Summary()
     try:
         with console.progress(total):
-            result = anyio.run(_run_issue, issuer, source_path, args.badge, args.dry_run)
+            result = anyio.run(_run_issue, issuer, source, args.badge, args.dry_run)
             if isinstance(result, FatalError):
                 fatal, summary = result, result.summary or Summary()
             else:
@@ -383,7 +402,7 @@ def _issue_file(args: argparse.Namespace, source_path: str) -> int:
 
 
 async def _run_issue(
-    issuer: BadgeIssuer, source: str, badge_id: int | None, dry_run: bool
+    issuer: BadgeIssuer, source: LearnerSource, badge_id: int | None, dry_run: bool
 ) -> Summary | FatalError:
     """The run, with Ctrl-C and SIGTERM turned into a clean stop."""
     result: Summary | FatalError

@@ -30,7 +30,7 @@ from .learners import Learner, Row
 from .lookups import AssertionLookup, LookupRefused
 from .outcomes import EVENTS, Outcome, Status, Summary
 from .pacing import DEFAULT_MARGIN, DEFAULT_RATE, Pacer, Rate
-from .readers import ReadOptions, aiter_rows, open_source
+from .readers import LearnerSource, ReadOptions, aiter_rows, open_source
 from .retry import RetryPolicy, Verdict, classify, retry_after
 
 __all__ = ["BadgeIssuer", "FatalError", "LearnerInput", "issue_badges"]
@@ -38,6 +38,7 @@ __all__ = ["BadgeIssuer", "FatalError", "LearnerInput", "issue_badges"]
 LearnerInput: TypeAlias = (
     str
     | os.PathLike[str]
+    | LearnerSource
     | Iterable[Learner | Mapping[str, object]]
     | AsyncIterable[Learner | Mapping[str, object]]
 )
@@ -601,6 +602,8 @@ async def _rows(learners: LearnerInput, options: ReadOptions) -> AsyncIterable[R
 def _describe_source(learners: LearnerInput) -> str:
     if isinstance(learners, str | os.PathLike):
         return os.fspath(learners)
+    if isinstance(learners, LearnerSource):
+        return learners.name
     return type(learners).__name__
 
 

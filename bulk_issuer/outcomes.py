@@ -129,21 +129,8 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         """The counts as plain values, for the `run.finished` event and JSON output."""
-        return {
-            "issued": self.issued,
-            "already_held": self.already_held,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "invalid": self.invalid,
-            "retries": self.retries,
-            "rate_limited": self.rate_limited,
-            "requests": self.requests,
-            "token_calls": self.token_calls,
-            "elapsed": round(self.elapsed, 3),
-            "rate": round(self.rate, 3),
-            "stopped": self.stopped,
-            "interrupted": self.interrupted,
-        }
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {**values, "elapsed": round(self.elapsed, 3), "rate": round(self.rate, 3)}
 
 
 #: The Summary field that counts each status.

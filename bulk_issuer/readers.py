@@ -83,7 +83,11 @@ class LearnerSource:
     """The rows of one input, streamed; read it once, then close it (or use `with`)."""
 
     def __init__(
-        self, dialect: Dialect, rows: Iterator[Row], resource: IO[bytes] | None = None
+        self,
+        dialect: Dialect,
+        rows: Iterator[Row],
+        resource: IO[bytes] | None = None,
+        name: str = "records",
     ) -> None:
         """Wrap a row iterator.
 
@@ -91,8 +95,10 @@ class LearnerSource:
             dialect: What was detected about the input.
             rows: The rows, produced lazily.
             resource: A file to close with the source (not stdin).
+            name: What to call the input in messages (its path, or "standard input").
         """
         self.dialect = dialect
+        self.name = name
         self._rows = rows
         self._resource = resource
         self._started = False
@@ -533,7 +539,7 @@ def _open_csv(
         "csv", encoding.name, delimiter, tuple(header), tuple(notes), sep_line=sep_line
     )
     rows = _csv_rows(reader, builder, number, tuple(header), delimiter, name, encoding.codec)
-    return LearnerSource(dialect, rows, resource)
+    return LearnerSource(dialect, rows, resource, name)
 
 
 def _csv_rows(
@@ -612,7 +618,7 @@ def _open_jsonl(
             break
     dialect = Dialect("jsonl", encoding.name, ",", columns, encoding.notes)
     rows = _jsonl_rows(itertools.chain(seen, lines), builder, name, encoding.codec)
-    return LearnerSource(dialect, rows, resource)
+    return LearnerSource(dialect, rows, resource, name)
 
 
 def _jsonl_rows(lines: Iterator[str], builder: RowBuilder, name: str, codec: str) -> Iterator[Row]:

@@ -37,7 +37,7 @@ def classify(status: int | None) -> Verdict:
         return Verdict.AMBIGUOUS
     if 200 <= status < 300:
         return Verdict.ISSUED
-    if status in (429, 503) or status >= 500:
+    if status == 429 or status >= 500:
         return Verdict.RETRY
     if status == 401:
         return Verdict.UNAUTHORIZED
