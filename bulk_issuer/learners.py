@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
+from .errors import InputError
+
 __all__ = [
     "COLUMN_ALIASES",
     "FIELD_NAMES",
@@ -35,10 +37,6 @@ __all__ = [
     "normalise_header",
     "validate",
 ]
-
-
-class InputError(ValueError):
-    """The learner input cannot be read as a whole (missing column, bad encoding, no file)."""
 
 
 @dataclass(frozen=True, slots=True)
