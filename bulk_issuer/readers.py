@@ -12,19 +12,32 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import json
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Final, Literal
 
-from .learners import FIELD_NAMES, InputError, Learner, Problem, Row, RowBuilder
+from .errors import InputError
+from .learners import FIELD_NAMES, Learner, Problem, Row
+from .rows import RowBuilder
+from .workbook import WORKBOOK_SUFFIXES, WorkbookFormat, read_workbook, workbook_kind
 
-__all__ = ["Dialect", "LearnerSource", "ReadOptions", "aiter_rows", "open_source"]
+__all__ = [
+    "Dialect",
+    "LearnerSource",
+    "ReadOptions",
+    "SourceScan",
+    "aiter_rows",
+    "open_source",
+    "scan_source",
+]
 
 _PREFIX_BYTES: Final = 1 << 20  # how much is read to choose an encoding when the input is a pipe
 _CHUNK_BYTES: Final = 1 << 16
@@ -48,6 +61,7 @@ class ReadOptions:
         date_format: A `strptime` format that every date must follow, e.g. "%m/%d/%Y".
         column_map: Learner or API field name -> the user's column header ("--map").
         require_consent: A column that must say yes/y/true/1/x for a learner to be issued.
+        sheet: The sheet of a workbook (.xlsx, .ods) to read; None reads the first.
     """
 
     badge_id: int | None = None
@@ -56,6 +70,7 @@ class ReadOptions:
     date_format: str | None = None
     column_map: Mapping[str, str] = field(default_factory=dict)
     require_consent: str | None = None
+    sheet: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +78,65 @@ class Dialect:
     """How an input was read, so that results files can be written back the same way.
 
     Args:
-        format: "csv", "jsonl", or "records" (an in-memory iterable).
+        format: "csv", "jsonl", "xlsx", "ods", or "records" (an in-memory iterable).
         encoding: A Python codec name: "utf-8", "utf-8-sig", "utf-16", "cp1252", ...
-        delimiter: The CSV delimiter ("," for JSON Lines and records).
+            For a workbook "utf-8-sig": its failures file is a CSV that Excel opens as UTF-8.
+        delimiter: The CSV delimiter ("," for JSON Lines, workbooks and records): with
+            `encoding`, how the failures file is written.
         columns: The header as found (JSON Lines and records: the first record's keys).
         notes: What was detected, in words for a person.
         sep_line: The file started with Excel's `sep=;` line.
+        sheet: The sheet read, for a workbook.
+        original_rows: The input is a failures file fed back: its `row` column gives
+            each record the row number it had in the original file.
     """
 
-    format: Literal["csv", "jsonl", "records"]
+    format: Literal["csv", "jsonl", "xlsx", "ods", "records"]
     encoding: str
     delimiter: str
     columns: tuple[str, ...]
     notes: tuple[str, ...] = ()
     sep_line: bool = False
+    sheet: str | None = None
+    original_rows: bool = False
+
+    @property
+    def workbook(self) -> bool:
+        """Whether the input was a workbook (its failures file is a CSV beside it)."""
+        return self.format in ("xlsx", "ods")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceScan:
+    """What a whole read of an input found, before anything is sent (the preflight's counts).
+
+    Every data row is in exactly one of `learners`, `invalid` and `duplicates`.
+
+    Args:
+        name: The input, as messages call it (its path, or "standard input").
+        dialect: How it was read.
+        rows: Data rows (blank lines and the header not counted).
+        learners: Valid learners, each once: what a run would try to issue.
+        invalid: Rows with a problem, duplicates not included.
+        duplicates: Rows whose learner an earlier row already has, for the same badge.
+        badge_ids: The badges the learners would get (a row's own badge_id column, or
+            the run's badge); empty when there are no learners.
+        seconds: How long the scan took.
+    """
+
+    name: str
+    dialect: Dialect
+    rows: int
+    learners: int
+    invalid: int
+    duplicates: int
+    badge_ids: frozenset[int]
+    seconds: float
+
+    @property
+    def empty(self) -> bool:
+        """No learner to issue to: a header-only file, or only invalid rows."""
+        return self.learners == 0
 
 
 class LearnerSource:
@@ -102,12 +162,53 @@ class LearnerSource:
         self._rows = rows
         self._resource = resource
         self._started = False
+        self._badge_id: int | None = None
 
     def __iter__(self) -> Iterator[Row]:
         if self._started:
             raise RuntimeError("a LearnerSource can be read once; call open_source() again")
         self._started = True
         return self._rows
+
+    def scan(self) -> SourceScan:
+        """Read and validate every row, keeping only counts; this reads the source up.
+
+        Open the input again (`open_source`) to run it. Memory stays flat: rows are
+        counted, not kept.
+
+        Raises:
+            InputError: The input cannot be read to the end (a quote never closed, a value
+                over the size limit, bytes that are not the file's encoding); `.row` names
+                the row and `.path` the file.
+        """
+        started = time.perf_counter()
+        rows = learners = invalid = duplicates = 0
+        badges: set[int] = set()
+        run_badge = self._badge_id
+        with self:
+            for row in self:
+                rows += 1
+                learner = row.learner
+                if learner is not None and not row.problems:
+                    learners += 1
+                    badge = learner.badge_id if learner.badge_id is not None else run_badge
+                    if badge is not None:
+                        badges.add(badge)
+                elif row.duplicate_of is not None:
+                    duplicates += 1
+                else:
+                    invalid += 1
+        seconds = time.perf_counter() - started
+        return SourceScan(
+            self.name,
+            self.dialect,
+            rows,
+            learners,
+            invalid,
+            duplicates,
+            frozenset(badges),
+            seconds,
+        )
 
     def close(self) -> None:
         """Stop reading and close the file; safe to call twice."""
@@ -151,12 +252,23 @@ def open_source(
     """
     if isinstance(source, LearnerSource):
         return source  # already open (e.g. standard input, which can be read only once)
+    opened = _open(source, options)
+    opened._badge_id = options.badge_id
+    return opened
+
+
+def _open(
+    source: str | os.PathLike[str] | Iterable[Learner | Mapping[str, object]],
+    options: ReadOptions,
+) -> LearnerSource:
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if path == "-":
             return _open_stream(sys.stdin.buffer, "standard input", None, options, owned=False)
         kind: Literal["csv", "jsonl"] | None = "csv"
         suffix = os.path.splitext(path)[1].lower()
+        if suffix in WORKBOOK_SUFFIXES and os.path.isfile(path):
+            return _open_workbook(path, path, WORKBOOK_SUFFIXES[suffix], options)
         if suffix in {".jsonl", ".ndjson"}:
             kind = "jsonl"
         elif suffix == ".json":
@@ -164,11 +276,13 @@ def open_source(
         try:
             stream = open(path, "rb")  # noqa: SIM115 - the LearnerSource owns and closes it
         except FileNotFoundError:
-            raise InputError(f"no such file: {path}") from None
+            raise InputError(f"no such file: {path}", path=path) from None
         except IsADirectoryError:
-            raise InputError(f"{path} is a folder; give the learner file inside it") from None
+            raise InputError(
+                f"{path} is a folder; give the learner file inside it", path=path
+            ) from None
         except OSError as exc:
-            raise InputError(f"cannot open {path}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot open {path}: {exc.strerror or exc}", path=path) from None
         try:
             return _open_stream(stream, path, kind, options, owned=True)
         except BaseException:
@@ -186,6 +300,26 @@ def open_source(
         f"open_source() takes a path, '-', or an iterable of learners, "
         f"not a {type(source).__name__}"
     )
+
+
+def scan_source(
+    source: str | os.PathLike[str], options: ReadOptions = _DEFAULT_OPTIONS
+) -> SourceScan:
+    """Read and validate a whole file once, before anything is sent; return the counts.
+
+    Then open it again with `open_source(source, options)` to run it. Standard input
+    ("-") can be read only once: scan `open_source("-")` with `LearnerSource.scan()`
+    instead, after spooling it to a file if it must be read twice.
+
+    Args:
+        source: A path, as for `open_source`.
+        options: How to read it (the same as for the run, so the counts match).
+
+    Raises:
+        InputError: The file cannot be opened, lacks a required column, or cannot be
+            read to the end (`.row` names the row, `.path` the file).
+    """
+    return open_source(source, options).scan()
 
 
 async def aiter_rows(
@@ -353,7 +487,8 @@ def _choose_encoding(stream: IO[bytes], prefix: bytes, forced: str | None, name:
         raise InputError(
             f"{name}: {failure.describe('utf-8')}, but the text before it is UTF-8: the file "
             f"mixes encodings. Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or say which "
-            f"encoding it is with --encoding."
+            f"encoding it is with --encoding.",
+            path=name,
         )
     if whole:
         bad, _ = _first_failure(stream, prefix, "cp1252", whole=True)
@@ -361,7 +496,8 @@ def _choose_encoding(stream: IO[bytes], prefix: bytes, forced: str | None, name:
         if bad is not None:
             raise InputError(
                 f"{name}: the file is neither UTF-8 nor Windows-1252: {bad.describe('cp1252')}. "
-                f"Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or give the encoding with --encoding."
+                f"Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or give the encoding with --encoding.",
+                path=name,
             )
     note = "file is Windows-1252, not UTF-8: read as cp1252"
     return _Encoding("cp1252", 0, "cp1252", (note,))
@@ -427,12 +563,16 @@ def _open_stream(
     builder = _builder(options)
     prefix = _read_prefix(stream)
     if not prefix.strip():
-        raise InputError(f"{name} is empty: expected a header row and one row per learner")
-    if prefix.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
         raise InputError(
-            f"{name} is a spreadsheet workbook (.xlsx/.xls), not a text file: in Excel use "
-            f"File > Save As > 'CSV UTF-8 (Comma delimited)' and give that file"
+            f"{name} is empty: expected a header row and one row per learner", path=name
         )
+    workbook = workbook_kind(prefix)
+    if workbook is not None:
+        # A workbook named .csv, or piped in: read it whole (calamine wants all of it).
+        data = io.BytesIO(prefix + stream.read())
+        if owned:
+            stream.close()
+        return _open_workbook(data, name, workbook, options)
     encoding = _choose_encoding(stream, prefix, options.encoding, name)
     if kind is None:
         start = codecs.decode(prefix[encoding.skip : 4096], encoding.codec, "ignore")
@@ -440,7 +580,8 @@ def _open_stream(
         if first == "[":
             raise InputError(
                 f"{name} holds a JSON array; give JSON Lines instead (one object per line, "
-                f"e.g. from: jq -c '.[]' cohort.json > cohort.jsonl)"
+                f"e.g. from: jq -c '.[]' cohort.json > cohort.jsonl)",
+                path=name,
             )
         kind = "jsonl" if first == "{" else "csv"
     lines = _lines(stream, prefix[encoding.skip :], encoding.codec, encoding.skip)
@@ -452,7 +593,8 @@ def _open_stream(
     except _DecodeFailure as failure:
         raise InputError(
             f"{name}: {failure.describe(encoding.codec)}. Say which encoding the file uses "
-            f"with --encoding, or re-save it as UTF-8."
+            f"with --encoding, or re-save it as UTF-8.",
+            path=name,
         ) from None
 
 
@@ -504,7 +646,9 @@ def _open_csv(
         header_line = line.lstrip("\ufeff")
         break
     if not header_line:
-        raise InputError(f"{name} has no header row: expected column names on the first line")
+        raise InputError(
+            f"{name} has no header row: expected column names on the first line", path=name
+        )
     if delimiter is None:
         counts = _count_delimiters(header_line)
         delimiter = max(_DELIMITERS, key=lambda d: (counts[d], -_DELIMITERS.index(d)))
@@ -520,7 +664,7 @@ def _open_csv(
     try:
         header = next(reader)
     except csv.Error as exc:
-        raise InputError(f"{name}: the header row cannot be read: {exc}") from None
+        raise InputError(f"{name}: the header row cannot be read: {exc}", path=name) from None
     number += 1
     if header:
         header[0] = header[0].lstrip("\ufeff")
@@ -534,9 +678,18 @@ def _open_csv(
                 f" The header was split at {_DELIMITER_NAMES.get(delimiter, delimiter)}; if "
                 f"the file uses {_DELIMITER_NAMES[others[0]]}, pass --delimiter."
             )
-        raise InputError(f"{name}: {exc}{hint}") from None
+        raise InputError(f"{name}: {exc}{hint}", path=name) from None
+    fed_back = builder.plan is not None and builder.plan.row is not None
+    if fed_back:
+        notes.append("a failures file: rows keep their numbers from the original file")
     dialect = Dialect(
-        "csv", encoding.name, delimiter, tuple(header), tuple(notes), sep_line=sep_line
+        "csv",
+        encoding.name,
+        delimiter,
+        tuple(header),
+        tuple(notes),
+        sep_line=sep_line,
+        original_rows=fed_back,
     )
     rows = _csv_rows(reader, builder, number, tuple(header), delimiter, name, encoding.codec)
     return LearnerSource(dialect, rows, resource, name)
@@ -559,41 +712,53 @@ def _csv_rows(
             line_num += used
             if not cells or not "".join(cells).strip():
                 continue
-            problems = _unclosed_quote(cells, header, delimiter, builder) if used > 1 else ()
-            yield builder.from_cells(number, cells, problems)
+            if used > 1:
+                _check_quotes(cells, header, delimiter, builder, name, number)
+            yield builder.from_cells(number, cells)
     except csv.Error as exc:
         raise InputError(
             f"{name}, row {number + 1}: {exc}. A value probably opens a quote that is never "
-            f"closed; fix the quotes in that row and run again."
+            f"closed; fix the quotes in that row and run again.",
+            row=number + 1,
+            path=name,
         ) from None
     except _DecodeFailure as failure:
         raise InputError(
             f"{name}: rows from {number + 1} on cannot be read: {failure.describe(codec)}. "
             f"The start of the file was {_codec_label(codec)}; the file mixes encodings. "
-            f"Re-save it as UTF-8, or give the encoding with --encoding."
+            f"Re-save it as UTF-8, or give the encoding with --encoding.",
+            row=number + 1,
+            path=name,
         ) from None
 
 
-def _unclosed_quote(
-    cells: list[str], header: tuple[str, ...], delimiter: str, builder: RowBuilder
-) -> tuple[Problem, ...]:
-    """Spot a record that swallowed the rows after it because a quote was never closed."""
+def _check_quotes(
+    cells: list[str],
+    header: tuple[str, ...],
+    delimiter: str,
+    builder: RowBuilder,
+    name: str,
+    number: int,
+) -> None:
+    """Refuse a record that swallowed the rows after it because a quote was never closed.
+
+    Raises:
+        InputError: A value spans lines that look like learner rows of this file.
+    """
     for position, cell in enumerate(cells):
         inner = _LINE_BREAK.split(cell)[1:]
         for line in inner:
             parsed = next(csv.reader([line], delimiter=delimiter), [])
             if builder.looks_like_record(parsed):
                 column = header[position] if position < len(header) else f"column {position + 1}"
-                return (
-                    Problem(
-                        column,
-                        cell,
-                        f"a quote in this value is not closed, so the {len(inner)} line(s) "
-                        f"after it were read into it, and they look like learner rows; close "
-                        f"the quote (or remove it) and run again",
-                    ),
+                shown = cell if len(cell) <= 60 else cell[:57] + "..."
+                raise InputError(
+                    f"{name}, row {number}: a quote in column {column!r} ({shown!r}) is not "
+                    f"closed, so the {len(inner)} line(s) after it were read into it, and they "
+                    f"look like learner rows. Close the quote (or remove it) and run again.",
+                    row=number,
+                    path=name,
                 )
-    return ()
 
 
 def _open_jsonl(
@@ -650,5 +815,44 @@ def _jsonl_rows(lines: Iterator[str], builder: RowBuilder, name: str, codec: str
     except _DecodeFailure as failure:
         raise InputError(
             f"{name}: lines from {number + 1} on cannot be read: {failure.describe(codec)}. "
-            f"Re-save the file as UTF-8, or give the encoding with --encoding."
+            f"Re-save the file as UTF-8, or give the encoding with --encoding.",
+            row=number + 1,
+            path=name,
         ) from None
+
+
+# ----- workbooks -------------------------------------------------------------------
+
+
+def _open_workbook(
+    source: str | IO[bytes], name: str, kind: WorkbookFormat, options: ReadOptions
+) -> LearnerSource:
+    """A sheet of a workbook: the header checked now, the rows read lazily."""
+    table = read_workbook(source, name, kind, options.sheet)
+    builder = _builder(options)
+    try:
+        builder.set_header(table.header)
+    except InputError as exc:
+        raise InputError(
+            f"{name}, sheet {table.sheet!r}, row {table.header_row}: {exc}",
+            row=table.header_row,
+            path=name,
+        ) from None
+    notes = [f"sheet {table.sheet!r}" + (f" of {len(table.sheets)}" if table.sheets[1:] else "")]
+    if table.header_row > 1:
+        notes.append(f"header on row {table.header_row}")
+    dialect = Dialect(
+        table.format,
+        "utf-8-sig",  # the failures file: a CSV that Excel opens as UTF-8
+        ",",
+        table.header,
+        tuple(notes),
+        sheet=table.sheet,
+        original_rows=builder.plan is not None and builder.plan.row is not None,
+    )
+
+    def rows() -> Iterator[Row]:
+        for number, cells in table.records:
+            yield builder.from_cells(number, cells)
+
+    return LearnerSource(dialect, rows(), None, name)

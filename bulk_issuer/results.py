@@ -2,8 +2,9 @@
 
 Both are CSV that a course administrator opens in a spreadsheet, so every cell is
 neutralised against formula injection. The failures file is written in the input's own
-columns, delimiter and encoding, so that it can be corrected and fed back unchanged:
-the added `row` and `reason` columns are ignored when it is read again.
+columns, delimiter and encoding (a workbook's as UTF-8 CSV with a BOM, beside it), so
+that it can be corrected and fed back unchanged: read again, its `row` column gives each
+record its row number in the original file and `reason` is ignored.
 """
 
 from __future__ import annotations
@@ -14,26 +15,16 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Final, Self
 
-from .learners import Row, field_keys
+from .columns import failures_file_columns, field_keys
+from .formulas import neutralise
+from .learners import Row
 from .readers import Dialect
 
 __all__ = ["FailuresWriter", "SuccessWriter", "neutralise"]
 
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _ROW: Final = "row"
 _REASON: Final = "reason"
 _OVERFLOW_PREFIX: Final = "(column "
-
-
-def neutralise(cell: str) -> str:
-    """Make a cell safe to open in a spreadsheet (OWASP CSV injection).
-
-    A cell starting with = + - @ TAB or CR gets a leading single quote, so that Excel,
-    LibreOffice and Google Sheets show it as text instead of running it as a formula.
-    """
-    if cell.startswith(_FORMULA_START):
-        return "'" + cell
-    return cell
 
 
 class _CsvFile:
@@ -102,15 +93,19 @@ class FailuresWriter(_CsvFile):
     """
 
     def __init__(self, path: str | os.PathLike[str], dialect: Dialect) -> None:
+        # CSV and workbooks: as the dialect says (a workbook's says UTF-8 with BOM and
+        # commas, for a CSV beside it that Excel opens); the others: UTF-8 with commas.
         is_csv = dialect.format == "csv"
-        encoding = dialect.encoding if is_csv else "utf-8"
-        delimiter = dialect.delimiter if is_csv else ","
+        own = is_csv or dialect.workbook
+        encoding = dialect.encoding if own else "utf-8"
+        delimiter = dialect.delimiter if own else ","
         super().__init__(path, encoding=encoding, delimiter=delimiter)
         self._is_csv = is_csv
         columns = list(dialect.columns)
         # A failures file fed back in already starts with our two columns: reuse them.
-        self._reuse = columns[:2] == [_ROW, _REASON]
-        if self._reuse:
+        self._ours: tuple[str, ...] = ()
+        if failures_file_columns(columns):
+            self._ours = tuple(field_keys(columns)[:2])
             columns = columns[2:]
         self._keys = field_keys(columns)
         taken = {name.casefold() for name in columns}
@@ -127,9 +122,8 @@ class FailuresWriter(_CsvFile):
     def write_fields(self, row_number: int, fields: Mapping[str, str], reason: str) -> None:
         """Add one row from its number and its input values (e.g. kept in the journal)."""
         values = dict(fields)
-        if self._reuse:
-            values.pop(_ROW, None)
-            values.pop(_REASON, None)
+        for key in self._ours:
+            values.pop(key, None)
         cells = [str(values.pop(key, "")) for key in self._keys]
         overflow = [str(values.pop(k)) for k in list(values) if k.startswith(_OVERFLOW_PREFIX)]
         others = ", ".join(f"{key}={value!r}" for key, value in values.items() if value != "")

@@ -224,15 +224,16 @@ def test_old_mac_line_endings(tmp_path: Path) -> None:
     assert [row.number for row in rows if row.ok] == [2, 3]
 
 
-def test_unclosed_quote_does_not_swallow_learners_silently(tmp_path: Path) -> None:
-    """A quote never closed swallows the next rows: that row is flagged, not issued."""
+def test_unclosed_quote_refuses_the_file_naming_the_row(tmp_path: Path) -> None:
+    """A quote never closed swallows the next rows: the file is refused, naming that row."""
     text = (
         HEADER
         + '"Ann,Lee,ann@example.com\r\nBob,Ray,bob@example.com\r\n"Cy",Doe,cy@example.com\r\n'
     )
-    _, rows = _read(_write(tmp_path, text.encode()))
-    assert not any(row.ok for row in rows)
-    assert "a quote in this value is not closed" in rows[0].problems[0].message
+    path = _write(tmp_path, text.encode())
+    with pytest.raises(InputError, match=r"row 2: a quote in column 'First Name'") as caught:
+        _read(path)
+    assert (caught.value.row, caught.value.path) == (2, str(path))
 
 
 def test_multiline_value_with_commas_is_fine(tmp_path: Path) -> None:
@@ -263,9 +264,9 @@ def test_missing_column_error_names_file_and_suggests_delimiter(tmp_path: Path) 
     assert "if the file uses ';', pass --delimiter" in message
 
 
-def test_workbooks_and_json_arrays_are_refused_with_advice(tmp_path: Path) -> None:
-    """An .xlsx saved as-is, or a JSON array, gets a message saying what to give instead."""
-    with pytest.raises(InputError, match="Save As > 'CSV UTF-8"):
+def test_broken_workbooks_and_json_arrays_are_refused_with_advice(tmp_path: Path) -> None:
+    """A broken workbook (even named .csv), or a JSON array, says what to give instead."""
+    with pytest.raises(InputError, match="cannot be read as a workbook.*'CSV UTF-8'"):
         _read(_write(tmp_path, b"PK\x03\x04" + bytes(100), "cohort.csv"))
     with pytest.raises(InputError, match="give JSON Lines instead"):
         _read(_write(tmp_path, b'[{"first_name": "A"}]', "cohort.json"))
