@@ -484,23 +484,45 @@ def _choose_encoding(stream: IO[bytes], prefix: bytes, forced: str | None, name:
     if failure is None:
         return _Encoding("utf-8", 0, "utf-8", ("encoding UTF-8",))
     if utf8_text:
+        line = _line_at(stream, failure.offset, len(prefix)) if whole else None
+        where = f", line {line}" if line else ""
         raise InputError(
-            f"{name}: {failure.describe('utf-8')}, but the text before it is UTF-8: the file "
-            f"mixes encodings. Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or say which "
-            f"encoding it is with --encoding.",
+            f"{name}{where}: {failure.describe('utf-8')}, but the text before it is UTF-8: "
+            f"the file mixes encodings. Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or say "
+            f"which encoding it is with --encoding.",
+            row=line,
             path=name,
         )
     if whole:
         bad, _ = _first_failure(stream, prefix, "cp1252", whole=True)
         stream.seek(len(prefix))
         if bad is not None:
+            line = _line_at(stream, bad.offset, len(prefix))
             raise InputError(
-                f"{name}: the file is neither UTF-8 nor Windows-1252: {bad.describe('cp1252')}. "
-                f"Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or give the encoding with --encoding.",
+                f"{name}, line {line}: the file is neither UTF-8 nor Windows-1252: "
+                f"{bad.describe('cp1252')}. Re-save it as UTF-8 (Excel: 'CSV UTF-8'), or give "
+                f"the encoding with --encoding.",
+                row=line,
                 path=name,
             )
     note = "file is Windows-1252, not UTF-8: read as cp1252"
     return _Encoding("cp1252", 0, "cp1252", (note,))
+
+
+def _line_at(stream: IO[bytes], offset: int, resume: int) -> int:
+    """The line (1 = the first) holding byte `offset` of a seekable file; then seek to `resume`.
+
+    The row a spreadsheet shows, unless a quoted value spans lines before it.
+    """
+    stream.seek(0)
+    lf = cr = 0
+    left = offset
+    while left > 0 and (chunk := stream.read(min(left, _CHUNK_BYTES))):
+        left -= len(chunk)
+        lf += chunk.count(b"\n")
+        cr += chunk.count(b"\r")
+    stream.seek(resume)
+    return (lf or cr) + 1
 
 
 def _lines(stream: IO[bytes], first: bytes, codec: str, offset: int) -> Iterator[str]:

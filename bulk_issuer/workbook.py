@@ -12,6 +12,7 @@ them.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,9 +111,14 @@ def read_workbook(
         rows = table.iter_rows()
     except calamine.CalamineError as exc:
         raise InputError(f"{name}: sheet {chosen!r} cannot be read ({exc})", path=name) from None
-    first_row = table.start[0] + 1 if table.start else 1
+    # python-calamine 0.9 yields every row from the sheet's first (blank ones included);
+    # others start at the first row with a value. That row is never blank: tell them apart.
+    start = table.start[0] if table.start else 0
+    first = next(rows, None)
+    starts_at_value = first is not None and any(cell != "" for cell in first)
+    number = start if starts_at_value else 0
+    rows = itertools.chain([] if first is None else [first], rows)
     header: list[str] = []
-    number = first_row - 1
     for cells in rows:
         number += 1
         texts = [_header_text(cell) for cell in cells]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
 
 from bulk_issuer.learners import (
     COLUMN_ALIASES,
+    FIELDS,
     InputError,
     Learner,
     Problem,
@@ -15,6 +17,7 @@ from bulk_issuer.learners import (
     RowBuilder,
     field_keys,
     normalise_header,
+    normalised_email,
     validate,
 )
 
@@ -93,6 +96,44 @@ def test_key_is_normalised_email_or_recipient_id() -> None:
     assert Learner("A", email=" Ann.Lee@Example.COM ").key == "ann.lee@example.com"
     assert Learner("A", email="a@xn--bcher-kva.de").key == Learner("A", email="a@bücher.de").key
     assert Learner("A", recipient_id=42).key == "id:42"
+
+
+def test_decomposed_email_is_held_sent_and_keyed_composed() -> None:
+    """An NFD address (zoe + combining diaeresis) is one learner with the NFC one."""
+    nfd, nfc = "zoe\u0308@example.org", "zoë@example.org"
+    learner = Learner("Zoë", email=nfd)
+    assert learner.email == nfc
+    assert learner.payload()["recipient_email"] == nfc
+    assert learner.key == Learner("Zoë", email=nfc).key == normalised_email(nfd) == nfc
+    assert learner == Learner("Zoë", email=nfc)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        (" Ann.Lee@Example.COM ", "ann.lee@example.com"),  # as journals have it: lower case
+        ("ZOE\u0308@EXAMPLE.ORG", "zoë@example.org"),
+        ("a@xn--bcher-kva.de", "a@bücher.de"),
+        ("STRASSE@example.org", "strasse@example.org"),
+        ("Straße@example.org", "straße@example.org"),  # lower, not casefold: keys unchanged
+        ("not an address", "not an address"),  # never raises: matching must not fail
+    ],
+)
+def test_normalised_email_is_the_learner_key(address: str, key: str) -> None:
+    """normalised_email() gives the journal key's form, for matching the server's addresses."""
+    assert normalised_email(address) == key
+    if "@" in address and " " not in address.strip():
+        assert Learner("A", email=address).key == key
+
+
+def test_one_field_table_matches_the_learner() -> None:
+    """FIELDS lists every Learner field in order; each field's own and API names are aliases."""
+    names = [f.name for f in dataclasses.fields(Learner) if f.name not in ("extra", "_key")]
+    assert [spec.name for spec in FIELDS] == names
+    for spec in FIELDS:
+        assert COLUMN_ALIASES[normalise_header(spec.name)] == spec.name
+        if spec.api is not None:
+            assert COLUMN_ALIASES[normalise_header(spec.api)] == spec.name
 
 
 def test_learner_repr_hash_and_private_extra() -> None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bulk_issuer.learners import InputError, Learner, Row
-from bulk_issuer.readers import Dialect, ReadOptions, aiter_rows, open_source
+from bulk_issuer.readers import Dialect, ReadOptions, aiter_rows, open_source, scan_source
 
 HEADER = "First Name,Last Name,Email\r\n"
 
@@ -266,7 +266,7 @@ def test_missing_column_error_names_file_and_suggests_delimiter(tmp_path: Path) 
 
 def test_broken_workbooks_and_json_arrays_are_refused_with_advice(tmp_path: Path) -> None:
     """A broken workbook (even named .csv), or a JSON array, says what to give instead."""
-    with pytest.raises(InputError, match="cannot be read as a workbook.*'CSV UTF-8'"):
+    with pytest.raises(InputError, match=r"cannot be read as a workbook.*'CSV UTF-8'"):
         _read(_write(tmp_path, b"PK\x03\x04" + bytes(100), "cohort.csv"))
     with pytest.raises(InputError, match="give JSON Lines instead"):
         _read(_write(tmp_path, b'[{"first_name": "A"}]', "cohort.json"))
@@ -453,3 +453,103 @@ def test_any_cohort_round_trips(
     assert [row.problems for row in rows] == [()] * len(cohort)
     assert [row.learner for row in rows] == expected
     assert [row.number for row in rows] == list(range(2, len(cohort) + 2))
+
+
+# ----- scan: the whole file before anything is sent ------------------------------------
+
+
+def test_scan_counts_learners_invalid_and_duplicates(tmp_path: Path) -> None:
+    """scan_source reads the whole file once: every data row in exactly one count."""
+    text = (
+        "First Name,Email,Badge ID\r\n"
+        "Ann,ann@example.com,\r\n"
+        "\r\n"
+        "Bob,bob@@example.com,\r\n"
+        "Ann,ANN@example.com,\r\n"
+        "Ann,ann@example.com,7\r\n"
+        ",cy@example.com,\r\n"
+    )
+    scan = scan_source(_write(tmp_path, text.encode()), ReadOptions(badge_id=51))
+    assert (scan.rows, scan.learners, scan.invalid, scan.duplicates) == (5, 2, 2, 1)
+    assert scan.badge_ids == {7, 51}
+    assert not scan.empty
+    assert scan.dialect.format == "csv"
+    assert scan.seconds >= 0
+
+
+def test_scan_of_a_header_only_file_finds_no_learners(tmp_path: Path) -> None:
+    """A header alone is readable, and the scan says 0 learners."""
+    scan = scan_source(_write(tmp_path, HEADER.encode()), ReadOptions(badge_id=51))
+    assert (scan.rows, scan.learners, scan.empty) == (0, 0, True)
+
+
+def test_scan_refuses_a_value_over_the_field_limit_naming_the_row(tmp_path: Path) -> None:
+    """A quote opened at row 3 and never closed runs past the size limit: row 3 is named."""
+    rows = "".join(f"P{i},L,p{i}@example.com\r\n" for i in range(40_000))
+    text = HEADER + "Ann,Lee,ann@example.com\r\n" + '"Bob,Ray,bob@example.com\r\n' + rows
+    path = _write(tmp_path, text.encode())
+    with pytest.raises(InputError, match="row 3: field larger than field limit") as caught:
+        scan_source(path)
+    assert (caught.value.row, caught.value.path) == (3, str(path))
+
+
+def test_scan_refuses_bytes_of_another_encoding_naming_the_line(tmp_path: Path) -> None:
+    """UTF-8 with a Windows-1252 é on line 3: refused at once, line 3 named."""
+    data = (HEADER + "Zoë,A,z@example.com\r\n").encode() + "José,B,j@example.com\r\n".encode(
+        "cp1252"
+    )
+    with pytest.raises(InputError, match=r"line 3: byte \d+ \(0xE9\)") as caught:
+        scan_source(_write(tmp_path, data))
+    assert caught.value.row == 3
+
+
+def test_scan_of_stdin_reads_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard input is scanned from its LearnerSource, which the scan reads up."""
+    _stdin(monkeypatch, (HEADER + "Ann,Lee,ann@example.com\r\n").encode())
+    source = open_source("-", ReadOptions(badge_id=51))
+    scan = source.scan()
+    assert (scan.name, scan.learners) == ("standard input", 1)
+    with pytest.raises(RuntimeError, match="can be read once"):
+        list(source)
+
+
+def test_undecodable_json_lines_name_the_line(tmp_path: Path) -> None:
+    """UTF-8 JSON Lines with a Windows-1252 byte on line 2 is refused, naming line 2."""
+    data = '{"first_name": "Zoë", "email": "z@example.com"}\n'.encode()
+    data += '{"first_name": "José", "email": "j@example.com"}\n'.encode("cp1252")
+    with pytest.raises(InputError, match="line 2") as caught:
+        scan_source(_write(tmp_path, data, "cohort.jsonl"))
+    assert caught.value.row == 2
+
+
+# ----- a failures file fed back --------------------------------------------------------
+
+
+def test_failures_file_fed_back_keeps_original_row_numbers(tmp_path: Path) -> None:
+    """Its `row` column gives each record its original number; `reason` is not read."""
+    text = (
+        "row,reason,First Name,Email\r\n"
+        "17,Email 'ann@': not valid,Ann,ann@example.com\r\n"
+        "40,first name is empty,Bob,bob@example.com\r\n"
+        ",,Cy,cy@example.com\r\n"
+    )
+    dialect, rows = _read(_write(tmp_path, text.encode(), "cohort.failures.csv"))
+    assert dialect.original_rows
+    assert [row.number for row in rows] == [17, 40, 4]
+    assert all(row.ok for row in rows)
+    plain, _ = _read(_write(tmp_path, (HEADER + "A,B,a@example.com\r\n").encode()))
+    assert not plain.original_rows
+
+
+# ----- Unicode emails ------------------------------------------------------------------
+
+
+def test_decomposed_email_is_read_composed(tmp_path: Path) -> None:
+    """An NFD address in a file is held, sent and keyed in NFC."""
+    nfd = "zoe\u0308@example.org"
+    _, (row,) = _read(_write(tmp_path, (HEADER + f"Zoë,Ng,{nfd}\r\n").encode()))
+    assert row.learner is not None
+    assert row.fields["Email"] == nfd  # the results files keep what was typed
+    assert row.learner.email == "zoë@example.org"
+    assert row.learner.payload()["recipient_email"] == "zoë@example.org"
+    assert row.learner.key == "zoë@example.org"
