@@ -1,10 +1,34 @@
-"""The ``bulk-issuer sandbox`` command: its options, and serving until stopped."""
+"""The ``bulk-issuer sandbox`` command: its options, and serving until stopped.
+
+``bulk-issuer sandbox`` serves a local stand-in for the Navigatr API (user
+``demo@example.com``, PAT ``sandbox-demo-pat``, badges 51 and 3425, 5 requests per 2 s)
+until Ctrl-C or SIGTERM, then says what happened. Its options set a ``SandboxConfig``:
+the rate limit and how a 429 says so, authentication, and faults. Beside the random
+faults (``--fault-rate``, ``--drop-after-rate``, ...) it can play an adversarial server:
+
+- ``--script KIND:STATUS[:SECONDS]`` (repeatable): requests of KIND (token, issue,
+  lookup, badge or any) answer STATUS, for SECONDS from the first one or for good;
+  ``--script-header 'Retry-After: 3600'`` (repeatable) and ``--script-body TEXT`` (JSON
+  when it parses as an object or list, HTML when it starts with ``<``, else plain text)
+  apply to every scripted answer. ``--script token:503:30`` is a login outage of 30 s;
+  ``--script issue:429 --script-header 'Retry-After: 3600'`` a quota used up for an hour.
+- ``--archived-badge ID`` (issue answers 409 "Badge is archived"), ``--conflict-on-held``
+  (issuing to a learner who holds the badge answers 409 and creates nothing).
+- ``--lookup-shape SHAPE`` (the assertion lookup answers in another shape: bare_list,
+  data, results, email_key, html, no_pages, pages_na, ignore_email_filter) and
+  ``--lookup-max-size N`` (pages never larger than N, whatever was asked).
+- ``--trickle KIND:SECONDS`` (the answer's body one byte every SECONDS) and
+  ``--hang KIND`` (handled, committed, never answered), both repeatable.
+- ``--echo-secrets`` (401s repeat the credential, failed logins the body received) and
+  ``--badge-endpoint missing|forbidden`` (``GET /v1/badge/{id}`` answers 404 or 403).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import signal
@@ -14,13 +38,36 @@ from typing import cast
 
 from aiohttp.log import access_logger
 
-from bulk_issuer.sandbox.config import SandboxConfig, describe_rate
+from bulk_issuer.sandbox.config import (
+    FAULT_KINDS,
+    LOOKUP_SHAPES,
+    FaultKind,
+    SandboxConfig,
+    ScriptedAnswer,
+    describe_rate,
+)
 from bulk_issuer.sandbox.limits import MODELS, RateModelName
 from bulk_issuer.sandbox.server import run_sandbox
 from bulk_issuer.sandbox.state import Sandbox
 
-__all__ = ["add_arguments", "config_from_args", "parse_latency", "parse_rate", "serve_forever"]
+__all__ = [
+    "add_arguments",
+    "config_from_args",
+    "parse_latency",
+    "parse_rate",
+    "parse_script",
+    "parse_trickle",
+    "serve_forever",
+]
 
+_EXAMPLES = """\
+examples:
+  bulk-issuer sandbox --latency 30-90ms --token-ttl 10   # a realistic rehearsal
+  bulk-issuer sandbox --script token:503:30             # logins fail for 30 s
+  bulk-issuer sandbox --script issue:429 --script-header 'Retry-After: 3600'
+  bulk-issuer sandbox --lookup-shape bare_list --lookup-max-size 10
+  bulk-issuer sandbox --trickle issue:0.05 --hang lookup --echo-secrets
+"""
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h)?\s*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*")
@@ -100,9 +147,65 @@ def _badge(text: str) -> tuple[int, str]:
     return int(number), name.strip() or f"Sandbox badge {int(number)}"
 
 
+def _kind(text: str, what: str = "KIND") -> FaultKind:
+    for kind in FAULT_KINDS:
+        if text.strip().lower() == kind:
+            return kind
+    raise argparse.ArgumentTypeError(f"{what} is one of {', '.join(FAULT_KINDS)}; got {text!r}")
+
+
+def parse_script(text: str) -> tuple[FaultKind, int, float | None]:
+    """Read ``KIND:STATUS[:SECONDS]`` like ``token:429``, ``token:503:30``, ``issue:500:1.5``."""
+    parts = text.split(":")
+    example = "a scripted answer is KIND:STATUS[:SECONDS] like token:503:30"
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{example}, got {text!r}")
+    kind = _kind(parts[0], "a scripted answer's KIND")
+    status_text = parts[1].strip()
+    if not status_text.isdigit() or not 200 <= int(status_text) <= 599:
+        raise argparse.ArgumentTypeError(f"{example} (STATUS 200-599), got {text!r}")
+    seconds = _seconds(parts[2]) if len(parts) == 3 else None
+    return kind, int(status_text), seconds
+
+
+def parse_trickle(text: str) -> tuple[FaultKind, float]:
+    """Read ``KIND:SECONDS`` like ``issue:0.5`` or ``lookup:200ms`` (seconds between bytes)."""
+    kind_text, sep, gap_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"a trickle is KIND:SECONDS like issue:0.5, got {text!r}")
+    return _kind(kind_text, "a trickle's KIND"), _seconds(gap_text)
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+        raise argparse.ArgumentTypeError(
+            f"a header is 'NAME: VALUE' like 'Retry-After: 3600', got {text!r}"
+        )
+    return name.strip(), value.strip()
+
+
+def _script_body(text: str) -> tuple[object, str | None]:
+    """The body and content type ``--script-body`` means: JSON, HTML or plain text."""
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict | list):
+            return data, None
+    return text, "text/html; charset=utf-8" if text.lstrip().startswith("<") else None
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox's options to ``parser`` (the ``bulk-issuer sandbox`` subcommand)."""
     defaults = SandboxConfig()
+    if parser.epilog is None:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = _EXAMPLES
     net = parser.add_argument_group("serving")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     net.add_argument("--port", type=int, default=8765, help="port to bind, 0 = any free one")
@@ -211,6 +314,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument("--seed", type=int, default=None, help="random seed for faults and latency")
 
+    rogue = parser.add_argument_group(
+        "adversarial server", "KIND is token, issue, lookup, badge, or any (every /v1 request)"
+    )
+    rogue.add_argument(
+        "--script",
+        type=parse_script,
+        action="append",
+        metavar="KIND:STATUS[:SECONDS]",
+        help="requests of KIND answer STATUS (for SECONDS from the first), before auth; "
+        "like token:429 or token:503:30; repeatable, the first that applies answers",
+    )
+    rogue.add_argument(
+        "--script-header",
+        type=_header,
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="a header on every scripted answer, like 'Retry-After: 3600'; repeatable",
+    )
+    rogue.add_argument(
+        "--script-body",
+        type=_script_body,
+        metavar="TEXT",
+        help="the body of every scripted answer: JSON if it parses as an object or list, "
+        "HTML if it starts with <, else plain text (default: what the real stack sends)",
+    )
+    rogue.add_argument(
+        "--archived-badge",
+        type=_positive_int,
+        action="append",
+        metavar="ID",
+        help="issuing this badge answers 409 Badge is archived; repeatable",
+    )
+    rogue.add_argument(
+        "--conflict-on-held",
+        action="store_true",
+        help="issuing to a learner who already holds the badge answers 409, creating nothing",
+    )
+    rogue.add_argument(
+        "--lookup-shape",
+        choices=LOOKUP_SHAPES,
+        default=defaults.lookup_shape,
+        metavar="SHAPE",
+        help="the shape of GET /v1/badge_assertion/'s answer: "
+        + ", ".join(LOOKUP_SHAPES)
+        + " (default items, as documented)",
+    )
+    rogue.add_argument(
+        "--lookup-max-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="lookups answer at most N items a page, whatever size was asked for",
+    )
+    rogue.add_argument(
+        "--trickle",
+        type=parse_trickle,
+        action="append",
+        metavar="KIND:SECONDS",
+        help="answers to KIND send their body one byte every SECONDS; repeatable",
+    )
+    rogue.add_argument(
+        "--hang",
+        type=_kind,
+        action="append",
+        metavar="KIND",
+        help="requests of KIND are handled (issued) and never answered; repeatable",
+    )
+    rogue.add_argument(
+        "--echo-secrets",
+        action="store_true",
+        help="401s repeat the credential received, failed logins the request body",
+    )
+    rogue.add_argument(
+        "--badge-endpoint",
+        choices=["ok", "missing", "forbidden"],
+        default=defaults.badge_endpoint,
+        help="GET /v1/badge/{id} works, answers 404 for every id, or 403 (default ok)",
+    )
+
 
 def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
     """The ``SandboxConfig`` the parsed options describe."""
@@ -230,9 +412,32 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         drop_after_rate=ns.drop_after_rate,
         token_fault_rate=ns.token_fault_rate,
         seed=ns.seed,
+        archived_badges=frozenset(ns.archived_badge or ()),
+        conflict_on_held=ns.conflict_on_held,
+        lookup_shape=ns.lookup_shape,
+        lookup_max_size=ns.lookup_max_size,
+        trickle=dict(ns.trickle or ()),
+        hang=frozenset(ns.hang or ()),
+        echo_secrets=ns.echo_secrets,
+        badge_endpoint=ns.badge_endpoint,
     )
     for badge_id, name in ns.badge or ():
         config.badges[badge_id] = name
+    headers = dict(ns.script_header or ())
+    body, content_type = ns.script_body if ns.script_body is not None else (None, None)
+    if not ns.script and (headers or ns.script_body is not None):
+        raise ValueError("--script-header and --script-body shape --script answers; add a --script")
+    config.scripted = [
+        ScriptedAnswer(
+            kind,
+            status,
+            body=body,
+            headers=dict(headers),
+            content_type=content_type,
+            for_seconds=seconds,
+        )
+        for kind, status, seconds in ns.script or ()
+    ]
     return config
 
 
@@ -249,6 +454,23 @@ def describe(config: SandboxConfig) -> str:
     for name in ("fault_rate", "drop_before_rate", "drop_after_rate", "token_fault_rate"):
         if value := getattr(config, name):
             parts.append(f"{name.removesuffix('_rate').replace('_', ' ')} {value:.0%}")
+    for answer in config.scripted:
+        lasting = f" for {answer.for_seconds:g}s" if answer.for_seconds is not None else ""
+        parts.append(f"{answer.kind} answers {answer.status}{lasting}")
+    if config.archived_badges:
+        parts.append("archived " + " ".join(map(str, sorted(config.archived_badges))))
+    if config.conflict_on_held:
+        parts.append("409 when held")
+    if config.lookup_shape != "items":
+        parts.append(f"lookup shape {config.lookup_shape}")
+    if config.lookup_max_size is not None:
+        parts.append(f"lookup pages of {config.lookup_max_size} at most")
+    parts.extend(f"{kind} trickles {gap:g}s/byte" for kind, gap in config.trickle.items())
+    parts.extend(f"{kind} hangs" for kind in sorted(config.hang))
+    if config.echo_secrets:
+        parts.append("echoes secrets")
+    if config.badge_endpoint != "ok":
+        parts.append(f"badge endpoint {config.badge_endpoint}")
     return ", ".join(parts)
 
 

@@ -1,13 +1,63 @@
-"""The sandbox's switches: who may log in, which badges exist, the rate limit, the faults."""
+"""The sandbox's switches: who may log in, which badges exist, the rate limit, the faults.
+
+Every switch is off by default. The adversarial ones, for testing a client against a
+server that misbehaves (each also a ``bulk-issuer sandbox`` option):
+
+- ``scripted``: forced answers per endpoint (``ScriptedAnswer``): "the token endpoint
+  answers 503 for 30 s", "the third issue call answers 429 with Retry-After: 3600",
+  "issue, then answer 500 anyway".
+- ``archived_badges``, ``conflict_on_held``: issue calls refused with a 409.
+- ``lookup_shape``, ``lookup_max_size``: assertion lookups in odd shapes, or smaller pages.
+- ``trickle``, ``hang``: answers that arrive one byte at a time, or never.
+- ``echo_secrets``: error details that repeat the credential or login body received.
+- ``badge_endpoint``: ``GET /v1/badge/{id}`` absent (404) or forbidden (403).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bulk_issuer.sandbox.limits import MODELS, RateModelName
 
-__all__ = ["SandboxConfig", "describe_rate"]
+__all__ = [
+    "FAULT_KINDS",
+    "LOOKUP_SHAPES",
+    "FaultKind",
+    "LookupShape",
+    "SandboxConfig",
+    "ScriptedAnswer",
+    "describe_rate",
+]
+
+FaultKind = Literal["token", "issue", "lookup", "badge", "any"]
+"""Which requests a fault applies to: one endpoint, or ``any`` request under ``/v1``."""
+FAULT_KINDS: tuple[FaultKind, ...] = ("token", "issue", "lookup", "badge", "any")
+
+LookupShape = Literal[
+    "items",
+    "bare_list",
+    "data",
+    "results",
+    "email_key",
+    "html",
+    "no_pages",
+    "pages_na",
+    "ignore_email_filter",
+]
+LOOKUP_SHAPES: tuple[LookupShape, ...] = (
+    "items",
+    "bare_list",
+    "data",
+    "results",
+    "email_key",
+    "html",
+    "no_pages",
+    "pages_na",
+    "ignore_email_filter",
+)
 
 # The documented defaults (README): user demo@example.com / demo-password, PAT sandbox-demo-pat.
 _DEMO_USER = "demo@example.com"
@@ -22,6 +72,81 @@ def _default_users() -> dict[str, str]:
 
 def _default_badges() -> dict[int, str]:
     return {51: "Sandbox badge", 3425: "Digital badge basics"}
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedAnswer:
+    """A forced answer to requests of one kind, in place of what the sandbox would say.
+
+    Scripted answers are consulted in the order of ``SandboxConfig.scripted``, after the
+    rate limit and before the random faults and authentication (so they work for the token
+    endpoint too). The first one that takes a request answers it; one that is still
+    skipping, used up or past its time lets the request go on to the next, and finally to
+    the endpoint itself. Each counts only the requests that reach it, so
+    ``[ScriptedAnswer("token", 503, times=2), ScriptedAnswer("token", 429, times=1)]``
+    answers 503, 503, 429, then logs in normally. How often an answer was used is kept by
+    the ``Sandbox``: put a new ``ScriptedAnswer`` in the list to start counting afresh.
+
+    Args:
+        kind: ``token``, ``issue``, ``lookup``, ``badge``, or ``any`` request under ``/v1``.
+        status: the HTTP status to answer, 200-599.
+        body: a dict, list or number is sent as JSON, a str as text, bytes as they are.
+            None sends what the real stack would: the proxy's HTML page for 502/503/504,
+            plain text for 500, nothing for 204/304, the assertion for a 2xx with
+            ``commit``, else ``{"detail": "<reason phrase>"}``.
+        headers: extra headers, such as ``{"Retry-After": "3600"}``; a ``Content-Type``
+            here replaces the body's.
+        content_type: the Content-Type to send instead of the body's, like ``text/html``.
+        times: how many requests to answer; None answers every one.
+        skip: let this many matching requests through first.
+        for_seconds: answer only for this many seconds of loop time, counted from the
+            first request it answered; None has no end.
+        commit: issue only. Run the issue call as usual (auth, validation, the assertion is
+            created) and then answer ``status`` instead of the assertion, for "409 after
+            issuing" or "500 after commit". When the call fails on its own (401, 422, ...)
+            its own answer goes out, and the scripted one is used up all the same.
+    """
+
+    kind: FaultKind
+    status: int
+    body: object = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    times: int | None = None
+    skip: int = 0
+    for_seconds: float | None = None
+    commit: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject answers the sandbox could not send, with a message that says why."""
+        _one_of("ScriptedAnswer kind", self.kind, FAULT_KINDS)
+        if isinstance(self.status, bool) or not isinstance(self.status, int):
+            raise ValueError(f"ScriptedAnswer status must be an int like 503, got {self.status!r}")
+        if not 200 <= self.status <= 599:
+            raise ValueError(f"ScriptedAnswer status must be 200-599, got {self.status}")
+        if self.times is not None and self.times < 1:
+            raise ValueError(
+                f"ScriptedAnswer times must be at least 1, or None for every request; "
+                f"got {self.times}"
+            )
+        if self.skip < 0:
+            raise ValueError(f"ScriptedAnswer skip must be 0 or more, got {self.skip}")
+        if self.for_seconds is not None and not self.for_seconds > 0:
+            raise ValueError(
+                f"ScriptedAnswer for_seconds must be more than 0 seconds, or None; "
+                f"got {self.for_seconds}"
+            )
+        if self.commit and self.kind != "issue":
+            raise ValueError(
+                f"ScriptedAnswer commit=True only makes sense for kind 'issue', got {self.kind!r}"
+            )
+        if not isinstance(self.body, str | bytes | None):
+            try:
+                json.dumps(self.body)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"ScriptedAnswer body must be JSON-serialisable, str, bytes or None: {exc}"
+                ) from None
 
 
 @dataclass(slots=True)
@@ -59,6 +184,32 @@ class SandboxConfig:
         token_fault_rate: chance the token endpoint answers 503.
         lookup: ``GET /v1/badge_assertion/`` works, answers 403, or answers 404.
         seed: random seed for reproducible latency and faults.
+        scripted: forced answers per endpoint, consulted in order (see ``ScriptedAnswer``).
+        archived_badges: badges whose issue calls answer ``409 {"detail": "Badge is
+            archived"}`` without issuing; ``GET /v1/badge/{id}`` shows them as "Archived".
+        conflict_on_held: an issue call for a learner (same badge, same email in any case)
+            who already holds a non-revoked assertion answers ``409 {"detail": "Recipient
+            already has this badge"}`` and creates nothing, as many real APIs do.
+        lookup_shape: the shape of ``GET /v1/badge_assertion/``'s answer: ``items`` (the
+            documented ``{"items", "page", "pages", "size", "total"}``), ``bare_list`` (a
+            JSON list of the page's items), ``data`` or ``results`` (the items under that
+            key), ``email_key`` (items carry the address as ``email``), ``html`` (a 200
+            text/html maintenance page), ``no_pages`` (no ``pages`` key), ``pages_na``
+            (``"pages": "n/a"``), ``ignore_email_filter`` (the ``recipient_email`` filter
+            is ignored: every assertion of the badge comes back, paginated).
+        lookup_max_size: the largest page a lookup answers, whatever size was asked for
+            (the answer's ``size`` says so); None is the documented 100.
+        trickle: kind -> seconds between bytes: the request is handled (committed) first,
+            then the status and headers go out at once and the body one byte at a time.
+            Every answer to that kind trickles, errors and 429s included.
+        hang: kinds whose requests are handled (an issue call IS committed) and then never
+            answered, whatever the answer would have been; the connection stays open until
+            the client gives up or the sandbox stops (then it is closed).
+        echo_secrets: a 401 names the credential it received (``Not authenticated: token
+            <value> is not valid``) and a failed login repeats the request body, so a
+            client can prove it masks secrets a server echoes.
+        badge_endpoint: ``GET /v1/badge/{id}`` works, answers 404 ``Not Found`` for every
+            id (an API without that endpoint), or answers 403.
     """
 
     users: dict[str, str] = field(default_factory=_default_users)
@@ -82,6 +233,15 @@ class SandboxConfig:
     token_fault_rate: float = 0.0
     lookup: Literal["ok", "forbidden", "missing"] = "ok"
     seed: int | None = None
+    scripted: list[ScriptedAnswer] = field(default_factory=list)
+    archived_badges: frozenset[int] = frozenset()
+    conflict_on_held: bool = False
+    lookup_shape: LookupShape = "items"
+    lookup_max_size: int | None = None
+    trickle: dict[str, float] = field(default_factory=dict)
+    hang: frozenset[str] = frozenset()
+    echo_secrets: bool = False
+    badge_endpoint: Literal["ok", "missing", "forbidden"] = "ok"
 
     def __post_init__(self) -> None:
         """Reject values the sandbox could not honour, with a message that says why."""
@@ -90,6 +250,8 @@ class SandboxConfig:
         _one_of("rate_model", self.rate_model, tuple(MODELS))
         _one_of("retry_after", self.retry_after, ("seconds", "date", "none"))
         _one_of("lookup", self.lookup, ("ok", "forbidden", "missing"))
+        _one_of("lookup_shape", self.lookup_shape, LOOKUP_SHAPES)
+        _one_of("badge_endpoint", self.badge_endpoint, ("ok", "missing", "forbidden"))
         if not self.token_ttl > 0:
             raise ValueError(f"token_ttl must be more than 0 seconds, got {self.token_ttl}")
         if self.rate is not None:
@@ -105,9 +267,22 @@ class SandboxConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value}")
+        for answer in self.scripted:
+            if not isinstance(answer, ScriptedAnswer):
+                raise ValueError(f"scripted must hold ScriptedAnswer items, got {answer!r}")
+        if self.lookup_max_size is not None and self.lookup_max_size < 1:
+            raise ValueError(
+                f"lookup_max_size must be at least 1, or None; got {self.lookup_max_size}"
+            )
+        for kind, gap in self.trickle.items():
+            _one_of("a trickle kind", kind, FAULT_KINDS)
+            if not gap > 0:
+                raise ValueError(f"trickle[{kind!r}] must be more than 0 seconds, got {gap}")
+        for kind in self.hang:
+            _one_of("a hang kind", kind, FAULT_KINDS)
 
 
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 

@@ -1,16 +1,33 @@
-"""The unhappy answers: 429 with its headers, injected 5xx, dropped connections."""
+"""The unhappy answers: 429 with its headers, injected 5xx, dropped connections, scripted
+answers, answers that trickle in one byte at a time and answers that never come."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import math
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
-from bulk_issuer.sandbox.config import SandboxConfig
+from bulk_issuer.sandbox.config import SandboxConfig, ScriptedAnswer
 
-__all__ = ["DroppedResponse", "drop", "rate_limited", "server_error"]
+__all__ = [
+    "DroppedResponse",
+    "drop",
+    "hang",
+    "rate_limited",
+    "scripted",
+    "server_error",
+    "trickle",
+]
+
+# How often a hung request looks whether its client has gone (seconds of loop time).
+_HANG_POLL = 1.0
 
 # What a client really gets: the app's own 500 is Starlette's plain text, and the 502/503/504
 # come from a proxy in front of it as HTML, so a client must not assume a JSON error body.
@@ -82,3 +99,89 @@ def rate_limited(config: SandboxConfig, rate: tuple[int, float], wait: float) ->
         status=429,
         headers=headers,
     )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def scripted(answer: ScriptedAnswer, committed: web.Response | None = None) -> web.Response:
+    """The response ``answer`` describes.
+
+    Args:
+        answer: the scripted answer.
+        committed: with ``answer.commit``, the issue call's own answer (the assertion),
+            which a 2xx without a body of its own sends on with the scripted status.
+    """
+    status, body = answer.status, answer.body
+    if body is None and committed is not None and 200 <= status < 300:
+        committed.set_status(status)
+        response = committed
+    elif body is None and (status == 500 or status in _PROXY_PAGES):
+        response = server_error(status)
+    elif body is None and status in (204, 304):
+        response = web.Response(status=status)
+    else:
+        if body is None:
+            body = {"detail": _phrase(status)}
+        if isinstance(body, bytes):
+            data, media = body, "application/octet-stream"
+        elif isinstance(body, str):
+            data, media = body.encode(), "text/plain; charset=utf-8"
+        else:
+            data, media = json.dumps(body).encode(), "application/json; charset=utf-8"
+        response = web.Response(status=status, body=data, headers={hdrs.CONTENT_TYPE: media})
+    if answer.content_type is not None:
+        response.headers[hdrs.CONTENT_TYPE] = answer.content_type
+    # Sent as given, whatever the value: a scripted Retry-After: 3600 must reach the client.
+    response.headers.update(answer.headers)
+    return response
+
+
+async def _stopped(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stopping`` is set; True if it was."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    return stopping.is_set()
+
+
+async def trickle(
+    request: web.Request, response: web.StreamResponse, gap: float, stopping: asyncio.Event
+) -> web.StreamResponse:
+    """Send ``response``'s status and headers now, then its body one byte every ``gap`` seconds.
+
+    The whole body arrives ``len(body) * gap`` seconds after the headers, with a correct
+    Content-Length, like an overloaded proxy. If the client gives up the sending stops; if
+    the sandbox stops, the connection is closed mid-body.
+    """
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes):
+        return response
+    headers = CIMultiDict(response.headers)
+    headers.popall(hdrs.CONTENT_LENGTH, None)
+    stream = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+    stream.content_length = len(body)
+    # The client closing its end shows up as a failed write (aiohttp's
+    # ClientConnectionResetError is a ConnectionResetError).
+    with contextlib.suppress(ConnectionResetError):
+        await stream.prepare(request)
+        for index in range(len(body)):
+            if await _stopped(stopping, gap):
+                if request.transport is not None:
+                    request.transport.close()
+                break
+            await stream.write(body[index : index + 1])
+    return stream
+
+
+async def hang(request: web.Request, stopping: asyncio.Event) -> DroppedResponse:
+    """Never answer: hold the connection until the client gives up or the sandbox stops."""
+    while not await _stopped(stopping, _HANG_POLL):
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+    return drop(request)

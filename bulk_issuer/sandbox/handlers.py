@@ -34,6 +34,14 @@ __all__ = [
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# What a lookup answers with lookup_shape="html": the proxy's page, status 200.
+_MAINTENANCE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
+    "<body><h1>We'll be back soon</h1><p>Navigatr is down for scheduled maintenance.</p>"
+    "</body></html>\n"
+)
+# How lookup_shape="email_key" renames an assertion's fields.
+_EMAIL_KEYS = {"recipient_email": "email"}
 
 
 def _sandbox(request: web.Request) -> Sandbox:
@@ -72,7 +80,11 @@ def authenticate(sandbox: Sandbox, request: web.Request) -> str:
     pat = request.headers.get("X-Access-Token", "").strip()
     if pat and config.pat_header != "bearer" and pat in config.pats:
         return _account(sandbox)
-    raise ApiError(401, "Token expired" if expired else "Not authenticated", _CHALLENGE)
+    detail = "Token expired" if expired else "Not authenticated"
+    if config.echo_secrets and (received := [value for value in (bearer, pat) if value]):
+        # A careless server repeats what it was sent; a client must not log it as is.
+        detail += ": " + "; ".join(f"token {value} is not valid" for value in received)
+    raise ApiError(401, detail, _CHALLENGE)
 
 
 async def _login_fields(sandbox: Sandbox, request: web.Request) -> dict[str, Any]:
@@ -122,7 +134,12 @@ async def token(request: web.Request) -> web.Response:
     known = {name.casefold(): (name, secret) for name, secret in sandbox.config.users.items()}
     account = known.get(username.casefold())
     if account is None or not hmac.compare_digest(account[1].encode(), password.encode()):
-        raise ApiError(401, "Incorrect username or password", _CHALLENGE)
+        detail = "Incorrect username or password"
+        if sandbox.config.echo_secrets:
+            # The body as received (already read, so this is aiohttp's cached copy).
+            received = (await request.read()).decode("utf-8", "replace")
+            detail += f"; request body was: {received or fields}"
+        raise ApiError(401, detail, _CHALLENGE)
     access_token = sandbox.tokens.mint(
         account[0],
         now=asyncio.get_running_loop().time(),
@@ -141,6 +158,9 @@ async def issue(request: web.Request) -> web.StreamResponse:
     fields = validate_issue_body(parse_json_object(await request.read(), _media_type(request)))
     if badge_id in config.forbidden_badges:
         raise ApiError(403, "You do not have permission to issue this badge")
+    # Before the 404: an archived badge need not also be listed in config.badges.
+    if badge_id in config.archived_badges:
+        raise ApiError(409, "Badge is archived")
     if badge_id not in config.badges:
         raise ApiError(404, "Badge not found")
     domain = str(fields.get("recipient_email", "")).rpartition("@")[2].lower()
@@ -150,6 +170,9 @@ async def issue(request: web.Request) -> web.StreamResponse:
     provider = fields.get("provider_id")
     if provider is not None and provider not in config.providers:
         raise ApiError(404, "Provider not found")
+    email = fields.get("recipient_email")
+    if config.conflict_on_held and email is not None and sandbox.holds(badge_id, email):
+        raise ApiError(409, "Recipient already has this badge")
     assertion = sandbox.add_assertion(badge_id, fields)
     if sandbox.chance(config.drop_after_rate):
         # The ambiguous case: the badge is issued, the client never hears so.
@@ -158,12 +181,19 @@ async def issue(request: web.Request) -> web.StreamResponse:
 
 
 async def lookup(request: web.Request) -> web.Response:
-    """``GET /v1/badge_assertion/``: assertions filtered and paginated (page from 1)."""
+    """``GET /v1/badge_assertion/``: assertions filtered and paginated (page from 1).
+
+    Shaped by ``config.lookup_shape`` and capped at ``config.lookup_max_size`` per page.
+    """
     sandbox = _sandbox(request)
-    if sandbox.config.lookup == "forbidden":
+    config = sandbox.config
+    if config.lookup == "forbidden":
         raise ApiError(403, "You do not have permission to view badge assertions")
-    if sandbox.config.lookup == "missing":
+    if config.lookup == "missing":
         raise ApiError(404, "Not Found")
+    shape = config.lookup_shape
+    if shape == "html":
+        return web.Response(text=_MAINTENANCE_PAGE, content_type="text/html")
 
     query = request.query
     errors: list[FieldError] = []
@@ -172,8 +202,10 @@ async def lookup(request: web.Request) -> web.Response:
     size = validate_query_int(errors, "size", query.get("size"), default=50, low=1, high=100)
     if errors:
         raise ApiError(422, errors)
+    if config.lookup_max_size is not None:
+        size = min(size, config.lookup_max_size)
 
-    email = query.get("recipient_email")
+    email = None if shape == "ignore_email_filter" else query.get("recipient_email")
     wanted_email = email.casefold() if email is not None else None
     status = query.get("status")
     matches = [
@@ -183,15 +215,23 @@ async def lookup(request: web.Request) -> web.Response:
         and (wanted_email is None or (a.get("recipient_email") or "").casefold() == wanted_email)
         and (status is None or a["status"] == status)
     ]
-    return web.json_response(
-        {
-            "items": matches[(page - 1) * size : page * size],
-            "page": page,
-            "pages": math.ceil(len(matches) / size),
-            "size": size,
-            "total": len(matches),
-        }
-    )
+    items = matches[(page - 1) * size : page * size]
+    if shape == "email_key":
+        items = [{_EMAIL_KEYS.get(key, key): value for key, value in a.items()} for a in items]
+    if shape == "bare_list":
+        return web.json_response(items)
+    body: dict[str, Any] = {
+        shape if shape in ("data", "results") else "items": items,
+        "page": page,
+        "pages": math.ceil(len(matches) / size),
+        "size": size,
+        "total": len(matches),
+    }
+    if shape == "no_pages":
+        del body["pages"]
+    elif shape == "pages_na":
+        body["pages"] = "n/a"
+    return web.json_response(body)
 
 
 async def add_slash(request: web.Request) -> web.Response:
@@ -203,10 +243,18 @@ async def add_slash(request: web.Request) -> web.Response:
 async def badge(request: web.Request) -> web.Response:
     """``GET /v1/badge/{badge_id}``: the badge, if it exists and this account may see it."""
     sandbox = _sandbox(request)
+    config = sandbox.config
+    if config.badge_endpoint == "missing":
+        raise ApiError(404, "Not Found")  # as an API without this route answers
+    if config.badge_endpoint == "forbidden":
+        raise ApiError(403, "You do not have permission to view badges")
     badge_id = validate_path_int("badge_id", request.match_info["badge_id"])
-    if badge_id in sandbox.config.forbidden_badges:
+    if badge_id in config.forbidden_badges:
         raise ApiError(403, "You do not have permission to access this badge")
-    name = sandbox.config.badges.get(badge_id)
+    archived = badge_id in config.archived_badges
+    name = config.badges.get(badge_id)
+    if name is None and archived:
+        name = f"Archived badge {badge_id}"
     if name is None:
         raise ApiError(404, "Badge not found")
     return web.json_response(
@@ -214,7 +262,7 @@ async def badge(request: web.Request) -> web.Response:
             "id": badge_id,
             "name": name,
             "provider_id": 1,
-            "status": "Published",
+            "status": "Archived" if archived else "Published",
             "url": f"{sandbox.url}/badge/{badge_id}",
         }
     )

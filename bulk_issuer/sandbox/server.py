@@ -1,8 +1,11 @@
 """The sandbox's aiohttp app: routes, the request pipeline, and serving on a real socket.
 
 Every request under ``/v1`` goes through the same steps, in this order:
-arrival latency -> rate limit (429) -> injected faults -> authentication (401) -> handler.
-Each one is recorded on the ``Sandbox`` with the loop time it was counted at.
+arrival latency -> rate limit (429) -> scripted answers -> random faults ->
+authentication (401) -> handler -> delivery (at once, trickled, or never: ``hang``).
+Each one is recorded on the ``Sandbox`` with the loop time it was counted at: with the
+status sent (a trickled answer as soon as its headers go out), or ``DROPPED`` when no
+answer is sent (a dropped connection, a hung request).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from aiohttp.log import access_logger
 
 from bulk_issuer.sandbox import handlers
 from bulk_issuer.sandbox.config import SandboxConfig
-from bulk_issuer.sandbox.faults import DroppedResponse, drop, rate_limited, server_error
+from bulk_issuer.sandbox.faults import (
+    DroppedResponse,
+    drop,
+    hang,
+    rate_limited,
+    scripted,
+    server_error,
+    trickle,
+)
 from bulk_issuer.sandbox.state import DROPPED, SANDBOX_KEY, RequestKind, RequestRecord, Sandbox
 from bulk_issuer.sandbox.validation import ApiError
 
@@ -27,7 +38,12 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Routes that answer without a credential: logging in, and FastAPI's slash redirect (which
 # happens in routing, before any dependency runs).
 _PUBLIC = frozenset({"token", "lookup-redirect"})
-_KINDS: dict[str | None, RequestKind] = {"token": "token", "issue": "issue", "lookup": "lookup"}
+_KINDS: dict[str | None, RequestKind] = {
+    "token": "token",
+    "issue": "issue",
+    "lookup": "lookup",
+    "badge": "badge",
+}
 _TRANSIENT = (500, 502, 503, 504)
 
 
@@ -37,7 +53,7 @@ def _is_api(path: str) -> bool:
 
 @web.middleware
 async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Run one request through latency, rate limit, faults and auth, and record it."""
+    """Run one request through latency, rate limit, faults and auth; record and deliver it."""
     sandbox = request.app[SANDBOX_KEY]
     if not sandbox.url:
         # Served by something other than run_sandbox (aiohttp's TestServer, say).
@@ -56,7 +72,9 @@ async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamRespon
         sandbox.token_calls += 1
 
     try:
-        response = await _answer(sandbox, request, handler, route=route, api=api, now=arrived)
+        response = await _answer(
+            sandbox, request, handler, route=route, kind=kind, api=api, now=arrived
+        )
     except ApiError as error:
         response = error.response()
     except web.HTTPException as exc:
@@ -64,8 +82,17 @@ async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamRespon
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = web.json_response({"detail": exc.reason}, status=exc.status, headers=headers)
 
-    status = DROPPED if isinstance(response, DroppedResponse) else response.status
+    config = sandbox.config
+    hung = api and ("any" in config.hang or kind in config.hang)
+    status = DROPPED if hung or isinstance(response, DroppedResponse) else response.status
     sandbox.record(RequestRecord(arrived, request.method, request.path, status, kind))
+    if isinstance(response, DroppedResponse):
+        return response
+    if hung:
+        return await hang(request, sandbox.stopping)
+    gap = config.trickle.get(kind, config.trickle.get("any")) if api else None
+    if gap is not None:
+        return await trickle(request, response, gap, sandbox.stopping)
     return response
 
 
@@ -75,16 +102,20 @@ async def _answer(
     handler: _Handler,
     *,
     route: str | None,
+    kind: RequestKind,
     api: bool,
     now: float,
 ) -> web.StreamResponse:
-    """The steps after arrival: rate limit, faults, auth, then the endpoint itself."""
+    """The steps after arrival: rate limit, scripted answers, faults, auth, the endpoint."""
     config = sandbox.config
     limiter = sandbox.limiter()
     # Every /v1 request counts, errors and unknown paths included, as with slowapi's default.
     if api and limiter is not None and config.rate is not None and not limiter.hit(now):
         sandbox.rejected_429 += 1
         return rate_limited(config, config.rate, limiter.retry_after(now))
+    script = sandbox.scripted_answer(kind, now) if api else None
+    if script is not None and not script.commit:
+        return scripted(script)
     if route is None:
         return await handler(request)  # raises aiohttp's 404/405
 
@@ -97,13 +128,24 @@ async def _answer(
             return server_error(sandbox.random.choice(_TRANSIENT))
     if route not in _PUBLIC:
         handlers.authenticate(sandbox, request)
-    return await handler(request)
+    response = await handler(request)
+    if script is not None and response.status == 200 and isinstance(response, web.Response):
+        # commit: the issue call went through and the assertion exists; say otherwise.
+        return scripted(script, committed=response)
+    return response
 
 
 def build_app(sandbox: Sandbox) -> web.Application:
     """The aiohttp application serving ``sandbox``'s Navigatr stand-in."""
     app = web.Application(middlewares=[_pipeline])
     app[SANDBOX_KEY] = sandbox
+
+    async def stopping(_: web.Application) -> None:
+        # Hung and trickling answers hold their connections until this; without it the
+        # runner would wait its whole shutdown_timeout for them, then cancel them.
+        sandbox.stopping.set()
+
+    app.on_shutdown.append(stopping)
     router = app.router
     router.add_post("/v1/token", handlers.token, name="token")
     router.add_put("/v1/badge/{badge_id}/issue", handlers.issue, name="issue")

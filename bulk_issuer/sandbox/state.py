@@ -7,6 +7,7 @@ arrived in any window, how many 429s were answered.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import random
 from collections import Counter
@@ -17,16 +18,16 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from bulk_issuer.sandbox.config import SandboxConfig
+from bulk_issuer.sandbox.config import SandboxConfig, ScriptedAnswer
 from bulk_issuer.sandbox.limits import RateLimitModel, make_limiter
 from bulk_issuer.sandbox.tokens import TokenStore
 
 __all__ = ["DROPPED", "SANDBOX_KEY", "RequestKind", "RequestRecord", "Sandbox"]
 
-RequestKind = Literal["token", "issue", "lookup", "other"]
+RequestKind = Literal["token", "issue", "lookup", "badge", "other"]
 
 DROPPED = 0
-"""The ``status`` of a request whose connection was dropped without an answer."""
+"""The ``status`` of a request that got no answer: its connection was dropped, or it hangs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,11 @@ class RequestRecord:
         arrived_at: loop time when it was counted, after the simulated latency.
         method: the HTTP method.
         path: the URL path, without the query.
-        status: the status answered, or ``DROPPED`` (0) when the connection was dropped.
-        kind: ``token``, ``issue``, ``lookup`` or ``other``.
+        status: the status answered, or ``DROPPED`` (0) when no answer was sent: the
+            connection was dropped, or the request hangs (``config.hang``). A trickled
+            answer is recorded with its status when its headers go out, before its body.
+        kind: ``token``, ``issue``, ``lookup``, ``badge`` (``GET /v1/badge/{id}``) or
+            ``other``.
     """
 
     arrived_at: float
@@ -46,6 +50,16 @@ class RequestRecord:
     path: str
     status: int
     kind: RequestKind
+
+
+@dataclass(slots=True)
+class _ScriptUse:
+    """How far one scripted answer has got: requests seen, answered, when it began."""
+
+    answer: ScriptedAnswer  # held so that its id() cannot be reused while it is counted
+    seen: int = 0
+    answered: int = 0
+    started: float | None = None
 
 
 class Sandbox:
@@ -56,8 +70,11 @@ class Sandbox:
         url: base URL such as ``http://127.0.0.1:54321`` once serving.
         requests: every request that reached the server, in order of arrival.
         assertions: every badge assertion ever created, duplicates and preloads included.
-        rejected_429: how many 429s were answered.
+        rejected_429: how many 429s the rate limit answered (scripted 429s are not counted;
+            they are in ``requests``).
         token_calls: how many requests reached the token endpoint.
+        stopping: set when the server begins to shut down; hung and trickling answers
+            then close their connections instead of holding the shutdown up.
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
@@ -70,7 +87,9 @@ class Sandbox:
         self.token_calls = 0
         self.tokens = TokenStore()
         self.random = random.Random(self.config.seed)
+        self.stopping = asyncio.Event()
         self._preloaded = 0
+        self._script_uses: dict[int, _ScriptUse] = {}
         self._limiter: RateLimitModel | None = None
         self._limiter_spec: tuple[tuple[int, float] | None, str] | None = None
 
@@ -78,12 +97,19 @@ class Sandbox:
 
     def issued_count(self, badge_id: int, email: str) -> int:
         """How many assertions of ``badge_id`` name ``email`` (case-insensitive)."""
+        return len(self._held(badge_id, email))
+
+    def holds(self, badge_id: int, email: str) -> bool:
+        """Whether ``email`` (any case) holds a non-revoked assertion of ``badge_id``."""
+        return any(a["status"] != "Revoked" for a in self._held(badge_id, email))
+
+    def _held(self, badge_id: int, email: str) -> list[dict[str, Any]]:
         wanted = email.casefold()
-        return sum(
-            1
+        return [
+            a
             for a in self.assertions
             if a["badge_id"] == badge_id and (a.get("recipient_email") or "").casefold() == wanted
-        )
+        ]
 
     def duplicates(self) -> dict[tuple[int, str], int]:
         """(badge id, lower-cased email) -> count, for learners holding a badge more than once."""
@@ -124,6 +150,34 @@ class Sandbox:
             rate = self.config.rate
             self._limiter = None if rate is None else make_limiter(spec[1], *rate)
         return self._limiter
+
+    def scripted_answer(self, kind: RequestKind, now: float) -> ScriptedAnswer | None:
+        """The scripted answer that takes a ``kind`` request arriving at loop time ``now``.
+
+        Counts the request against every answer it reaches (see ``ScriptedAnswer``).
+        """
+        for answer in self.config.scripted:
+            if answer.kind not in ("any", kind):
+                continue
+            use = self._script_uses.get(id(answer))
+            if use is None:
+                use = self._script_uses[id(answer)] = _ScriptUse(answer)
+            if answer.times is not None and use.answered >= answer.times:
+                continue
+            if (
+                answer.for_seconds is not None
+                and use.started is not None
+                and now >= use.started + answer.for_seconds
+            ):
+                continue
+            use.seen += 1
+            if use.seen <= answer.skip:
+                continue
+            if use.started is None:
+                use.started = now
+            use.answered += 1
+            return answer
+        return None
 
     def chance(self, probability: float) -> bool:
         """True with ``probability``, from the seeded random source."""
