@@ -163,3 +163,52 @@ def test_map_consent_and_json_lines_through_the_command_line(
         (3425, "dee@example.org"),
     ]
     assert "row 3" in capsys.readouterr().err
+
+
+def test_workbook_with_accents_and_dates_issues_its_valid_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An .xlsx export: names exact, date cells sent as dates, failures CSV (BOM) beside it."""
+    import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Cohort"
+    sheet.append([*MOODLE, "Issued On"])
+    for first, last, email in COHORT:
+        sheet.append([first, last, email, datetime.date(2025, 3, 1)])
+    cohort = tmp_path / "cohort.xlsx"
+    book.save(cohort)
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = main(issue_args(cohort, sandbox.url, "--rate", "none"))
+        sent = sorted(
+            (a["recipient_firstname"], a["recipient_lastname"], a["recipient_email"])
+            for a in sandbox.assertions
+        )
+        dates = {a.get("issue_date") for a in sandbox.assertions}
+    captured = capsys.readouterr()
+    assert status == 1
+    assert sent == sorted(GOOD)
+    assert dates == {"2025-03-01"}
+    assert "Traceback" not in captured.err + captured.out
+    failures = tmp_path / "cohort.failures.csv"
+    data = failures.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    written = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert sorted(int(row["row"]) for row in written) == sorted(BAD_ROWS)
+    assert {row["First name"] for row in written} == {"", "Ann", "Zoë"}
+
+
+def test_decomposed_email_reaches_the_api_composed(tmp_path: Path) -> None:
+    """An address typed in NFD is sent in NFC, the form its journal key is made from."""
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text(
+        "First Name,Email\r\nZoë,zoe\u0308@example.org\r\n", encoding="utf-8", newline=""
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, "--rate", "none", "-q")) == 0
+        sent = [a["recipient_email"] for a in sandbox.assertions]
+    assert sent == ["zo\u00eb@example.org"]
