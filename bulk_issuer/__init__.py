@@ -1,7 +1,9 @@
 """Issue Navigatr digital badges to whole cohorts, fast and safely.
 
 ```python
-summary = await bulk_issuer.issue_badges(
+import bulk_issuer
+
+summary = bulk_issuer.issue_badges_sync(
     "cohort.csv", badge_id=51, auth=bulk_issuer.PersonalAccessToken(token)
 )
 ```
@@ -11,11 +13,22 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from .auth import CredentialsRejected, PasswordAuth, PersonalAccessToken, Secret
+from .api import issue_badges, issue_badges_sync
+from .auth import PasswordAuth, PersonalAccessToken, Secret
 from .client import DEFAULT_BASE_URL
-from .engine import BadgeIssuer, FatalError, issue_badges
+from .engine import BadgeIssuer, Preflight
+from .errors import (
+    CredentialsRejected,
+    Error,
+    FatalError,
+    InputError,
+    JournalError,
+    StoppedError,
+    UnavailableError,
+)
+from .events import Event, EventSink
 from .journal import Journal
-from .learners import InputError, Learner, Problem, Row
+from .learners import Learner, Problem, Row
 from .outcomes import Outcome, Status, Summary
 from .pacing import Pacer, Rate
 from .readers import ReadOptions
@@ -30,14 +43,19 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "BadgeIssuer",
     "CredentialsRejected",
+    "Error",
+    "Event",
+    "EventSink",
     "FatalError",
     "InputError",
     "Journal",
+    "JournalError",
     "Learner",
     "Outcome",
     "Pacer",
     "PasswordAuth",
     "PersonalAccessToken",
+    "Preflight",
     "Problem",
     "Rate",
     "ReadOptions",
@@ -45,7 +63,10 @@ __all__ = [
     "Row",
     "Secret",
     "Status",
+    "StoppedError",
     "Summary",
+    "UnavailableError",
     "__version__",
     "issue_badges",
+    "issue_badges_sync",
 ]

@@ -14,6 +14,8 @@ from typing import Literal, TypeAlias
 
 import anyio
 
+from .errors import CredentialsRejected
+
 __all__ = [
     "Auth",
     "CredentialsRejected",
@@ -56,10 +58,6 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
-
-
-class CredentialsRejected(Exception):
-    """The server refused the credentials; nothing more can be sent with them."""
 
 
 class PersonalAccessToken:
@@ -153,6 +151,10 @@ class TokenManager:
         self._lead = lead
         self._lock = anyio.Lock()
         self._token: Secret | None = None
+        #: Every secret this manager has held: masked wherever text is written.
+        self._known: list[Secret] = [
+            auth.token if isinstance(auth, PersonalAccessToken) else auth.password
+        ]
         self._fetched_at = 0.0
         self._expires_at = -float("inf")
         self._lifetime = 0.0
@@ -160,6 +162,10 @@ class TokenManager:
         self._observed_lifetime: float | None = None
         self.generation = 0
         self.refreshes = 0
+
+    def secrets(self) -> list[str]:
+        """The values to mask in anything written: the credential and recent login tokens."""
+        return [secret.reveal() for secret in self._known]
 
     @property
     def refreshable(self) -> bool:
@@ -202,6 +208,8 @@ class TokenManager:
                 lifetime = min(lifetime, self._observed_lifetime)
             self._fetched_at = started
             self._token, self._lifetime = token, lifetime
+            self._known.append(token)
+            del self._known[1:-8]  # the credential and the last few tokens
             # Counted from when the request left: the server's clock started no earlier.
             self._expires_at = started + lifetime
             self.generation += 1

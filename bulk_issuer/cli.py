@@ -1,18 +1,27 @@
-"""The command line: `bulk-issuer issue | sandbox | report`."""
+"""The command line: `bulk-issuer issue | sandbox | report`.
+
+Arguments and the environment are read once into a frozen `IssueSettings`; every
+exception that ends a command is mapped to an exit status in one place (`main`, through
+`errors.exit_status`), and no traceback reaches the user unless asked for with `-vv`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,18 +29,28 @@ import anyio
 
 from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
-from .client import DEFAULT_BASE_URL, check_base_url
-from .console import Console, EventLog, ResultFiles
-from .engine import BadgeIssuer, FatalError
-from .journal import Journal, State, default_journal_path
-from .learners import COLUMN_ALIASES, InputError, normalise_header
-from .outcomes import Outcome, Summary, flag_notes, json_lines_logger
+from .client import DEFAULT_BASE_URL, check_base_url, mask
+from .console import Console, plural
+from .engine import BadgeIssuer, Preflight
+from .errors import (
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    Error,
+    InputError,
+    StoppedError,
+    exit_status,
+)
+from .events import Event, LogSink
+from .journal import Journal, default_journal_path
+from .learners import COLUMN_ALIASES, normalise_header
+from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
-from .readers import Dialect, LearnerSource, ReadOptions, open_source
-from .results import FailuresWriter, SuccessWriter
+from .readers import Dialect, ReadOptions, open_source, scan_source
+from .report import Accounting, account, find_journals
 from .retry import RetryPolicy
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _ENV_HELP = """\
 credentials come from the environment, never from arguments:
@@ -39,46 +58,79 @@ credentials come from the environment, never from arguments:
   NAVIGATR_USER, NAVIGATR_PASS a login exchanged for short-lived tokens
   NAVIGATR_BASE_URL            the API root (default https://api.navigatr.app)
 
-exit status: 0 every learner holds the badge; 1 some failed or were invalid;
-2 usage error or unreadable input (nothing sent); 3 stopped by a fatal answer
-(credentials, badge not found or forbidden); 130 interrupted, stopped cleanly.
+exit status: 0 every learner holds the badge; 1 some failed, were invalid, unconfirmed
+or not attempted; 2 usage error or unreadable input (nothing sent); 3 stopped by a fatal
+answer (credentials, badge not found or forbidden); 4 the API could not be reached or
+stayed unavailable (rerun resumes); 70 internal error (a bug); 130 interrupted.
 """
 
 
-class UsageError(Exception):
+class UsageError(Error):
     """A problem with the command as typed: exit 2, nothing sent."""
+
+    exit_status = EXIT_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSettings:
+    """Everything `issue` needs, read once from the arguments and the environment."""
+
+    file: str
+    label: str
+    badge_id: int | None
+    base_url: str
+    rate: Rate | None
+    workers: int | None
+    journal: Path | None
+    log: Path | None
+    failures: Path | None
+    successes: Path | None
+    dry_run: bool
+    offline: bool
+    yes: bool
+    verbose: int
+    quiet: bool
+    pat_header: str
+    policy: RetryPolicy
+    allow_duplicates: bool
+    options: ReadOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", 0)
     try:
         if args.command == "issue":
             return _issue(args)
         if args.command == "report":
             return _report(args)
         if args.command == "sandbox":
-            from .sandbox.cli import config_from_args, serve_forever
-
-            config = config_from_args(args)
-            with contextlib.suppress(KeyboardInterrupt):
-                anyio.run(
-                    functools.partial(
-                        serve_forever, config, args.host, args.port, access_log=args.access_log
-                    )
-                )
-            return EXIT_OK
+            return _sandbox(args)
     except KeyboardInterrupt:
         # Before the run started (at the confirmation prompt, say): nothing was sent.
-        print("\nbulk-issuer: interrupted", file=sys.stderr)
+        print("\nbulk-issuer: interrupted; nothing was sent", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, InputError, ValueError) as exc:
+    except Error as exc:
+        print(f"bulk-issuer: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except ValueError as exc:
         print(f"bulk-issuer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"bulk-issuer: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bulk-issuer: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        if verbose >= 2:
+            traceback.print_exc()
+        print(
+            f"bulk-issuer: internal error (a bug): {type(exc).__name__}: {exc}. "
+            "Rerun with -vv to see where, and report it",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
@@ -95,12 +147,14 @@ def _parser() -> argparse.ArgumentParser:
 
     issue = commands.add_parser(
         "issue",
-        help="issue a badge to every learner in a CSV or JSON Lines file",
+        help="issue a badge to every learner in a CSV, JSON Lines or workbook file",
         epilog=_ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     issue.add_argument(
-        "file", metavar="FILE", help="CSV or JSON Lines file of learners; - for stdin"
+        "file",
+        metavar="FILE",
+        help="CSV, JSON Lines (.jsonl) or workbook (.xlsx, .ods) of learners; - for stdin",
     )
     issue.add_argument("--badge", type=_badge_id, help="badge id (the number in its URL)")
     issue.add_argument(
@@ -126,14 +180,25 @@ def _parser() -> argparse.ArgumentParser:
         "--log", help="write JSON lines, one event per learner outcome, to this file"
     )
     issue.add_argument(
-        "--failures", help="write the rows not issued, with a reason column, to this file"
+        "--failures",
+        help="the rows not issued, with row and reason columns (default: FILE-stem.failures.csv)",
     )
     issue.add_argument(
-        "--successes", help="write row, email and assertion id of each issued learner to this CSV"
+        "--successes",
+        help="write every learner holding the badge through this journal, with how, to this CSV",
     )
     issue.add_argument(
-        "--dry-run", action="store_true", help="read and validate, report, send nothing"
+        "--dry-run",
+        "--dryrun",
+        action="store_true",
+        help="check credentials, badge, file and journal; say what would be sent; send nothing",
     )
+    issue.add_argument(
+        "--offline",
+        action="store_true",
+        help="with --dry-run: do not contact the API (no credential or badge check)",
+    )
+    issue.add_argument("--sheet", help="the sheet of a workbook to read (default: the first)")
     issue.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     issue.add_argument(
         "-v", "--verbose", action="count", default=0, help="say more (every outcome, retries)"
@@ -151,7 +216,13 @@ def _parser() -> argparse.ArgumentParser:
         "--attempts",
         type=_positive,
         default=6,
-        help="sends per learner before it counts as failed (default 6)",
+        help="unanswered sends per learner before it counts as failed (default 6)",
+    )
+    issue.add_argument(
+        "--resend-unconfirmed",
+        action="store_true",
+        help="send again a learner whose send went unanswered even when the server cannot "
+        "be asked whether it was issued (may issue twice); default: report it unconfirmed",
     )
     issue.add_argument(
         "--allow-duplicates", action="store_true", help="do not check who already holds the badge"
@@ -170,14 +241,19 @@ def _parser() -> argparse.ArgumentParser:
         "--require-consent", metavar="COLUMN", help="issue only rows whose COLUMN says yes/true/1"
     )
 
-    report = commands.add_parser("report", help="what a journal holds; write results files")
+    report = commands.add_parser(
+        "report", help="where each row of an input stands against its journal; results files"
+    )
     report.add_argument(
-        "file", nargs="?", metavar="FILE", help="the input file, to find its default journal"
+        "file", nargs="?", metavar="FILE", help="the input file the run read (as for issue)"
     )
     report.add_argument("--badge", type=_badge_id, help="the badge of that run")
-    report.add_argument("--journal", help="the journal to read")
+    report.add_argument("--journal", help="the journal to read (default: beside FILE)")
     report.add_argument("--failures", help="write the rows not issued (input columns + reason)")
-    report.add_argument("--successes", help="write row, email, assertion id of the issued learners")
+    report.add_argument(
+        "--successes", help="write every learner holding the badge, with how, to this CSV"
+    )
+    report.add_argument("--sheet", help="the sheet of a workbook input")
     report.add_argument("--json", action="store_true", help="print the counts as JSON")
 
     sandbox = commands.add_parser("sandbox", help="serve a local stand-in for the Navigatr API")
@@ -200,6 +276,64 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.cli import config_from_args, serve_forever
+
+    config = config_from_args(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(
+            functools.partial(
+                serve_forever, config, args.host, args.port, access_log=args.access_log
+            )
+        )
+    return EXIT_OK
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
+    """Read the arguments and the environment once, checking each."""
+    rate_text = args.rate.strip().lower()
+    try:
+        rate = None if rate_text in ("none", "unlimited", "0") else Rate.parse(args.rate)
+        base_url = check_base_url(
+            args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.offline and not args.dry_run:
+        raise UsageError("--offline goes with --dry-run (a run must talk to the API)")
+    if args.no_journal or args.file == "-":
+        journal = Path(args.journal) if args.journal else None
+    else:
+        journal = Path(args.journal) if args.journal else default_journal_path(source, args.badge)
+    failures = Path(args.failures) if args.failures else None
+    if failures is None and args.file != "-" and not args.dry_run:
+        failures = Path(source).with_name(Path(source).stem + ".failures.csv")
+    return IssueSettings(
+        file=source,
+        label="standard input" if args.file == "-" else args.file,
+        badge_id=args.badge,
+        base_url=base_url,
+        rate=rate,
+        workers=args.workers,
+        journal=journal,
+        log=Path(args.log) if args.log else None,
+        failures=failures,
+        successes=Path(args.successes) if args.successes else None,
+        dry_run=args.dry_run,
+        offline=args.offline,
+        yes=args.yes,
+        verbose=args.verbose,
+        quiet=args.quiet,
+        pat_header=args.pat_header,
+        policy=RetryPolicy(attempts=args.attempts, resend_unconfirmed=args.resend_unconfirmed),
+        allow_duplicates=args.allow_duplicates,
+        options=_read_options(args),
+    )
+
+
 def _credentials(pat_header: str) -> Auth:
     pat = os.environ.get("NAVIGATR_PAT", "").strip()
     user = os.environ.get("NAVIGATR_USER", "").strip()
@@ -218,14 +352,14 @@ def _credentials(pat_header: str) -> Auth:
 
 def _read_options(args: argparse.Namespace) -> ReadOptions:
     column_map: dict[str, str] = {}
-    for item in args.map:
+    for item in getattr(args, "map", []):
         field, sep, column = item.partition("=")
         if not sep or not field.strip() or not column.strip():
             raise UsageError(
                 f'--map takes FIELD=COLUMN, like recipient_email="Work Email"; got {item!r}'
             )
         column_map[field.strip()] = column.strip()
-    delimiter = args.delimiter
+    delimiter = getattr(args, "delimiter", None)
     if delimiter is not None:
         delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(
             delimiter.lower(), delimiter
@@ -235,20 +369,35 @@ def _read_options(args: argparse.Namespace) -> ReadOptions:
     return ReadOptions(
         badge_id=args.badge,
         delimiter=delimiter,
-        encoding=args.encoding,
-        date_format=args.date_format,
+        encoding=getattr(args, "encoding", None),
+        date_format=getattr(args, "date_format", None),
         column_map=column_map,
-        require_consent=args.require_consent,
+        require_consent=getattr(args, "require_consent", None),
+        sheet=getattr(args, "sheet", None),
     )
+
+
+def _check_file(path: str) -> None:
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot read {path}: it is a folder, not a file")
+    if not target.exists():
+        raise UsageError(f"cannot read {path}: no such file")
+    if not target.is_file():
+        raise UsageError(f"cannot read {path}: not a regular file")
+
+
+# -- issue --------------------------------------------------------------------------------
 
 
 def _issue(args: argparse.Namespace) -> int:
     if args.file != "-":
-        return _issue_file(args, args.file)
-    # Standard input can be read once; the run reads its input twice (a check before
-    # anything is sent, then the run), so it is spooled to a private file first.
+        _check_file(args.file)
+        return _issue_file(_settings(args, args.file))
+    # Standard input can be read once; the run reads its input more than once (a check
+    # before anything is sent, then the run), so it is spooled to a private file first.
     with tempfile.TemporaryDirectory(prefix="bulk-issuer-") as folder:
-        return _issue_file(args, _spool_stdin(Path(folder)))
+        return _issue_file(_settings(args, _spool_stdin(Path(folder))))
 
 
 def _spool_stdin(folder: Path) -> str:
@@ -261,162 +410,233 @@ def _spool_stdin(folder: Path) -> str:
     return str(path)
 
 
-def _issue_file(args: argparse.Namespace, source_path: str) -> int:
-    label = "standard input" if args.file == "-" else source_path
-    console = Console(quiet=args.quiet, verbose=args.verbose)
-    options = _read_options(args)
-    rate = (
-        None if args.rate.strip().lower() in ("none", "unlimited", "0") else Rate.parse(args.rate)
+def _issue_file(settings: IssueSettings) -> int:
+    auth = None if settings.dry_run and settings.offline else _credentials(settings.pat_header)
+    secrets = _secret_values(auth)
+    console = Console(
+        quiet=settings.quiet, verbose=settings.verbose, mask=lambda text: mask(text, secrets)
     )
-    base_url = check_base_url(
-        args.base_url or os.environ.get("NAVIGATR_BASE_URL") or DEFAULT_BASE_URL
-    )
-    if not Path(source_path).is_file():
-        raise UsageError(f"cannot read {source_path}: no such file")
-    # The input is opened (encoding, header) before anything is sent: a file that cannot
-    # be read at all is a usage error (exit 2), not a run that fails half-way. The run
-    # then reads the same open source, not the file a second time.
-    with open_source(source_path, options) as source:
-        return _issue_source(
-            args, source, path=source_path, label=label, console=console, rate=rate, url=base_url
-        )
-
-
-def _issue_source(
-    args: argparse.Namespace,
-    source: LearnerSource,
-    *,
-    path: str,
-    label: str,
-    console: Console,
-    rate: Rate | None,
-    url: str,
-) -> int:
-    """Confirm, run and report `issue` on an input that is open and checked."""
-    source_path, base_url = path, url
-    dialect = source.dialect
-    options = _read_options(args)
+    # The whole file is read before anything is sent: a file that cannot be read to the
+    # end is refused now (exit 2), naming the row, not after half the cohort was issued.
+    scan = scan_source(settings.file, settings.options)
+    dialect = scan.dialect
     for note in dialect.notes:
-        if args.verbose or not _ordinary(note):
-            console.note(f"{label}: {note}")
-    if args.no_journal or args.file == "-":
-        journal_path = Path(args.journal) if args.journal else None
-    else:
-        journal_path = (
-            Path(args.journal) if args.journal else default_journal_path(source_path, args.badge)
-        )
-    auth = None if args.dry_run else _credentials(args.pat_header)
-    total = _count_rows(source_path)
-
+        if settings.verbose or not _ordinary(note):
+            console.note(f"{settings.label}: {note}")
+    if scan.rows == 0:
+        console.error(f"no learners found in {settings.label}: it has a header and no rows")
+        return EXIT_SOME_FAILED
     has_badge_column = any(
         COLUMN_ALIASES.get(normalise_header(column)) == "badge_id" for column in dialect.columns
     )
-    if not args.dry_run and args.badge is None and not has_badge_column:
+    if settings.badge_id is None and not has_badge_column:
         raise UsageError("which badge? pass --badge ID (the number in the badge's URL)")
-    if not args.dry_run:
-        console.say(
-            f"Issuing badge {args.badge} to the learners in {label}"
-            f"{f' (about {total})' if total else ''} via {base_url} at {rate or 'no rate limit'}."
-        )
-        console.say(
-            f"Journal: {journal_path} (rerun the same command to resume)"
-            if journal_path
-            else "No journal: a rerun will not know what this run did."
-        )
-        if sys.stdin.isatty() and not args.yes and not _confirm():
-            console.say("Nothing sent.")
-            return EXIT_USAGE
 
     # A dry run reads an existing journal (to report who is done) but creates none.
-    use_journal = journal_path is not None and (not args.dry_run or journal_path.exists())
-    journal = Journal(journal_path) if journal_path and use_journal else None
-    if journal is not None and not args.dry_run:
-        journal.set_meta("dialect", _dialect_meta(dialect))
-        journal.set_meta("source", str(source_path))
-    results = ResultFiles(
-        dialect,
-        args.file,
-        failures=args.failures,
-        successes=args.successes,
-        dry_run=args.dry_run,
-    )
-    log_file: TextIO | None = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
-    secrets = _secret_values(auth)
-    events = EventLog(json_lines_logger(log_file, lambda: secrets) if log_file else None, console)
-
-    def on_outcome(outcome: Outcome) -> None:
-        console.outcome(outcome)
-        results.write(outcome)
-
-    issuer = BadgeIssuer(
-        auth=auth or PersonalAccessToken("dry-run-sends-nothing"),
-        base_url=base_url,
-        rate=rate,
-        workers=args.workers,
-        journal=journal,
-        policy=RetryPolicy(attempts=args.attempts),
-        allow_duplicates=args.allow_duplicates,
-        on_outcome=on_outcome,
-        logger=events,
-        read_options=options,
-    )
-    fatal: FatalError | None = None
-    summary = Summary()
+    journal_path = settings.journal
+    if settings.dry_run and journal_path is not None and not journal_path.exists():
+        journal_path = None
+    journal = Journal(journal_path) if journal_path is not None else Journal(None)
+    log_file: TextIO | None = None
     try:
-        with console.progress(total):
-            result = anyio.run(_run_issue, issuer, source, args.badge, args.dry_run)
-            if isinstance(result, FatalError):
-                fatal, summary = result, result.summary or Summary()
-            else:
-                summary = result
-    except (InputError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        # A bug, not an answer: say so plainly; the journal is committed as it went.
-        if args.verbose >= 2:
-            traceback.print_exc()
-        console.error(
-            f"unexpected error: {type(exc).__name__}: {exc}. The journal is consistent: "
-            "rerun the same command to resume (-vv shows the details to report)"
-        )
-        return EXIT_SOME_FAILED
+        if not settings.dry_run:
+            journal.set_meta("dialect", _dialect_meta(dialect))
+            journal.set_meta("source", settings.file)
+            if settings.log is not None:
+                log_file = settings.log.open("a", encoding="utf-8")
+        return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
     finally:
-        results.close()
-        if journal is not None:
-            journal.close()
+        journal.close()
         if log_file is not None:
             log_file.close()
 
-    console.summary(summary, args.badge, label, dry_run=args.dry_run)
-    if journal_path and not args.dry_run:
-        console.say(f"Journal: {journal_path}")
-    for line in results.paths():
+
+def _issue_run(
+    settings: IssueSettings,
+    auth: Auth | None,
+    journal: Journal,
+    dialect: Dialect,
+    console: Console,
+    log_file: TextIO | None,
+    secrets: list[str],
+) -> int:
+    holder: dict[str, Any] = {}
+
+    def known_secrets() -> list[str]:
+        client = holder.get("client")
+        return list(client.tokens.secrets()) if client is not None else list(secrets)
+
+    json_log = LogSink(json_lines_logger(log_file, known_secrets)) if log_file else None
+    run_sinks: list[Any] = []
+
+    def during_run(event: Event) -> None:
+        for sink in run_sinks:
+            sink(event)
+
+    issuer = BadgeIssuer(
+        auth=auth or PersonalAccessToken("offline-dry-run-sends-nothing"),
+        base_url=settings.base_url,
+        rate=settings.rate,
+        workers=settings.workers,
+        journal=journal,
+        policy=settings.policy,
+        allow_duplicates=settings.allow_duplicates,
+        on_event=during_run,
+        logger=None,
+        read_options=settings.options,
+    )
+    started_wall = time.time()
+    plan: Summary | None = None
+    summary: Summary | None = None
+    stopped: BaseException | None = None
+
+    async def session() -> None:
+        nonlocal plan, summary
+        async with issuer:
+            holder["client"] = issuer.client
+            checked: Preflight | None = None
+            if not settings.offline and settings.badge_id is not None:
+                checked = await issuer.preflight(settings.badge_id)
+            plan = await issuer.dry_run(settings.file, badge_id=settings.badge_id, offline=True)
+            _show_plan(console, settings, checked, plan)
+            if settings.dry_run:
+                return
+            if plan.not_attempted + plan.unconfirmed == 0:
+                console.say("Nothing to send: every learner is done or invalid.")
+            elif (
+                sys.stdin.isatty()
+                and not settings.yes
+                and not await anyio.to_thread.run_sync(_confirm)
+            ):
+                console.say("Nothing sent.")
+                raise _Declined
+            run_sinks.extend([console, *([json_log] if json_log else [])])
+            with console.progress(plan.not_attempted + plan.unconfirmed or None):
+                summary = await _with_signals(issuer, settings.file, settings.badge_id)
+
+    try:
+        anyio.run(session)
+    except _Declined:
+        return EXIT_USAGE
+    except StoppedError as exc:
+        stopped = exc
+        summary = exc.summary or issuer.summary
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Error:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        stopped = exc
+        summary = issuer.summary
+    except Exception as exc:
+        if settings.verbose >= 2:
+            traceback.print_exc()
+        console.error(
+            f"internal error (a bug): {type(exc).__name__}: {exc}. The journal is consistent: "
+            "rerun the same command to resume; -vv shows where, to report it"
+        )
+        stopped = exc
+        summary = issuer.summary
+    if settings.dry_run:
+        assert plan is not None
+        console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
+        return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
+
+    accounting = _results(settings, journal, dialect, started_wall)
+    if summary is not None:
+        console.summary(summary, _title(settings, "Issued"), dry_run=False)
+    if settings.journal is not None:
+        console.say(f"Journal: {settings.journal}")
+    for line in accounting.written:
         console.say(line)
-    if fatal is not None:
-        console.error(f"stopped: {fatal}")
-        return EXIT_FATAL
+    if stopped is not None:
+        status = exit_status(stopped)
+        if isinstance(stopped, sqlite3.Error | OSError):
+            status = EXIT_BUG
+            console.error(f"stopped: the journal or a results file could not be written: {stopped}")
+        elif status != EXIT_BUG:
+            console.error(f"stopped: {stopped}")
+        console.error(
+            f"{plural(accounting.not_holding, 'learner')} of {accounting.rows} do not hold the "
+            "badge yet; rerun the same command to go on (nothing will be sent twice)"
+        )
+        return status
+    assert summary is not None
     if summary.interrupted:
-        console.error("interrupted: rerun the same command to finish; nothing will be sent twice")
+        console.error(
+            f"interrupted: {plural(accounting.not_holding, 'learner')} of {accounting.rows} do "
+            "not hold the badge yet; rerun the same command to finish (nothing is sent twice)"
+        )
         return EXIT_INTERRUPTED
-    return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+    return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
 
 
-async def _run_issue(
-    issuer: BadgeIssuer, source: LearnerSource, badge_id: int | None, dry_run: bool
-) -> Summary | FatalError:
+class _Declined(Exception):
+    """The operator said no at the prompt."""
+
+
+def _title(settings: IssueSettings, what: str) -> str:
+    badge = f"badge {settings.badge_id}" if settings.badge_id is not None else "each row's badge"
+    return f"{what} {badge}: {settings.label}"
+
+
+def _show_plan(
+    console: Console, settings: IssueSettings, checked: Preflight | None, plan: Summary
+) -> None:
+    """Say what is about to happen, before asking."""
+    if settings.quiet:
+        return
+    badge = (
+        f"badge {checked.badge_id} \u201c{checked.badge_name}\u201d"
+        if checked is not None and checked.badge_name
+        else f"badge {settings.badge_id}"
+        if settings.badge_id is not None
+        else "the badge of each row"
+    )
+    if checked is not None and not checked.badge_checked:
+        badge += " (the API does not say whether it exists: the first issue call will)"
+    to_send = plan.not_attempted + plan.unconfirmed
+    lines = [
+        f"{'Would issue' if settings.dry_run else 'About to issue'} {badge} via "
+        f"{settings.base_url} at {settings.rate or 'no rate limit'}",
+        f"  rows in {settings.label}: {plan.total}",
+        f"  invalid: {plan.invalid}",
+        f"  done earlier: {plan.skipped}",
+        f"  already holding: {plan.already_held}"
+        + ("" if settings.allow_duplicates or checked else " (not checked)"),
+        f"  to send: {to_send}" + (f", about {_estimate(settings, to_send)}" if to_send else ""),
+    ]
+    if checked is not None and checked.note:
+        lines.append(f"  note: who holds it: {checked.note}")
+    if settings.journal is not None:
+        resuming = " (resuming)" if plan.skipped or plan.unconfirmed else ""
+        lines.append(f"  journal: {settings.journal}{resuming}; rerun the same command to resume")
+    else:
+        lines.append("  no journal: a rerun will not know what this run did")
+    console.say("\n".join(lines))
+
+
+def _estimate(settings: IssueSettings, to_send: int) -> str:
+    if settings.rate is None:
+        return "as fast as the server answers"
+    seconds = to_send / settings.rate.per_second
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def _with_signals(issuer: BadgeIssuer, source: str, badge_id: int | None) -> Summary:
     """The run, with Ctrl-C and SIGTERM turned into a clean stop."""
-    result: Summary | FatalError
+    result: Summary | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(_handle_signals, issuer)
         try:
-            async with issuer:
-                if dry_run:
-                    result = await issuer.dry_run(source, badge_id=badge_id)
-                else:
-                    result = await issuer.run(source, badge_id=badge_id)
-        except FatalError as exc:
-            result = exc
-        tg.cancel_scope.cancel()
+            result = await issuer.run(source, badge_id=badge_id)
+        finally:
+            tg.cancel_scope.cancel()
+    assert result is not None
     return result
 
 
@@ -425,14 +645,14 @@ async def _handle_signals(issuer: BadgeIssuer) -> None:
         stopping = False
         async for _ in signals:
             if stopping:
-                # Every journal write is its own committed transaction: leaving now keeps it
-                # consistent, and the rerun asks the server about anything left `sending`.
+                # Every journal write is committed before its request leaves: leaving now
+                # keeps it consistent, and the rerun asks the server about anything unanswered.
                 print("\nbulk-issuer: stopped at once", file=sys.stderr)
                 os._exit(EXIT_INTERRUPTED)
             stopping = True
             print(
-                "\nbulk-issuer: stopping: no new learners, letting requests in flight finish "
-                "(press Ctrl-C again to quit now)",
+                "\nbulk-issuer: stopping: nothing more is sent; waiting a few seconds for "
+                "requests on the wire (press Ctrl-C again to quit now)",
                 file=sys.stderr,
             )
             issuer.stop()
@@ -446,20 +666,26 @@ def _confirm() -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _results(
+    settings: IssueSettings, journal: Journal, dialect: Dialect, since: float
+) -> Accounting:
+    """Account for every row of the input and write the results files."""
+    return account(
+        settings.file,
+        journal,
+        badge_id=settings.badge_id,
+        options=settings.options,
+        dialect=dialect,
+        failures=settings.failures,
+        successes=settings.successes,
+        since=since,
+    )
+
+
 def _ordinary(note: str) -> bool:
     """Whether a note about the input says only what anyone would assume (UTF-8, commas)."""
     text = note.lower()
     return text in ("encoding utf-8", "delimiter ',' (detected)")
-
-
-def _count_rows(source: str) -> int | None:
-    """About how many learners a file holds (lines minus the header), for the progress bar."""
-    if source == "-":
-        return None
-    with contextlib.suppress(OSError), open(source, "rb") as handle:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-        return max(lines - (0 if source.endswith((".jsonl", ".ndjson")) else 1), 0) or None
-    return None
 
 
 def _secret_values(auth: Auth | None) -> list[str]:
@@ -490,61 +716,73 @@ def _dialect_from_meta(meta: object) -> Dialect:
     )
 
 
+# -- report -------------------------------------------------------------------------------
+
+
 def _report(args: argparse.Namespace) -> int:
+    if args.file is None:
+        raise UsageError("which input? pass the FILE the run read (and --badge ID)")
+    _check_file(args.file)
     if args.journal:
         path = Path(args.journal)
-    elif args.file:
+    elif args.badge is not None:
         path = default_journal_path(args.file, args.badge)
     else:
-        raise UsageError("which journal? pass --journal PATH, or the input FILE and --badge ID")
+        found = find_journals(args.file)
+        if not found:
+            raise UsageError(f"no journal beside {args.file}: no run of it yet (or pass --journal)")
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise UsageError(f"{args.file} was run for several badges ({names}): pass --badge ID")
+        path = found[0]
     if not path.is_file():
-        raise UsageError(f"no journal at {path}")
+        raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
+    badge_id = args.badge if args.badge is not None else _badge_of(path)
+    options = dataclasses.replace(_read_options(args), badge_id=badge_id)
     with Journal(path) as journal:
-        counts = journal.counts()
         dialect = _dialect_from_meta(journal.meta("dialect"))
-        written: list[str] = []
-        if args.failures:
-            with FailuresWriter(Path(args.failures), dialect) as failures:
-                count = 0
-                for entry in journal.entries(State.FAILED, State.SENDING):
-                    reason = entry.reason or (
-                        "no answer recorded: rerun to ask the server and finish"
-                        if entry.state is State.SENDING
-                        else "failed"
-                    )
-                    failures.write_fields(entry.row or 0, entry.fields or {}, reason)
-                    count += 1
-                for row, fields, reason in journal.invalid_rows():
-                    failures.write_fields(row, fields, reason)
-                    count += 1
-            written.append(f"Rows not issued ({count}): {args.failures}")
-        if args.successes:
-            with SuccessWriter(Path(args.successes)) as successes:
-                count = 0
-                for entry in journal.entries(State.ISSUED):
-                    flags = tuple((entry.flags or "").split(",")) if entry.flags else ()
-                    successes.write(
-                        entry.row or 0, entry.email or "", entry.assertion_id, flag_notes(flags)
-                    )
-                    count += 1
-            written.append(f"Issued ({count}): {args.successes}")
+        if not dialect.columns:
+            dialect = open_source(args.file, options).dialect
+        accounting = account(
+            args.file,
+            journal,
+            badge_id=badge_id,
+            options=options,
+            dialect=dialect,
+            failures=args.failures,
+            successes=args.successes,
+        )
+    counts = accounting.as_dict()
     if args.json:
-        print(json.dumps(counts))
+        print(json.dumps({**counts, "journal": str(path)}))
     else:
-        print(f"Journal {path}")
+        print(f"{args.file} against {path}")
         labels = {
             "issued": "issued",
             "already_held": "already held",
             "failed": "failed",
-            "sending": "unanswered",
-            "invalid": "invalid rows",
+            "invalid": "invalid",
+            "unconfirmed": "unconfirmed",
+            "not_attempted": "not attempted",
+            "rows": "rows",
         }
-        for state, label in labels.items():
-            print(f"  {label:<13}{counts.get(state, 0):>7}")
-    for line in written:
-        print(line)
-    return (
-        EXIT_OK
-        if not (counts["failed"] or counts["sending"] or counts["invalid"])
-        else EXIT_SOME_FAILED
-    )
+        for name, label in labels.items():
+            print(f"  {label:<14}{counts[name]:>7}")
+        for line in accounting.written:
+            print(line)
+        if accounting.not_holding:
+            print(
+                f"{plural(accounting.not_holding, 'learner')} do not hold the badge yet: "
+                "rerun the same issue command to go on"
+            )
+    return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
+
+
+def _badge_of(journal: Path) -> int | None:
+    name = journal.name
+    marker = ".badge-"
+    if marker in name:
+        digits = name.rsplit(marker, 1)[1].split(".", 1)[0]
+        if digits.isdigit():
+            return int(digits)
+    return None

@@ -1,36 +1,84 @@
-"""The HTTP calls to Navigatr: one paced, authenticated request at a time."""
+"""The HTTP calls to Navigatr: one request path for logins, lookups and issue calls.
+
+Every request takes the same steps: a pacer slot (`slot`), one exchange with a deadline
+for the whole of it (`send`), then the retry decision on the reply (`settle`, which
+refreshes the token on a 401, pauses every sender on a 429, backs off on a 503 or a
+connection that never opened, with one stop-aware sleep). `request` runs those steps in a
+loop for the calls that are safe to repeat (logins, lookups, badge checks); the engine
+runs them itself for issue calls, because it must journal each send before it leaves.
+
+The client also keeps the API's health: when no reply worth having has come for longer
+than the policy allows (or the host never answered at all), it stops the run with an
+`UnavailableError` naming the host and the error, instead of retrying for ever.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import json
+import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import socket
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import aiohttp
+import anyio
 
-from .auth import Auth, CredentialsRejected, PasswordAuth, Secret, TokenManager
+from .auth import Auth, PasswordAuth, Secret, TokenManager
+from .errors import CredentialsRejected, UnavailableError
+from .events import ApiTrouble, Event, Waiting
 from .pacing import Pacer
-from .retry import RetryPolicy, retry_after
+from .retry import Again, Deliver, Refresh, RequestRetry, RetryPolicy, TooLong, retry_after
 
-__all__ = ["DEFAULT_BASE_URL", "Answer", "NavigatrClient", "TransportError", "check_base_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Answer",
+    "NavigatrClient",
+    "NoReply",
+    "NotSent",
+    "Stopping",
+    "Ticket",
+    "TransportError",
+    "check_base_url",
+    "mask",
+    "new_session",
+]
 
 DEFAULT_BASE_URL = "https://api.navigatr.app"
 
-#: Network time only: waiting for a free pooled connection is bounded by the worker count.
+#: Network time only; the whole exchange has its own deadline (`RetryPolicy.deadline`).
 _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
+#: The most of a reply body read: an answer is a few hundred bytes; a page of 100
+#: assertions some tens of kilobytes.
+_MAX_BODY = 4 << 20
+
+#: A wait this long is shown to the operator at the default verbosity.
+_LONG_WAIT = 10.0
 
 _HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HTML_TAG = re.compile(r"<[^>]*>")
 
 
 class TransportError(Exception):
-    """No answer arrived: refused, timed out or dropped. The request may have been processed."""
+    """No answer arrived."""
+
+
+class NotSent(TransportError):
+    """The request never left: the connection could not be opened (refused, DNS, TLS)."""
+
+
+class NoReply(TransportError):
+    """The request left but no whole answer came (timeout, dropped): it may have been processed."""
+
+
+class Stopping(Exception):
+    """The run is stopping: the request was not sent (it waited for a slot or a retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +104,7 @@ class Answer:
                     )
                 else:
                     parts.append(str(item))
-            return "; ".join(parts)
+            return "; ".join(parts)[:300]
         text = "" if detail is None else str(detail)
         if "<" in text and ">" in text:
             # A proxy's HTML error page: its title says it, the markup does not.
@@ -64,6 +112,14 @@ class Answer:
             text = title.group(1) if title else _HTML_TAG.sub(" ", text)
         text = " ".join(text.split())
         return text[:300] or f"HTTP {self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A pacer slot taken and the credential to send with it."""
+
+    headers: Mapping[str, str] = field(repr=False)
+    generation: int = 0
 
 
 def check_base_url(url: str) -> str:
@@ -127,15 +183,72 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Health:
+    """Whether each endpoint answers: since when it has not, and whether the host ever did.
+
+    An endpoint is in an outage once it has failed `_OUTAGE_STREAK` times in a row (every
+    sender sees it, not one learner's bad luck); while it is, a request's own retry budget
+    is not spent, and the client's outage limit decides when the run stops.
+    """
+
+    def __init__(self) -> None:
+        self.ever_reached = False
+        self.down_since: dict[str, float] = {}
+        self.streak: dict[str, int] = {}
+
+    def good(self, kind: str) -> bool:
+        """A reply worth having came; True when that ends a spell of trouble."""
+        self.ever_reached = True
+        self.streak.pop(kind, None)
+        return self.down_since.pop(kind, None) is not None
+
+    def bad(self, kind: str, now: float, *, reached: bool) -> bool:
+        """A failure; True when it starts a spell of trouble."""
+        self.ever_reached = self.ever_reached or reached
+        self.streak[kind] = self.streak.get(kind, 0) + 1
+        if kind not in self.down_since:
+            self.down_since[kind] = now
+            return True
+        return False
+
+    def in_outage(self, kind: str) -> bool:
+        return self.streak.get(kind, 0) >= _OUTAGE_STREAK
+
+
+#: Failures in a row, from any sender, that make an endpoint's trouble an outage.
+_OUTAGE_STREAK = 3
+
+#: What each endpoint is called in messages.
+_KIND_NAMES = {
+    "token": "token endpoint",
+    "lookup": "assertions list",
+    "issue": "issue endpoint",
+    "other": "API",
+}
+
+
+def _kind(path: str) -> str:
+    if path.startswith("/v1/token"):
+        return "token"
+    if path.startswith("/v1/badge_assertion"):
+        return "lookup"
+    if path.endswith("/issue"):
+        return "issue"
+    return "other"
+
+
 class NavigatrClient:
-    """Paced, authenticated calls to the Navigatr API; one wire request per `_send`.
+    """Paced, authenticated calls to the Navigatr API, on one request path.
 
     Args:
         session: the run's one aiohttp session.
         base_url: checked by `check_base_url`.
         pacer: every request, token calls included, takes a slot from it.
         auth: the credentials.
-        policy: retries for the token call.
+        policy: retries, deadlines and how long an outage is ridden out.
+        emit: where waits and API trouble are reported.
+        stopping: set when the run is asked to stop: nothing waiting for a slot or a
+            retry leaves after that.
     """
 
     def __init__(
@@ -146,47 +259,37 @@ class NavigatrClient:
         auth: Auth,
         *,
         policy: RetryPolicy | None = None,
+        emit: Callable[[Event], None] | None = None,
+        stopping: anyio.Event | None = None,
     ) -> None:
         self._session = session
         self._base = check_base_url(base_url)
+        self.host = urlsplit(self._base).netloc
         self.pacer = pacer
         self.tokens = TokenManager(auth, self._login, lead=pacer.gap + 0.5)
-        self._policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy()
+        self._emit = emit or (lambda _event: None)
+        self.stopping = stopping or anyio.Event()
         self._token_form: bool | None = None
+        self._health = _Health()
+        self._waiting: set[anyio.CancelScope] = set()
         self.requests = 0
         self.token_calls = 0
+        self.retries = 0
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Mapping[str, object] | None = None,
-        params: Mapping[str, str | int] | None = None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Answer:
-        """One authenticated call; on a 401 with a login token, refresh it and send once more.
+    # -- the steps ---------------------------------------------------------------------
 
-        Args:
-            before_send: awaited right before each request leaves (to journal the attempt).
+    async def slot(self, *, login: bool = False) -> Ticket:
+        """Wait for a pacer slot and a valid credential.
 
         Raises:
-            TransportError: no answer.
-            CredentialsRejected: the token endpoint refused the login.
+            Stopping: the run is stopping; nothing may leave now.
+            CredentialsRejected: the login was refused.
+            UnavailableError: the token endpoint stayed unavailable.
         """
-        answer: Answer | None = None
-        for _ in range(2):
-            headers, generation = await self._auth_headers()
-            if before_send is not None:
-                await before_send()
-            answer = await self._send(method, path, headers=headers, json_body=body, params=params)
-            if answer.status != 401 or not self.tokens.refreshable:
-                return answer
-            await self.tokens.refresh(generation, rejected=True)
-        assert answer is not None
-        return answer
-
-    async def _auth_headers(self) -> tuple[dict[str, str], int]:
+        if login:
+            await self._acquire(urgent=True)
+            return Ticket({})
         # Refresh first (its call takes a slot of its own, ahead of the queue), then wait
         # for this request's slot, then read the token. A token that went stale while this
         # request queued costs the slot: sending later than the slot would break the spacing.
@@ -194,95 +297,287 @@ class NavigatrClient:
         urgent = False
         for attempt in range(3):
             await self.tokens.ensure_fresh()
-            await self.pacer.acquire(urgent=urgent)
+            await self._acquire(urgent=urgent)
             current = self.tokens.current(strict=attempt < 2)
             if current is not None:
-                return current
+                return Ticket(*current)
             urgent = True
         raise CredentialsRejected("no login token could be had")  # pragma: no cover
 
-    async def _send(
+    async def _acquire(self, *, urgent: bool) -> None:
+        if self.stopping.is_set():
+            raise Stopping
+        # A stop while waiting for the slot cancels the wait: the request does not leave.
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await self.pacer.acquire(urgent=urgent)
+            finally:
+                self._waiting.discard(scope)
+        if scope.cancelled_caught or self.stopping.is_set():
+            raise Stopping
+
+    def stop(self) -> None:
+        """Stop: nothing waiting for a slot or a retry leaves after this."""
+        self.stopping.set()
+        for scope in list(self._waiting):
+            scope.cancel()
+
+    async def send(
+        self,
+        ticket: Ticket,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, object] | None = None,
+        form: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> Answer:
+        """One exchange, within the policy's deadline for the whole of it.
+
+        Raises:
+            NotSent: the connection could not be opened; nothing was sent.
+            NoReply: no whole answer came in time; the request may have been processed.
+        """
+        self.requests += 1
+        headers: dict[str, str] = dict(ticket.headers)
+        data: bytes | Mapping[str, str] | None = form
+        if body is not None:
+            # Encoded here, once, rather than through aiohttp's JSON payload machinery.
+            data = _dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            with anyio.fail_after(self.policy.deadline):
+                async with self._session.request(
+                    method,
+                    self._base + path,
+                    headers=headers,
+                    data=data,
+                    params=params,
+                    allow_redirects=False,
+                ) as response:
+                    raw = await response.content.read(_MAX_BODY)
+                    body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
+                    answer = Answer(response.status, body, response.headers)
+        except TimeoutError:
+            raise NoReply(
+                f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
+            ) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
+            raise NotSent(_describe_connect(exc, self.host)) from None
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            raise NoReply(_describe(exc)) from None
+        observe = getattr(self.pacer, "observe", None)
+        if observe is not None:
+            observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)
+        return answer
+
+    async def settle(
+        self, retry: RequestRetry, ticket: Ticket, outcome: Answer | NotSent, *, path: str
+    ) -> bool:
+        """Act on a reply's retry decision; True to send again, False to hand it over.
+
+        Raises:
+            UnavailableError: the API has been unavailable too long, never answered, or
+                asked for a longer wait than the policy honours.
+            Stopping: the run is stopping.
+        """
+        answer = outcome if isinstance(outcome, Answer) else None
+        status = answer.status if answer is not None else None
+        hint = retry_after(answer.headers) if answer is not None else None
+        kind = _kind(path)
+        self._health_after(kind, answer, None if answer is not None else str(outcome))
+        step = retry.step(status, hint=hint, outage=self._health.in_outage(kind))
+        if isinstance(step, Deliver):
+            if answer is None:
+                raise UnavailableError(
+                    f"cannot connect to the {_KIND_NAMES[kind]} at {self.host}: {outcome}; "
+                    "rerun the same command later to resume",
+                    host=self.host,
+                )
+            return False
+        self.retries += 1
+        if isinstance(step, Refresh):
+            await self.tokens.refresh(ticket.generation, rejected=True)
+            return True
+        if isinstance(step, TooLong):
+            raise UnavailableError(
+                f"the server at {self.host} asked to wait {_duration(step.wait)} "
+                f"({step.why}), longer than the {_duration(self.policy.max_wait)} this run "
+                f"waits; rerun after that",
+                host=self.host,
+                retry_after=step.wait,
+            )
+        assert isinstance(step, Again)
+        if step.rate_limited:
+            pause = self.pacer.rate_limited_for(hint)
+            if pause >= _LONG_WAIT:
+                self._emit(Waiting(pause, f"the server rate-limited a request ({step.why})"))
+            return True
+        if step.wait >= _LONG_WAIT:
+            self._emit(Waiting(step.wait, f"{self.host}: {step.why}"))
+        if hint is not None:
+            # The server said when to come back: nobody should knock before then.
+            self.pacer.pause(hint)
+        await self.sleep(step.wait)
+        return True
+
+    def note_unanswered(self, path: str, why: str) -> bool:
+        """An issue call went unanswered or drew a 500/502/504: count it against its health.
+
+        Returns:
+            Whether the endpoint is in an outage (every sender fails, not just this one).
+
+        Raises:
+            UnavailableError: the outage has lasted longer than the policy rides out.
+        """
+        kind = _kind(path)
+        self._health_after(kind, None, why, reached=True)
+        return self._health.in_outage(kind)
+
+    def note_answered(self, path: str) -> None:
+        """An issue call drew an answer that shows the endpoint works."""
+        if self._health.good(_kind(path)):
+            self._emit(ApiTrouble(self.host, "answering again", recovered=True))
+
+    def _health_after(
+        self, kind: str, answer: Answer | None, problem: str | None, *, reached: bool = False
+    ) -> None:
+        now = anyio.current_time()
+        if answer is not None and answer.status not in (429, 500, 502, 503, 504):
+            if self._health.good(kind):
+                self._emit(ApiTrouble(self.host, f"the {_KIND_NAMES[kind]} answers again", True))
+            return
+        reason = f"HTTP {answer.status}: {answer.detail}" if answer is not None else problem or ""
+        if self._health.bad(kind, now, reached=reached or answer is not None):
+            self._emit(ApiTrouble(self.host, f"{_KIND_NAMES[kind]}: {reason}", recovered=False))
+        down_for = now - self._health.down_since.get(kind, now)
+        if not self._health.ever_reached and down_for >= self.policy.unreachable:
+            raise UnavailableError(
+                f"cannot reach the API at {self.host}: {reason}. Nothing was issued. "
+                "Check the address (--base-url or NAVIGATR_BASE_URL), the network, and any "
+                "proxy or firewall, then rerun the same command",
+                host=self.host,
+            )
+        if down_for >= self.policy.outage:
+            raise UnavailableError(
+                f"the {_KIND_NAMES[kind]} at {self.host} has been unavailable for "
+                f"{down_for:.0f}s ({reason}); rerun the same command later to resume",
+                host=self.host,
+            )
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, unless the run is asked to stop.
+
+        Raises:
+            Stopping: the run is stopping.
+        """
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self.stopping.wait()
+        if self.stopping.is_set():
+            raise Stopping
+
+    # -- whole requests ------------------------------------------------------------------
+
+    def retries_for(self, *, login: bool = False) -> RequestRetry:
+        """A fresh retry state for one request."""
+        return RequestRetry(self.policy, refreshable=self.tokens.refreshable and not login)
+
+    async def request(
         self,
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str] | None = None,
-        json_body: Mapping[str, object] | None = None,
-        form: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
+        body: Mapping[str, object] | None = None,
     ) -> Answer:
-        """Send one request that has its pacer slot already."""
-        self.requests += 1
-        data: bytes | Mapping[str, str] | None = form
-        if json_body is not None:
-            # Encoded here, once, rather than through aiohttp's JSON payload machinery.
-            data = _dumps(json_body).encode("utf-8")
-            headers = {**(headers or {}), "Content-Type": "application/json"}
-        try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                headers=headers,
-                data=data,
-                params=params,
-                allow_redirects=False,
-            ) as response:
-                raw = await response.read()
-                return Answer(response.status, _parse(raw, response.content_type), response.headers)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(_describe(exc)) from None
+        """A request that is safe to repeat, on the request path, until it has an answer.
+
+        An unanswered send or a 500/502/504 is sent again too (it changes nothing on the
+        server). Not for issue calls.
+
+        Raises:
+            UnavailableError, CredentialsRejected, Stopping: as `slot` and `settle`.
+        """
+        retry = self.retries_for()
+        while True:
+            ticket = await self.slot()
+            outcome: Answer | NotSent
+            try:
+                outcome = await self.send(ticket, method, path, params=params, body=body)
+            except NotSent as exc:
+                outcome = exc
+            except NoReply as exc:
+                outcome = NotSent(str(exc))  # safe to repeat: the same as never sent
+            if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
+                outcome = _as_unavailable(outcome)
+            if not await self.settle(retry, ticket, outcome, path=path):
+                assert isinstance(outcome, Answer)
+                return outcome
 
     async def _login(self, auth: PasswordAuth) -> Secret:
-        """Exchange the password for a token, retrying what can be retried.
+        """Exchange the password for a token on the request path.
 
         JSON first, as the guide shows; on 415/422 the OAuth2 password form that the
         official Moodle plugin sends, remembered for later refreshes.
+
+        Raises:
+            CredentialsRejected: the token endpoint refused the login.
+            UnavailableError: it stayed unavailable, or rate-limited without end.
         """
-        failures = 0
+        retry = self.retries_for(login=True)
         while True:
             form = bool(self._token_form)
             credentials = {"username": auth.username, "password": auth.password.reveal()}
-            await self.pacer.acquire(urgent=True)
+            ticket = await self.slot(login=True)
             self.token_calls += 1
-            answer: Answer | None
+            outcome: Answer | NotSent
             try:
-                answer = await self._send(
+                outcome = await self.send(
+                    ticket,
                     "POST",
                     "/v1/token",
-                    json_body=None if form else credentials,
+                    body=None if form else credentials,
                     form=credentials if form else None,
                 )
-            except TransportError as exc:
-                answer, problem = None, str(exc)
-            if answer is not None:
-                problem = f"HTTP {answer.status}"
-                token = answer.body.get("access_token") if isinstance(answer.body, dict) else None
-                if answer.status == 200 and isinstance(token, str) and token:
-                    self._token_form = form
-                    return Secret(token)
-                if answer.status in (415, 422) and self._token_form is None:
-                    self._token_form = True
-                    continue
-                if answer.status == 429:
-                    self.pacer.rate_limited_for(retry_after(answer.headers))
-                    continue
-                if answer.status < 500:
-                    raise CredentialsRejected(
-                        f"the token endpoint refused the login for {auth.username!r}: "
-                        f"{answer.detail if answer.status != 200 else 'no access_token in answer'}"
-                        f" (HTTP {answer.status}). Check NAVIGATR_USER and NAVIGATR_PASS"
-                    )
-            failures += 1
-            if failures >= self._policy.attempts:
-                raise CredentialsRejected(
-                    f"could not get a login token after {failures} tries: {problem}"
+            except NotSent as exc:
+                outcome = exc
+            except NoReply as exc:
+                outcome = NotSent(str(exc))  # a login changes nothing: safe to repeat
+            if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
+                outcome = _as_unavailable(outcome)
+            if await self.settle(retry, ticket, outcome, path="/v1/token"):
+                continue
+            assert isinstance(outcome, Answer)
+            answer = outcome
+            token = answer.body.get("access_token") if isinstance(answer.body, dict) else None
+            if 200 <= answer.status < 300 and isinstance(token, str) and token:
+                self._token_form = form
+                return Secret(token)
+            if answer.status in (415, 422) and self._token_form is None:
+                self._token_form = True
+                continue
+            if answer.status in (429, 503):
+                raise UnavailableError(
+                    f"the token endpoint at {self.host} kept answering HTTP {answer.status}; "
+                    "rerun later",
+                    host=self.host,
                 )
-            await asyncio.sleep(self._policy.backoff(failures))
+            problem = "no access_token in its answer" if answer.status < 300 else answer.detail
+            raise CredentialsRejected(
+                f"the token endpoint refused the login for {auth.username!r}: {problem} "
+                f"(HTTP {answer.status}). Check NAVIGATR_USER and NAVIGATR_PASS"
+            )
 
 
-def _parse(raw: bytes, content_type: str) -> Any:
-    text = raw.decode("utf-8", "replace")
-    if "json" in content_type or text[:1] in ("{", "["):
+def _as_unavailable(answer: Answer) -> Answer:
+    """A 5xx to a request that is safe to repeat: retried like a 503."""
+    return Answer(503, answer.body, answer.headers)
+
+
+def _parse(text: str) -> Any:
+    if text.lstrip()[:1] in ("{", "["):
         try:
             return json.loads(text)
         except ValueError:
@@ -290,12 +585,59 @@ def _parse(raw: bytes, content_type: str) -> Any:
     return text
 
 
+def mask(text: str, secrets: list[str]) -> str:
+    """`text` with every secret replaced by asterisks (a server may echo what it was sent).
+
+    Each secret is masked as it is, JSON-escaped and form-encoded: the ways an echo of a
+    request body or header can spell it.
+    """
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {
+            secret,
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            quote_plus(secret),
+            quote(secret, safe=""),
+        }:
+            if form in text:
+                text = text.replace(form, "********")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "for ever"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f}s"
+
+
+def _describe_connect(exc: BaseException, host: str) -> str:
+    text = str(exc)
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+        return f"TLS error talking to {host}: {_short(exc)}"
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and isinstance(os_error, socket.gaierror):
+        return f"cannot resolve the host name {host!r} (DNS): {os_error.strerror or os_error}"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return f"cannot resolve the host name {host!r} (DNS)"
+    if isinstance(os_error, ConnectionRefusedError) or "refused" in text.lower():
+        return f"connection refused by {host} (nothing listens there)"
+    return f"cannot connect to {host}: {_short(exc)}"
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out waiting for the answer"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection before answering"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}"
     # Exception texts from aiohttp name the URL and the error, never our headers.
-    return f"{type(exc).__name__}: {exc}"[:200]
+    return _short(exc)

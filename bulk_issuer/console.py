@@ -1,113 +1,72 @@
-"""What a person sees of an `issue` run: messages, the progress bar, the summary, results files."""
+"""What a person sees of an `issue` run: messages, the progress bar, the plan and the summary.
+
+The `Console` is one subscriber of the engine's events (events.py); the results files
+(results.py) and the `--log` file are others.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .outcomes import Outcome, Status, Summary, flag_notes
-from .readers import Dialect
-from .results import FailuresWriter, SuccessWriter
+from .events import (
+    ApiTrouble,
+    Event,
+    HoldersLoaded,
+    LookupUnavailable,
+    RetryScheduled,
+    RunFinished,
+    RunStarted,
+    Waiting,
+)
+from .outcomes import Outcome, Status, Summary
 
-__all__ = ["Console", "EventLog", "ResultFiles"]
-
-
-class ResultFiles:
-    """The failures and success files of an `issue` run, opened when first needed."""
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        source: str,
-        *,
-        failures: str | None,
-        successes: str | None,
-        dry_run: bool,
-    ) -> None:
-        self._dialect = dialect
-        self._failures_path = Path(failures) if failures else None
-        if self._failures_path is None and source != "-" and not dry_run:
-            # The rows not issued always land in a file an administrator can fix and rerun.
-            self._failures_path = Path(source).with_name(Path(source).stem + ".failures.csv")
-        self._successes_path = Path(successes) if successes else None
-        self._failures: FailuresWriter | None = None
-        self._successes: SuccessWriter | None = None
-        self._explicit_failures = bool(failures)
-        self.failed = 0
-
-    def write(self, outcome: Outcome) -> None:
-        if outcome.status in (Status.FAILED, Status.INVALID) and self._failures_path:
-            if self._failures is None:
-                self._failures = FailuresWriter(self._failures_path, self._dialect)
-            self._failures.write_fields(outcome.row, outcome.fields, outcome.reason or "")
-            self.failed += 1
-        elif outcome.status is Status.ISSUED and self._successes_path:
-            if self._successes is None:
-                self._successes = SuccessWriter(self._successes_path)
-            self._successes.write(
-                outcome.row, outcome.email, outcome.assertion_id, flag_notes(outcome.flags)
-            )
-
-    def close(self) -> None:
-        if self._failures is not None:
-            self._failures.close()
-        elif self._explicit_failures and self._failures_path is not None:
-            # Asked for, and nothing failed: an empty file with the header says so.
-            FailuresWriter(self._failures_path, self._dialect).close()
-        if self._successes is not None:
-            self._successes.close()
-
-    def paths(self) -> Iterator[str]:
-        if self.failed and self._failures_path:
-            yield (
-                f"Rows not issued ({self.failed}): {self._failures_path}"
-                " (fix them and feed the file back)"
-            )
-        if self._successes is not None:
-            yield f"Issued: {self._successes_path}"
+__all__ = ["Console", "plural"]
 
 
-class EventLog:
-    """The engine's logger: JSON lines to `--log`, and a human line per event with `-v`."""
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 request`, `2 requests`."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
 
-    def __init__(self, json_log: Any, console: Console) -> None:
-        self._json = json_log
-        self._console = console
 
-    def _event(self, level: str, event: str, **fields: Any) -> None:
-        if self._json is not None:
-            getattr(self._json, level)(event, **fields)
-        self._console.event(level, event, fields)
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._event("debug", event, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._event("info", event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._event("warning", event, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._event("error", event, **fields)
+#: The summary's lines: label, Summary field, note shown when the count is not zero.
+_LINES = (
+    ("issued", "issued", None),
+    ("already held", "already_held", "held the badge before; not sent again"),
+    ("done earlier", "skipped", "issued or found by an earlier run"),
+    ("failed", "failed", "see the reasons above and the failures file"),
+    ("invalid", "invalid", "fix the rows and feed the failures file back"),
+    ("unconfirmed", "unconfirmed", "a send went unanswered; rerun to ask the server"),
+    ("not attempted", "not_attempted", "rerun the same command to send them"),
+)
 
 
 class Console:
-    """What a person sees: problems as they happen, a progress bar on a terminal, the summary."""
+    """Problems as they happen, a progress bar on a terminal, the plan and the summary.
 
-    def __init__(self, *, quiet: bool, verbose: int) -> None:
-        from rich.console import Console
+    Args:
+        quiet: only errors and the summary.
+        verbose: 1 every outcome and retry; 2 every event.
+        mask: hides secrets in anything printed (a second lock: the client masks what
+            servers echo, and no secret is put into a message).
+    """
+
+    def __init__(
+        self, *, quiet: bool, verbose: int, mask: Callable[[str], str] = lambda text: text
+    ) -> None:
+        from rich.console import Console as RichConsole
 
         self.quiet = quiet
         self.verbose = verbose
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self._mask = mask
+        self.err = RichConsole(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.out = RichConsole(file=sys.stdout, highlight=False, soft_wrap=True)
         self._progress: Any = None
         self._task: Any = None
         self._retries = 0
+        self._troubles: set[str] = set()
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -117,45 +76,74 @@ class Console:
         if not self.quiet:
             self._print(f"note: {text}")
 
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            self._print(f"warning: {text}")
+
     def error(self, text: str) -> None:
         self._print(f"bulk-issuer: {text}")
 
     def _print(self, text: str) -> None:
         target = self._progress.console if self._progress is not None else self.err
-        target.print(text, markup=False)
+        target.print(self._mask(text), markup=False)
 
-    def outcome(self, outcome: Outcome) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-        if outcome.status in (Status.FAILED, Status.INVALID):
-            label = "invalid" if outcome.status is Status.INVALID else "failed"
-            who = f" {outcome.email}" if outcome.email else ""
-            self.error(f"row {outcome.row}{who}: {label}: {outcome.reason}")
-        elif self.verbose and not self.quiet:
-            extra = f" ({outcome.reason})" if outcome.reason else ""
-            self._print(f"row {outcome.row} {outcome.email}: {outcome.status}{extra}")
+    # -- events ---------------------------------------------------------------------------
 
-    def event(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        if event == "badge.retry_scheduled":
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Outcome):
+            self._outcome(event)
+        elif isinstance(event, RetryScheduled):
             self._retries += 1
             if self._progress is not None:
                 self._progress.update(self._task, retries=self._retries)
             if self.verbose and not self.quiet:
                 self._print(
-                    f"row {fields.get('row')} {fields.get('email')}: retry in {fields.get('wait')}s"
-                    f" ({fields.get('reason')})"
+                    f"row {event.row} {event.email}: retry in {event.wait:.1f}s ({event.reason})"
                 )
-        elif event in ("lookup.unavailable", "lookup.failed") and not self.quiet:
-            self._print(
-                f"warning: cannot look up issued badges ({fields.get('reason')}); "
-                "unanswered requests will be re-sent without checking"
+        elif isinstance(event, Waiting):
+            self.warn(f"waiting {event.seconds:.0f}s: {event.reason}")
+        elif isinstance(event, ApiTrouble):
+            if event.recovered:
+                if self._troubles:
+                    self._troubles.clear()
+                    self.say(f"{event.host}: {event.reason}")
+            elif event.reason not in self._troubles:
+                # Once per kind of trouble, not once per request.
+                self._troubles.add(event.reason)
+                self.warn(f"{event.host}: {event.reason}; retrying")
+        elif isinstance(event, LookupUnavailable):
+            self.warn(
+                f"cannot look up issued badges ({event.reason}); a learner whose send goes "
+                "unanswered is reported unconfirmed, not sent again (--resend-unconfirmed "
+                "sends it anyway)"
             )
-        elif self.verbose >= 2 and not self.quiet and not event.startswith(("badge.", "learner.")):
-            shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-            self._print(f"{event} {shown}")
+        elif isinstance(event, HoldersLoaded):
+            if not event.complete:
+                self.warn(
+                    f"the list of who holds badge {event.badge_id} could not be read whole "
+                    f"({event.note}); {plural(event.holders, 'holder')} read"
+                )
+            elif event.note and self.verbose:
+                self.note(f"badge {event.badge_id} holders: {event.note}")
+        elif isinstance(event, RunStarted | RunFinished) and self.verbose >= 2 and not self.quiet:
+            shown = " ".join(f"{k}={v}" for k, v in event.fields().items() if v is not None)
+            self._print(f"{event.name} {shown}")
+
+    def _outcome(self, outcome: Outcome) -> None:
+        if self._progress is not None and outcome.queued:
+            self._progress.advance(self._task)
+        if outcome.status in (Status.FAILED, Status.INVALID, Status.UNCONFIRMED):
+            who = f" {outcome.email}" if outcome.email else ""
+            self.error(f"row {outcome.row}{who}: {outcome.status}: {outcome.reason}")
+        elif self.verbose and not self.quiet:
+            extra = f" ({outcome.reason})" if outcome.reason else ""
+            self._print(f"row {outcome.row} {outcome.email}: {outcome.status}{extra}")
+
+    # -- the progress bar -----------------------------------------------------------------
 
     @contextlib.contextmanager
     def progress(self, total: int | None) -> Iterator[None]:
+        """A progress bar over the learners that need a request (on a terminal only)."""
         if self.quiet or not self.err.is_terminal:
             yield
             return
@@ -195,33 +183,27 @@ class Console:
             finally:
                 self._progress = None
 
-    def summary(
-        self, summary: Summary, badge_id: int | None, source: str, *, dry_run: bool
-    ) -> None:
-        lines = [
-            f"{'Dry run' if dry_run else 'Badge'} {badge_id if badge_id else '(per row)'}: {source}"
-        ]
-        rows = (
-            [("would issue", summary.issued)]
-            if dry_run
-            else [("issued", summary.issued), ("already held", summary.already_held)]
-        )
-        rows += [("skipped", summary.skipped)]
-        rows += [] if dry_run else [("failed", summary.failed)]
-        rows += [("invalid", summary.invalid)]
-        notes = {
-            "skipped": "done by an earlier run",
-            "already held": "issued before, not sent again",
-        }
-        for label, count in rows:
-            note = f"  ({notes[label]})" if count and label in notes else ""
-            lines.append(f"  {label:<13}{count:>7}{note}")
+    # -- plan and summary -----------------------------------------------------------------
+
+    def summary(self, summary: Summary, title: str, *, dry_run: bool) -> None:
+        """The counts, one line each; every input row is in exactly one of them."""
+        lines = [title]
+        for label, name, note in _LINES:
+            count = getattr(summary, name)
+            if dry_run and name == "not_attempted":
+                label, note = "to send", "would be sent"
+            if dry_run and name in ("issued", "failed", "unconfirmed"):
+                continue
+            shown = f"  ({note})" if count and note else ""
+            lines.append(f"  {label:<14}{count:>7}{shown}")
+        lines.append(f"  {'rows':<14}{summary.total:>7}")
         if not dry_run:
             lines.append(
                 f"  time {summary.elapsed:.1f}s, {summary.rate:.2f} badges/s, "
-                f"{summary.requests} requests ({summary.token_calls} token), "
-                f"{summary.retries} retries, {summary.rate_limited} rate-limited"
+                f"{plural(summary.requests, 'request')} "
+                f"({summary.token_calls} token), {plural(summary.retries, 'retry', 'retries')}, "
+                f"{summary.rate_limited} rate-limited"
             )
         if summary.stopped:
             lines.append(f"  stopped early: {summary.stopped}")
-        self.out.print("\n".join(lines), markup=False)
+        self.out.print(self._mask("\n".join(lines)), markup=False)

@@ -105,7 +105,7 @@ class FatalError(StoppedError):
 
 
 class CredentialsRejected(FatalError):
-    """The server refused the credentials (a refused login, or a 401 that a refresh did not cure)."""
+    """The server refused the credentials: a refused login, or a 401 a new token did not cure."""
 
 
 class UnavailableError(StoppedError):

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import JournalError
+
 __all__ = ["Entry", "Journal", "State", "default_journal_path"]
 
 
@@ -81,6 +83,8 @@ class Entry:
     assertion_id: str | None
     flags: str | None
     fields: Mapping[str, str] | None
+    #: When the entry last changed (wall clock, seconds since the epoch).
+    updated_at: float = 0.0
 
 
 def default_journal_path(source: str | Path, badge_id: int | None) -> Path:
@@ -119,13 +123,14 @@ class Journal:
             self._db.executescript(_SCHEMA)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc):
-                raise ValueError(
+                raise JournalError(
                     f"the journal {target} is in use by another run of bulk-issuer; "
-                    "wait for it to finish (or stop it), then run again"
+                    "wait for it to finish (or stop it), then run again",
+                    path=target,
                 ) from None
-            raise ValueError(f"cannot use {target} as a journal: {exc}") from None
+            raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"cannot use {target} as a journal: {exc}") from None
+            raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
         self._db.row_factory = sqlite3.Row
         self._pending: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -278,6 +283,25 @@ class Journal:
             ),
         )
 
+    def restore(self, badge_id: int, key: str, entry: Entry | None) -> None:
+        """Put a learner back as it stood before a send that never left (`entry`, or no row)."""
+        if entry is None:
+            self._write("DELETE FROM learners WHERE badge_id = ? AND key = ?", (badge_id, key))
+            return
+        self._write(
+            "UPDATE learners SET state = ?, attempts = ?, http_status = ?, reason = ?,"
+            " updated_at = ? WHERE badge_id = ? AND key = ?",
+            (
+                str(entry.state),
+                entry.attempts,
+                entry.http_status,
+                entry.reason,
+                time.time(),
+                badge_id,
+                key,
+            ),
+        )
+
     def start_validation(self) -> None:
         """Forget the invalid rows of the previous run: this run reads the file anew."""
         self._write("DELETE FROM invalid", ())
@@ -326,6 +350,7 @@ def _entry(found: sqlite3.Row) -> Entry:
         assertion_id=found["assertion_id"],
         flags=found["flags"],
         fields=json.loads(found["fields"]) if found["fields"] else None,
+        updated_at=found["updated_at"],
     )
 
 

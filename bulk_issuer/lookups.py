@@ -1,18 +1,31 @@
 """Asking the server who holds a badge: `GET /v1/badge_assertion/`.
 
 Used twice: once per badge at start, to skip learners who already hold it, and before
-re-sending a learner whose earlier attempt went unanswered.
+re-sending a learner whose earlier send went unanswered.
+
+Only an answer of the documented shape (`{"items": [...], "page", "pages", "size",
+"total"}`, each item with its `recipient_email`) proves anything. The lookup by address
+proves "not held" only when the answer is readable and really filtered by the address
+(the API reference warns that the filter is admin-only and may be ignored); otherwise the
+whole list is paged through, and if that cannot be read whole either, the answer is
+"cannot tell" (`Lookup(held=None)`), never "not held".
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from .client import Answer, NavigatrClient, TransportError
-from .retry import RetryPolicy, retry_after
+from .client import Answer, NavigatrClient
+from .errors import CredentialsRejected
+from .events import Event, LookupUnavailable
+from .flow import Lookup
+from .learners import normalised_email
 
-__all__ = ["AssertionLookup", "LookupRefused"]
+__all__ = ["AssertionLookup", "Holders"]
+
+_PATH = "/v1/badge_assertion/"
 
 #: Assertion statuses that do not mean the learner holds the badge.
 _NOT_HELD = frozenset({"revoked"})
@@ -20,125 +33,186 @@ _NOT_HELD = frozenset({"revoked"})
 #: The page size the API allows at most.
 _PAGE = 100
 
+#: No badge has more holders than this many pages; past it the answers are not believed.
+_MAX_PAGES = 20_000
 
-class LookupRefused(Exception):
-    """The credentials were refused (401) while looking up assertions."""
+
+@dataclass(slots=True)
+class Holders:
+    """Who holds a badge, as far as the list could be read.
+
+    Attributes:
+        held: normalised email -> assertion id (None when the item had none).
+        complete: the whole list was read; False means learners missing from `held` may
+            still hold the badge.
+        note: why it is incomplete, or how the end of the list was told.
+    """
+
+    held: dict[str, str | None] = field(default_factory=dict)
+    complete: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    items: list[tuple[str, str | None, bool]]  # (normalised email, assertion id, holds it)
+    page_size: int | None
+    pages: int | None
+    total: int | None
 
 
 class AssertionLookup:
-    """The assertions list of the run's badges, read with retries, paced like every call.
+    """The assertions list of the run's badges, read on the client's request path.
 
-    If the list answers 403 or 404, that is said once (`lookup.unavailable`) and every
-    later question answers "cannot tell".
+    If the list answers 403 or 404, that is said once (`LookupUnavailable`) and every
+    later question answers "cannot tell" at once.
 
     Args:
         client: the run's API client.
-        policy: retry budget and backoff.
-        log: where `lookup.unavailable` and `lookup.failed` go.
-        sleep: waits `seconds` unless the run is stopping (then returns False).
+        emit: where `LookupUnavailable` goes.
     """
 
-    def __init__(
-        self,
-        client: NavigatrClient,
-        policy: RetryPolicy,
-        log: Any,
-        sleep: Callable[[float], Awaitable[bool]],
-    ) -> None:
+    def __init__(self, client: NavigatrClient, emit: Callable[[Event], None]) -> None:
         self._client = client
-        self._policy = policy
-        self._log = log
-        self._sleep = sleep
-        #: Why the list cannot be read, once known.
+        self._emit = emit
+        #: Why the list cannot be used, once known.
         self.unavailable: str | None = None
+        #: The server ignores the address filter: every check reads the whole list.
+        self._unfiltered = False
 
-    async def holders(self, badge_id: int) -> dict[str, str | None]:
-        """Everyone who holds the badge now: normalised email -> assertion id.
+    async def holders(self, badge_id: int) -> Holders:
+        """Everyone who holds the badge now, as far as the list can be read."""
+        return await self._read_all(badge_id)
 
-        Empty when the list cannot be read (the run then says so once and goes on).
-        """
-        held: dict[str, str | None] = {}
-        page, pages = 1, 1
-        while page <= pages:
-            answer = await self._get(
-                {"badge_id": badge_id, "page": page, "size": _PAGE}, purpose="list holders"
-            )
-            if answer is None:
-                return held
-            held.update(_holders(answer))
-            body = answer.body if isinstance(answer.body, dict) else {}
-            pages = int(body.get("pages") or 1)
-            page += 1
-        self._log.info("badge.holders_loaded", badge_id=badge_id, holders=len(held))
-        return held
+    async def find(self, badge_id: int, email: str) -> Lookup:
+        """Whether the learner with `email` holds the badge (an unanswered send issued it).
 
-    async def find(self, badge_id: int, email: str, key: str) -> tuple[bool | None, str | None]:
-        """Whether the learner holds the badge (an earlier, unanswered attempt issued it).
-
-        Returns:
-            (True, assertion id) if so, (False, None) if not, (None, None) if the server
-            cannot be asked (no lookup endpoint, or a learner known only by recipient_id).
+        Raises:
+            CredentialsRejected: the credentials were refused.
+            UnavailableError: the list stayed unavailable (the run stops).
+            Stopping: the run is stopping.
         """
         if not email:
-            return None, None
-        answer = await self._get(
-            {"badge_id": badge_id, "recipient_email": email, "page": 1, "size": _PAGE},
-            purpose="verify",
-        )
-        if answer is None:
-            return None, None
-        held = dict(_holders(answer))
-        if key in held:
-            return True, held[key]
-        return False, None
-
-    async def _get(self, params: Mapping[str, str | int], *, purpose: str) -> Answer | None:
-        """One page of the list, retried; None when it cannot be had."""
+            return Lookup(None, why="the learner has no email to look up")
         if self.unavailable is not None:
-            return None
-        failures = limited = 0
-        while True:
-            try:
-                answer = await self._client.request("GET", "/v1/badge_assertion/", params=params)
-            except TransportError as exc:
-                problem = str(exc)
-            else:
-                if answer.status == 200:
-                    return answer
-                if answer.status == 401:
-                    raise LookupRefused(
-                        f"the server refused the credentials (HTTP 401): {answer.detail}"
+            return Lookup(None, why=self.unavailable)
+        key = normalised_email(email)
+        if not self._unfiltered:
+            answer = await self._get(
+                {"badge_id": badge_id, "recipient_email": email, "page": 1, "size": _PAGE}
+            )
+            if isinstance(answer, str):
+                return Lookup(None, why=answer)
+            page = _read_page(answer)
+            if isinstance(page, str):
+                return Lookup(None, why=page)
+            for other, assertion_id, holds in page.items:
+                if other == key and holds:
+                    return Lookup(True, assertion_id)
+            if all(other == key for other, _, _ in page.items):
+                return Lookup(False)
+            # Assertions of other learners: the filter was ignored. Read the whole list.
+            self._unfiltered = True
+        holders = await self._read_all(badge_id)
+        if key in holders.held:
+            return Lookup(True, holders.held[key])
+        if holders.complete:
+            return Lookup(False)
+        return Lookup(None, why=holders.note or "the assertions list could not be read whole")
+
+    async def _read_all(self, badge_id: int) -> Holders:
+        holders = Holders()
+        if self.unavailable is not None:
+            holders.note = self.unavailable
+            return holders
+        seen = 0
+        for number in range(1, _MAX_PAGES + 1):
+            answer = await self._get({"badge_id": badge_id, "page": number, "size": _PAGE})
+            if isinstance(answer, str):
+                holders.note = answer
+                return holders
+            page = _read_page(answer)
+            if isinstance(page, str):
+                holders.note = f"page {number}: {page}"
+                return holders
+            for key, assertion_id, holds in page.items:
+                if holds and key:
+                    holders.held.setdefault(key, assertion_id)
+            seen += len(page.items)
+            size = page.page_size or _PAGE
+            if not page.items:
+                if page.total is not None and seen < page.total:
+                    holders.note = (
+                        f"the list says {page.total} assertions but page {number} was empty "
+                        f"after {seen}"
                     )
-                if answer.status in (403, 404):
-                    self.unavailable = f"HTTP {answer.status}: {answer.detail}"
-                    self._log.warning(
-                        "lookup.unavailable",
-                        http_status=answer.status,
-                        reason=answer.detail,
-                        purpose=purpose,
-                    )
-                    return None
-                problem = f"HTTP {answer.status}: {answer.detail}"
-                if answer.status == 429 and limited < self._policy.rate_limited_attempts:
-                    limited += 1
-                    self._client.pacer.rate_limited_for(retry_after(answer.headers))
-                    continue
-            failures += 1
-            if failures >= self._policy.attempts:
-                self._log.warning("lookup.failed", reason=problem, purpose=purpose)
-                return None
-            if not await self._sleep(self._policy.backoff(failures)):
-                return None
+                    return holders
+                break
+            more_by_pages = page.pages is not None and number < page.pages
+            more_by_total = page.total is not None and seen < page.total
+            if page.pages is None and page.total is None:
+                if len(page.items) < size:
+                    holders.note = "the list gives no total: read until a short page"
+                    break
+                continue
+            if not (more_by_pages or more_by_total):
+                break
+        else:
+            holders.note = f"more than {_MAX_PAGES} pages: not believed"
+            return holders
+        holders.complete = True
+        return holders
+
+    async def _get(self, params: dict[str, str | int]) -> Answer | str:
+        """One page of the list; the reason it cannot be had, as a string, otherwise."""
+        answer = await self._client.request("GET", _PATH, params=params)
+        if answer.status == 200:
+            return answer
+        if answer.status == 401:
+            raise CredentialsRejected(
+                f"the server refused the credentials (HTTP 401): {answer.detail}"
+            )
+        reason = f"the assertions list answered HTTP {answer.status}: {answer.detail}"
+        if answer.status in (403, 404, 405, 410):
+            # Not for this account, or not there: it will not change during the run.
+            self.unavailable = reason
+            self._emit(LookupUnavailable(reason, answer.status))
+        return reason
 
 
-def _holders(answer: Answer) -> Iterator[tuple[str, str | None]]:
-    """(normalised email, assertion id) of each assertion listed that holds the badge."""
-    body = answer.body if isinstance(answer.body, dict) else {}
-    for item in body.get("items") or []:
-        if not isinstance(item, dict):
-            continue
+def _read_page(answer: Answer) -> _Page | str:
+    """The page in the documented shape, or why it is not one."""
+    body: Any = answer.body
+    if isinstance(body, str):
+        shown = answer.detail if "<" in body else body[:60]
+        return f"the assertions list answered with text, not JSON ({shown!r})"
+    if not isinstance(body, dict):
+        return f"the assertions list answered a JSON {type(body).__name__}, not an object"
+    items = body.get("items")
+    if not isinstance(items, list):
+        keys = ", ".join(sorted(str(k) for k in body)[:8])
+        return f"the assertions list has no 'items' list (keys: {keys})"
+    read: list[tuple[str, str | None, bool]] = []
+    for item in items:
+        if not isinstance(item, dict) or "recipient_email" not in item:
+            return "an item of the assertions list has no recipient_email"
         email = item.get("recipient_email")
-        status = str(item.get("status", "")).lower()
-        if isinstance(email, str) and email.strip() and status not in _NOT_HELD:
-            held_id = item.get("id")
-            yield email.strip().lower(), None if held_id is None else str(held_id)
+        status = str(item.get("status") or "").lower()
+        held_id = item.get("id")
+        read.append(
+            (
+                normalised_email(email) if isinstance(email, str) and email.strip() else "",
+                None if held_id is None else str(held_id),
+                status not in _NOT_HELD,
+            )
+        )
+    return _Page(
+        read, _count(body.get("size")), _count(body.get("pages")), _count(body.get("total"))
+    )
+
+
+def _count(value: object) -> int | None:
+    """A non-negative whole number, or None for anything else ("n/a", 2.5, True, -1)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

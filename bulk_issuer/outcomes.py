@@ -21,6 +21,10 @@ class Status(enum.StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     INVALID = "invalid"
+    #: An earlier send went unanswered and the server could not say whether it was issued.
+    UNCONFIRMED = "unconfirmed"
+    #: Not sent: the run stopped first (Ctrl-C, a fatal answer, the API unavailable).
+    NOT_ATTEMPTED = "not_attempted"
 
 
 #: The stable event name for each status.
@@ -30,7 +34,12 @@ EVENTS = {
     Status.SKIPPED: "learner.skipped",
     Status.FAILED: "badge.failed",
     Status.INVALID: "learner.invalid",
+    Status.UNCONFIRMED: "badge.unconfirmed",
+    Status.NOT_ATTEMPTED: "learner.not_attempted",
 }
+
+#: The statuses after which the learner holds the badge.
+HOLDS = frozenset({Status.ISSUED, Status.HELD, Status.SKIPPED})
 
 
 #: What each flag on an outcome means, for results files.
@@ -56,13 +65,15 @@ class Outcome:
         row: the row number as a spreadsheet shows the input (header = row 1).
         email: the address as written in the input.
         badge_id: the badge it was for.
-        status: issued, already held, skipped (done by an earlier run), failed or invalid.
+        status: issued, already held, skipped (done by an earlier run), failed, invalid,
+            unconfirmed or not attempted.
         attempts: issue calls sent for this learner, over all runs.
         http_status: the last answer's status, if any.
         reason: why it failed, was invalid or skipped.
         assertion_id: the server's id for the issued badge, when known.
         fields: the row's own columns, for a failures file.
-        flags: notes such as `resent_unverified`.
+        flags: notes such as `verified` or `resent_unverified`.
+        queued: it needed a request in this run (the progress bar counts only these).
     """
 
     row: int
@@ -75,6 +86,7 @@ class Outcome:
     assertion_id: str | None = None
     fields: dict[str, str] = field(default_factory=dict, repr=False)
     flags: tuple[str, ...] = ()
+    queued: bool = False
 
     def event(self) -> dict[str, Any]:
         """The flat key/value fields of this outcome's log event."""
@@ -99,6 +111,8 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     invalid: int = 0
+    unconfirmed: int = 0
+    not_attempted: int = 0
     retries: int = 0
     rate_limited: int = 0
     requests: int = 0
@@ -109,13 +123,20 @@ class Summary:
 
     @property
     def total(self) -> int:
-        """Rows seen."""
-        return self.issued + self.already_held + self.skipped + self.failed + self.invalid
+        """Rows accounted for: each input row is in exactly one count."""
+        return sum(getattr(self, name) for name in _COUNTERS.values())
 
     @property
     def ok(self) -> bool:
         """Every learner holds the badge: nothing failed, nothing invalid, nothing left."""
-        return not (self.failed or self.invalid or self.stopped or self.interrupted)
+        return not (
+            self.failed
+            or self.invalid
+            or self.unconfirmed
+            or self.not_attempted
+            or self.stopped
+            or self.interrupted
+        )
 
     @property
     def rate(self) -> float:
@@ -140,6 +161,8 @@ _COUNTERS = {
     Status.SKIPPED: "skipped",
     Status.FAILED: "failed",
     Status.INVALID: "invalid",
+    Status.UNCONFIRMED: "unconfirmed",
+    Status.NOT_ATTEMPTED: "not_attempted",
 }
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]

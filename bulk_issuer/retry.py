@@ -1,8 +1,18 @@
-"""Retries: what each answer means, how long to wait, and what the server asked for."""
+"""Retries on the request path: what one reply means for the request that drew it.
+
+Every request (login, lookup, badge check, issue) takes the same path through the client:
+a pacer slot, a credential, one exchange with a deadline, then `RequestRetry.step`, a pure
+decision on the reply: hand it to the caller, refresh the token and send again, or wait
+and send again. Only replies that prove the request was *not* processed are sent again
+here (401, 429, 503, a connection that never opened); a reply that leaves it unknown
+whether an issue call was processed (a timeout, a dropped connection, 500/502/504) goes
+back to the caller, which asks the server before any resend (`flow.py`).
+
+All durations are in seconds.
+"""
 
 from __future__ import annotations
 
-import enum
 import random
 import re
 import time
@@ -10,76 +20,159 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RetryPolicy", "Verdict", "classify", "retry_after"]
+__all__ = [
+    "Again",
+    "Deliver",
+    "Refresh",
+    "RequestRetry",
+    "RetryPolicy",
+    "Step",
+    "TooLong",
+    "retry_after",
+]
 
-
-class Verdict(enum.Enum):
-    """What an answer to an issue call means for that learner."""
-
-    ISSUED = "issued"
-    #: Not processed; send again after a wait (429, 503).
-    RETRY = "retry"
-    #: Maybe processed: ask the server before sending again (timeouts, drops, 500/502/504).
-    AMBIGUOUS = "ambiguous"
-    #: This learner's request was refused; sending it again would not help (400, 422, ...).
-    FAILED = "failed"
-    #: Credentials refused (401): refresh once, then stop the run.
-    UNAUTHORIZED = "unauthorized"
-    #: The badge is unknown or not ours (403, 404): stop the run.
-    FATAL = "fatal"
-    #: The server says the learner holds the badge already (409).
-    HELD = "held"
-
-
-def classify(status: int | None) -> Verdict:
-    """Classify an issue call's HTTP status; `None` means no answer arrived."""
-    if status is None or status in (500, 502, 504):
-        return Verdict.AMBIGUOUS
-    if 200 <= status < 300:
-        return Verdict.ISSUED
-    if status == 429 or status >= 500:
-        return Verdict.RETRY
-    if status == 401:
-        return Verdict.UNAUTHORIZED
-    if status in (403, 404):
-        return Verdict.FATAL
-    if status == 409:
-        return Verdict.HELD
-    return Verdict.FAILED
+#: Answers that say the request was not processed and may be sent again as it is.
+NOT_PROCESSED = frozenset({429, 503})
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Capped exponential backoff with full jitter.
-
-    All durations are in seconds.
+    """How long and how often to retry.
 
     Args:
-        attempts: sends per learner before it is recorded as failed (429s not counted).
+        attempts: sends of one issue call or one request before it is given up (429s
+            not counted). For an issue call, each unanswered send is checked with the
+            server before the next.
         base: the first backoff's upper bound.
         cap: no backoff is longer than this.
-        rate_limited_attempts: how many 429s one learner may draw before it fails.
+        rate_limited_attempts: 429s one request may draw before it is given up.
+        max_wait: the longest `Retry-After` honoured; a server asking for longer stops the
+            run cleanly (exit 4) with the time to come back.
+        outage: how long the API may stay unavailable (every request failing, 429s
+            included) before the run stops (exit 4); a shorter outage is ridden out.
+        unreachable: how long to keep trying a host that has never answered at all
+            (refused, DNS, TLS) before the run stops (exit 4).
+        deadline: the most one exchange may take, from sending the request to the last
+            byte of the reply; past it the reply counts as never received.
+        resend_unconfirmed: send an issue call again even when an earlier send went
+            unanswered and the server cannot be asked whether it was processed (its lookup
+            is refused, unreadable or down). Off: such a learner is reported unconfirmed.
     """
 
     attempts: int = 6
     base: float = 1.0
     cap: float = 30.0
     rate_limited_attempts: int = 30
+    max_wait: float = 120.0
+    outage: float = 120.0
+    unreachable: float = 20.0
+    deadline: float = 60.0
+    resend_unconfirmed: bool = False
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {self.attempts}")
-        if self.base < 0 or self.cap < 0:
-            raise ValueError("backoff durations must not be negative")
+        if self.rate_limited_attempts < 1:
+            raise ValueError(
+                f"rate_limited_attempts must be at least 1, got {self.rate_limited_attempts}"
+            )
+        for name in ("base", "cap", "max_wait", "outage", "unreachable"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.deadline > 0:
+            raise ValueError(f"deadline must be more than 0 seconds, got {self.deadline}")
 
     def backoff(self, failures: int, rng: random.Random | None = None) -> float:
-        """The wait after the `failures`-th failed attempt (1-based)."""
+        """The wait after the `failures`-th failed attempt (1-based): capped, full jitter."""
         ceiling = min(self.cap, self.base * 2 ** max(failures - 1, 0))
         return (rng or random).uniform(0, ceiling)
 
 
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand the reply to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """The credential was refused: get a new token, then send again (once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Again:
+    """Send again after `wait` seconds; `rate_limited` when the wait is the server's 429."""
+
+    wait: float
+    why: str
+    rate_limited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TooLong:
+    """The server asked for a wait longer than the policy honours: stop the run cleanly."""
+
+    wait: float
+    why: str
+
+
+Step = Deliver | Refresh | Again | TooLong
+
+
+class RequestRetry:
+    """The retry decisions for one request, fed each reply in turn. No I/O, no clock.
+
+    Args:
+        policy: the budgets.
+        refreshable: whether a 401 can be cured by a new token (a login, not a PAT).
+        rng: the source of backoff jitter (seeded in tests).
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, *, refreshable: bool, rng: random.Random | None = None
+    ) -> None:
+        self._policy = policy
+        self._refreshable = refreshable
+        self._rng = rng
+        self.refreshed = False
+        self.failures = 0
+        self.limited = 0
+
+    def step(self, status: int | None, *, hint: float | None = None, outage: bool = False) -> Step:
+        """What to do after a reply.
+
+        Args:
+            status: the HTTP status, or None when the request never left (the connection
+                could not be opened: refused, DNS, TLS), so it was certainly not processed.
+                A reply that may have been processed is not passed here.
+            hint: the seconds the server asked to wait (`Retry-After` and kin), if it said.
+            outage: the endpoint fails for every sender: keep trying (the client stops the
+                run when the outage lasts too long) without spending this request's budget.
+        """
+        policy = self._policy
+        if status == 401 and self._refreshable and not self.refreshed:
+            self.refreshed = True
+            return Refresh()
+        if hint is not None and hint > policy.max_wait and status in NOT_PROCESSED:
+            return TooLong(hint, f"HTTP {status} with a wait of {hint:.0f}s")
+        if status == 429:
+            self.limited += 1
+            if self.limited > policy.rate_limited_attempts:
+                return Deliver()
+            return Again(hint or 0.0, "HTTP 429", rate_limited=True)
+        if status is None or status == 503:
+            self.failures += 1
+            budget = policy.attempts * (1 if status == 503 else 3)
+            if self.failures >= budget and not outage:
+                return Deliver()
+            wait = hint if hint is not None else policy.backoff(self.failures, self._rng)
+            return Again(wait, "no connection" if status is None else "HTTP 503")
+        return Deliver()
+
+
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 _RATELIMIT_RESET = re.compile(r"(?:^|[,;\s])(?:reset|r)\s*=\s*(\d+(?:\.\d+)?)")
+#: A header value longer than this is not a wait, whatever it says.
+_MAX_HEADER = 200
 
 
 def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -87,26 +180,27 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
 
     Reads `Retry-After` (delta-seconds or an HTTP-date), then the IETF draft `RateLimit`
     header (`reset=`), then `X-RateLimit-Reset` (delta-seconds, or an epoch timestamp).
+    Values that make no sense (huge headers, negative or not finite) are ignored.
 
     Args:
         headers: the answer's headers (a case-insensitive mapping, as aiohttp gives).
         now: the wall-clock time as a Unix timestamp, for dates; defaults to `time.time()`.
     """
     wall = time.time() if now is None else now
-    value = headers.get("Retry-After")
+    value = (headers.get("Retry-After") or "")[:_MAX_HEADER]
     if value:
         if _SECONDS.match(value):
             return float(value)
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             when = None
         if when is not None and when.tzinfo is not None:
             return max(when.timestamp() - wall, 0.0)
-    draft = headers.get("RateLimit")
+    draft = (headers.get("RateLimit") or "")[:_MAX_HEADER]
     if draft and (match := _RATELIMIT_RESET.search(draft.lower())):
         return float(match.group(1))
-    reset = headers.get("X-RateLimit-Reset")
+    reset = (headers.get("X-RateLimit-Reset") or "")[:_MAX_HEADER]
     if reset and _SECONDS.match(reset):
         seconds = float(reset)
         # Some servers send a duration, others an epoch timestamp; a duration is never a

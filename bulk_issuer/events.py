@@ -1,0 +1,240 @@
+"""The engine's events: typed, frozen records, and the sinks that receive them.
+
+The engine emits every event to one `EventSink` (any callable taking an `Event`). The
+structlog log, the command line's console and progress bar, and the results files are
+each just a subscriber; a library user passes `on_event=` to get the same records.
+
+Each event has a stable dotted `name` and flat `fields()`, as its structlog event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from .outcomes import EVENTS, HOLDS, Outcome, Summary
+
+__all__ = [
+    "ApiTrouble",
+    "Event",
+    "EventSink",
+    "HoldersLoaded",
+    "LogSink",
+    "LookupUnavailable",
+    "RetryScheduled",
+    "RunFinished",
+    "RunStarted",
+    "Waiting",
+    "default_logger",
+    "fan_out",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began."""
+
+    source: str
+    badge_id: int | None
+    rate: str
+    workers: int
+    journal: str | None
+
+    name = "run.started"
+    level = "info"
+
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """A run ended (finished, stopped or interrupted); `summary` has every count."""
+
+    summary: Summary
+
+    name = "run.finished"
+    level = "info"
+
+    def fields(self) -> dict[str, Any]:
+        return self.summary.as_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """One learner's issue call will be sent again after `wait` seconds."""
+
+    row: int
+    email: str
+    badge_id: int
+    attempts: int
+    http_status: int | None
+    reason: str
+    wait: float
+
+    name = "badge.retry_scheduled"
+    level = "info"
+
+    def fields(self) -> dict[str, Any]:
+        return {**asdict(self), "wait": round(self.wait, 3)}
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Every request waits: the server asked for a pause, or is unavailable."""
+
+    seconds: float
+    reason: str
+
+    name = "run.waiting"
+    level = "warning"
+
+    def fields(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 3), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTrouble:
+    """The API stopped answering as it should (`recovered=False`), or answers again."""
+
+    host: str
+    reason: str
+    recovered: bool
+
+    name = "api.trouble"
+    level = "warning"
+
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldersLoaded:
+    """Who holds a badge was read; `complete` is False when the list could not be read whole."""
+
+    badge_id: int
+    holders: int
+    complete: bool
+    note: str | None = None
+
+    name = "badge.holders_loaded"
+    level = "info"
+
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LookupUnavailable:
+    """The assertions list cannot be used to check learners (said once per run)."""
+
+    reason: str
+    http_status: int | None
+
+    name = "lookup.unavailable"
+    level = "warning"
+
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = (
+    Outcome
+    | RunStarted
+    | RunFinished
+    | RetryScheduled
+    | Waiting
+    | ApiTrouble
+    | HoldersLoaded
+    | LookupUnavailable
+)
+
+
+class EventSink(Protocol):
+    """Receives every event of a run, in order, on the run's event loop. Must not block."""
+
+    def __call__(self, event: Event) -> None: ...
+
+
+def event_name(event: Event) -> str:
+    """The stable dotted name of an event."""
+    if isinstance(event, Outcome):
+        return EVENTS[event.status]
+    return event.name
+
+
+def event_level(event: Event) -> str:
+    """The log level of an event: warnings for learners not issued and for trouble."""
+    if isinstance(event, Outcome):
+        return "info" if event.status in HOLDS else "warning"
+    return event.level
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """The flat key/value fields of an event."""
+    if isinstance(event, Outcome):
+        return event.event()
+    return event.fields()
+
+
+class LogSink:
+    """Writes each event to a structlog-style logger: `logger.<level>(name, **fields)`."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def __call__(self, event: Event) -> None:
+        getattr(self._logger, event_level(event))(event_name(event), **event_fields(event))
+
+
+def fan_out(sinks: Iterable[EventSink | Callable[[Event], None] | None]) -> EventSink:
+    """One sink that hands each event to every one of `sinks`, in order."""
+    chosen = [sink for sink in sinks if sink is not None]
+
+    def emit(event: Event) -> None:
+        for sink in chosen:
+            sink(event)
+
+    return emit
+
+
+def default_logger() -> Any:
+    """The library's logger when none is passed: silent unless the application set up logging.
+
+    structlog's logger if structlog was configured; else the standard `bulk_issuer`
+    logger if logging has a handler for it; else None (the library prints nothing).
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("bulk_issuer")
+    stdlib = logging.getLogger("bulk_issuer")
+    if stdlib.hasHandlers():
+        return _StdlibAdapter(stdlib)
+    return None
+
+
+class _StdlibAdapter:
+    """Standard logging with a structlog-like call: `info("badge.issued", row=2, ...)`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if self._logger.isEnabledFor(level):
+            shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            self._logger.log(level, "%s %s", event, shown, extra={"bulk_issuer": fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields)

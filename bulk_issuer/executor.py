@@ -1,0 +1,314 @@
+"""Carrying out one learner's flow: the only place that sends issue calls.
+
+The `LearnerFlow` (flow.py) decides; the executor does what it says, in this order for
+every send: take a pacer slot, mark the learner `sending` in the journal, wait for the
+commit, send. It records the final state in the journal and emits the outcome. It is
+shared by a cohort run and by `BadgeIssuer.issue` for one learner at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from .client import Answer, NavigatrClient, NoReply, NotSent, Stopping
+from .errors import FatalError, StoppedError
+from .events import Event, RetryScheduled
+from .flow import Finish, LearnerFlow, Send, Verify, Wait
+from .journal import Entry, Journal, State
+from .learners import Learner, Row
+from .lookups import AssertionLookup, Holders
+from .outcomes import Outcome, Status
+from .retry import RequestRetry
+
+__all__ = ["Badge", "Context", "Job", "already_done", "settle"]
+
+#: The journal state each final status is recorded as (None: nothing recorded).
+_STATES: dict[Status, State | None] = {
+    Status.ISSUED: State.ISSUED,
+    Status.HELD: State.HELD,
+    Status.FAILED: State.FAILED,
+    Status.UNCONFIRMED: State.SENDING,
+    Status.NOT_ATTEMPTED: None,
+}
+
+
+@dataclass(slots=True)
+class Badge:
+    """What is known of one badge: confirmed to exist, and who already holds it."""
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    confirmed: bool = False
+    holders: Holders | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    """What the executor works with: the client, journal, lookups, badges, and the sink."""
+
+    client: NavigatrClient
+    journal: Journal
+    lookups: AssertionLookup
+    emit: Callable[[Event], None]
+    badges: dict[int, Badge] = field(default_factory=dict)
+    #: The journal had no learner when the run began: no look-ups are needed.
+    fresh_journal: bool = False
+    #: Why the run stopped, once it must: a fatal answer or the API unavailable.
+    stopped: StoppedError | None = None
+    on_stop: Callable[[], None] = lambda: None
+
+    def stop_with(self, error: StoppedError) -> None:
+        """Stop the run for `error` (the first reason wins)."""
+        if self.stopped is None:
+            self.stopped = error
+        self.on_stop()
+
+
+@dataclass(slots=True)
+class Job:
+    """One learner to settle."""
+
+    row: Row
+    learner: Learner
+    badge_id: int
+    entry: Entry | None = None
+    #: Issue calls sent for this learner over all runs (the journal's count).
+    attempts: int = 0
+    #: Issue calls sent in this run.
+    sends: int = 0
+    stored: bool = False
+    #: A send of this run may have been processed (it went unanswered).
+    maybe_sent: bool = False
+
+
+def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
+    """The one rule for a learner who needs no request: done by an earlier run, or holding it.
+
+    Returns:
+        (the outcome, None) when nothing needs sending; (None, the journal entry or None)
+        when the learner must be sent (or verified, if the entry says `sending`).
+    """
+    learner = row.learner
+    assert learner is not None
+    entry = None if ctx.fresh_journal else ctx.journal.get(badge_id, learner.key)
+    if entry is not None and entry.state in (State.ISSUED, State.HELD):
+        how = (
+            "issued by an earlier run"
+            if entry.state is State.ISSUED
+            else ("found holding it by an earlier run")
+        )
+        return (
+            _outcome(
+                row,
+                badge_id,
+                Status.SKIPPED,
+                attempts=entry.attempts,
+                reason=how,
+                assertion_id=entry.assertion_id,
+                flags=_flags(entry.flags),
+            ),
+            entry,
+        )
+    badge = ctx.badges.get(badge_id)
+    holders = badge.holders if badge is not None else None
+    if holders is not None and learner.key in holders.held:
+        return (
+            _outcome(
+                row,
+                badge_id,
+                Status.HELD,
+                attempts=entry.attempts if entry else 0,
+                reason="already holds the badge",
+                assertion_id=holders.held[learner.key],
+            ),
+            entry,
+        )
+    return None, entry
+
+
+async def settle(ctx: Context, job: Job, flow: LearnerFlow) -> Outcome:
+    """Take one learner to a final status for this run, and record it.
+
+    A stop (Ctrl-C, a fatal answer elsewhere, the API unavailable) ends it early: as
+    not attempted if nothing of it may have reached the server, else unconfirmed (the
+    journal keeps `sending`, so the next run asks the server first).
+    """
+    try:
+        finish = await _drive(ctx, job, flow)
+    except Stopping:
+        finish = _cut_short(job, "the run stopped before it was sent")
+    except StoppedError as exc:
+        ctx.stop_with(exc)
+        finish = _cut_short(job, f"the run stopped: {exc}")
+    except anyio.get_cancelled_exc_class():
+        # The stop's grace ran out with this learner's request on the wire: recorded
+        # (synchronously, so the cancellation cannot interrupt it), then the cancellation
+        # goes on.
+        job.maybe_sent = job.maybe_sent or job.sends > 0
+        _record(ctx, job, _cut_short(job, "the run stopped while it was on the wire"))
+        raise
+    return _record(ctx, job, finish)
+
+
+async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
+    client = ctx.client
+    action = flow.start()
+    while True:
+        if isinstance(action, Finish):
+            if action.stop is not None:
+                ctx.stop_with(FatalError(action.stop.message))
+            return action
+        if isinstance(action, Wait):
+            if job.maybe_sent or action.seconds > 0:
+                ctx.emit(
+                    RetryScheduled(
+                        job.row.number,
+                        job.learner.email,
+                        job.badge_id,
+                        job.attempts,
+                        None,
+                        action.why,
+                        action.seconds,
+                    )
+                )
+            await client.sleep(action.seconds)
+            action = action.then
+            continue
+        if isinstance(action, Verify):
+            lookup = await ctx.lookups.find(job.badge_id, job.learner.email)
+            action = flow.looked_up(lookup)
+            continue
+        assert isinstance(action, Send)
+        action = await _send(ctx, job, flow)
+
+
+async def _send(ctx: Context, job: Job, flow: LearnerFlow) -> Finish | Send | Verify | Wait:
+    """One issue call through the request path; until the badge is confirmed, one at a time."""
+    badge = ctx.badges.setdefault(job.badge_id, Badge())
+    if badge.confirmed:
+        return await _exchange(ctx, job, flow, badge)
+    async with badge.lock:
+        return await _exchange(ctx, job, flow, badge)
+
+
+async def _exchange(
+    ctx: Context, job: Job, flow: LearnerFlow, badge: Badge
+) -> Finish | Send | Verify | Wait:
+    client = ctx.client
+    path = f"/v1/badge/{job.badge_id}/issue"
+    retry = client.retries_for()
+    try:
+        return await _exchange_loop(ctx, job, flow, badge, path, retry)
+    except (Stopping, StoppedError):
+        if job.sends and not job.maybe_sent:
+            # No send of this run can have been processed: the learner stands as before.
+            ctx.journal.restore(job.badge_id, job.learner.key, job.entry)
+            job.stored = job.entry is not None
+        raise
+
+
+async def _exchange_loop(
+    ctx: Context, job: Job, flow: LearnerFlow, badge: Badge, path: str, retry: RequestRetry
+) -> Finish | Send | Verify | Wait:
+    client = ctx.client
+    while True:
+        ticket = await client.slot()
+        job.attempts += 1
+        job.sends += 1
+        ctx.journal.mark_sending(
+            job.badge_id,
+            job.learner.key,
+            row=job.row.number,
+            email=job.learner.email,
+            attempts=job.attempts,
+            # The row is stored with this run's first send; later sends need not encode it.
+            fields=None if job.stored else job.row.fields,
+        )
+        job.stored = True
+        # The send is on disk before the request leaves.
+        await ctx.journal.committed()
+        outcome: Answer | NotSent
+        try:
+            outcome = await client.send(ticket, "PUT", path, body=job.learner.payload())
+        except NotSent as exc:
+            outcome = exc
+        except NoReply as exc:
+            job.maybe_sent = True
+            client.note_unanswered(path, str(exc))
+            return flow.no_answer(str(exc))
+        if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
+            job.maybe_sent = True
+            client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")
+            return flow.answered(outcome.status, outcome.detail)
+        if await client.settle(retry, ticket, outcome, path=path):
+            continue
+        assert isinstance(outcome, Answer)
+        if 200 <= outcome.status < 300:
+            badge.confirmed = True
+        body = outcome.body if isinstance(outcome.body, dict) else {}
+        assertion = body.get("id")
+        return flow.answered(
+            outcome.status,
+            outcome.detail,
+            assertion_id=None if assertion is None else str(assertion),
+            badge_confirmed=badge.confirmed,
+        )
+
+
+def _cut_short(job: Job, why: str) -> Finish:
+    if job.maybe_sent:
+        return Finish(
+            Status.UNCONFIRMED,
+            reason=f"{why}; a send went unanswered: the next run asks the server first",
+        )
+    return Finish(Status.NOT_ATTEMPTED, reason=why)
+
+
+def _record(ctx: Context, job: Job, finish: Finish) -> Outcome:
+    """Write the final state to the journal and emit the outcome."""
+    state = _STATES.get(finish.status)
+    if state is not None and not (state is State.SENDING and not job.stored):
+        ctx.journal.mark(
+            job.badge_id,
+            job.learner.key,
+            state,
+            row=job.row.number,
+            email=job.learner.email,
+            fields=None if job.stored else job.row.fields,
+            http_status=finish.http_status,
+            reason=finish.reason,
+            assertion_id=finish.assertion_id,
+            flags=",".join(finish.flags) or None,
+        )
+    outcome = _outcome(
+        job.row,
+        job.badge_id,
+        finish.status,
+        attempts=job.attempts,
+        http_status=finish.http_status,
+        reason=finish.reason,
+        assertion_id=finish.assertion_id,
+        flags=finish.flags,
+        queued=True,
+    )
+    ctx.emit(outcome)
+    return outcome
+
+
+def _flags(text: str | None) -> tuple[str, ...]:
+    return tuple(flag for flag in (text or "").split(",") if flag)
+
+
+def _outcome(row: Row, badge_id: int, status: Status, **kw: object) -> Outcome:
+    learner = row.learner
+    return Outcome(
+        row=row.number,
+        email=learner.email if learner else "",
+        badge_id=badge_id,
+        status=status,
+        fields=dict(row.fields),
+        **kw,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,248 @@
+"""The per-learner state machine: every decision about one learner, and no I/O.
+
+The engine feeds it what happened (an answer to the issue call, no answer, a lookup's
+result) and it returns what to do next: send the issue call, verify with the server
+whether an earlier send was processed, wait, or finish with a status. Whoever owns the
+sockets (`engine.py`) carries the actions out, in the spirit of h11 and httpx's auth flow.
+
+Replies that prove the request was not processed (401, 429, 503, a connection that never
+opened) are retried on the request path (`retry.py`) before they reach this machine; what
+arrives here is a final answer to one send, or the news that a send went unanswered.
+
+```
+start ──► Send ──► 2xx ─────────────────────────────► Finish issued
+ │         │  ├──► 409 "already has it" ────────────► Finish already held
+ │         │  ├──► other 409 ──► Verify ─ held ─────► Finish already held
+ │         │  │                          └ not held ► Finish failed (the 409's detail)
+ │         │  ├──► 4xx (400, 422, ...) ─────────────► Finish failed
+ │         │  ├──► 401 / 403 / 404 (badge unknown) ─► Finish not attempted, stop the run
+ │         │  └──► no answer, 500/502/504 ──► Verify
+ │         │                                  ├ held ──────► Finish issued (verified)
+ │         │                                  ├ not held ──► Wait ──► Send
+ │         │                                  └ can't tell ► Finish unconfirmed
+ └─ earlier send unanswered ──► Verify                        (or resend, if allowed)
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .outcomes import Status
+
+__all__ = [
+    "Action",
+    "Finish",
+    "LearnerFlow",
+    "Lookup",
+    "Send",
+    "Stop",
+    "Verify",
+    "Wait",
+]
+
+#: How a 409 says the learner already has the badge (Navigatr does not document its
+#: wording): "already has", "already holds", "already issued", "already awarded",
+#: "duplicate assertion", "already exists".
+_HELD_409 = re.compile(
+    r"already\s+(has|have|holds?|issued|awarded|received|exists?|been)|duplicate", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send the issue call (the engine marks the learner `sending` and commits first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    """Ask the server whether the learner holds the badge."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait `seconds` (unless the run is stopping), then do `then`."""
+
+    seconds: float
+    why: str
+    then: Send | Verify
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why the whole run must stop: the server refused the credentials or the badge."""
+
+    message: str
+    http_status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The learner is settled (for this run)."""
+
+    status: Status
+    http_status: int | None = None
+    reason: str | None = None
+    assertion_id: str | None = None
+    flags: tuple[str, ...] = ()
+    stop: Stop | None = None
+
+
+Action = Send | Verify | Wait | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the server said when asked whether the learner holds the badge.
+
+    Attributes:
+        held: True or False when the answer could be read and proves it; None when the
+            server could not be asked or its answer proves nothing (`why` says which).
+        assertion_id: the assertion that holds it, when found.
+        why: why the answer proves nothing.
+    """
+
+    held: bool | None
+    assertion_id: str | None = None
+    why: str = ""
+
+
+class LearnerFlow:
+    """One learner's way to a final status.
+
+    Args:
+        attempts: unanswered sends after which the learner is given up (each checked with
+            the server before the next).
+        backoff: the wait after the n-th unanswered send (1-based).
+        verify_first: an earlier run's send went unanswered (the journal says `sending`).
+        resend_unconfirmed: send again when the server cannot tell whether an unanswered
+            send was processed (flagged `resent_unverified`); otherwise finish unconfirmed.
+    """
+
+    def __init__(
+        self,
+        *,
+        attempts: int,
+        backoff: Callable[[int], float],
+        verify_first: bool = False,
+        resend_unconfirmed: bool = False,
+    ) -> None:
+        self._attempts = attempts
+        self._backoff = backoff
+        self._verify_first = verify_first
+        self._resend_unconfirmed = resend_unconfirmed
+        self._unanswered = 0
+        self._conflict: tuple[int, str] | None = None
+        self._last: tuple[int | None, str] = (None, "no answer")
+        self._flags: list[str] = []
+
+    def start(self) -> Action:
+        """The first action."""
+        if self._verify_first:
+            return Verify("an earlier run's send went unanswered")
+        return Send()
+
+    def answered(
+        self,
+        status: int,
+        detail: str,
+        *,
+        assertion_id: str | None = None,
+        badge_confirmed: bool = False,
+    ) -> Action:
+        """The issue call was answered.
+
+        Args:
+            status: the HTTP status, after the request path's own retries.
+            detail: the server's explanation, for reasons.
+            assertion_id: the new assertion's id, from a 2xx body.
+            badge_confirmed: the badge has been issued to someone in this run, so it exists.
+        """
+        self._last = (status, detail)
+        if 200 <= status < 300:
+            return self._finish(Status.ISSUED, status, None, assertion_id)
+        if status == 409:
+            if _HELD_409.search(detail):
+                return self._finish(Status.HELD, status, detail)
+            self._conflict = (status, detail)
+            return Verify(f"HTTP 409 ({detail}): does the learner hold the badge?")
+        if status == 401:
+            return self._stop(status, f"the server refused the credentials (HTTP 401): {detail}")
+        if status == 403:
+            return self._stop(status, f"not permitted for these credentials (HTTP 403): {detail}")
+        if status == 404:
+            if badge_confirmed:
+                # The badge exists (issued to others in this run): what is missing is this
+                # learner's own reference, a provider_id or recipient_id.
+                return self._finish(Status.FAILED, status, detail)
+            return self._stop(status, f"the badge is not found (HTTP 404): {detail}")
+        if status == 429:
+            return self._finish(Status.FAILED, status, f"rate limited too often: {detail}")
+        if status == 503:
+            return self._finish(Status.FAILED, status, f"unavailable too often: {detail}")
+        if status >= 500:
+            return self._unanswered_send(status, detail)
+        if 300 <= status < 400:
+            return self._finish(Status.FAILED, status, f"unexpected redirect: {detail}")
+        return self._finish(Status.FAILED, status, detail)
+
+    def no_answer(self, why: str) -> Action:
+        """The send went unanswered (timeout, dropped connection): it may have been processed."""
+        return self._unanswered_send(None, why)
+
+    def looked_up(self, lookup: Lookup) -> Action:
+        """The server's answer to `Verify`."""
+        if self._conflict is not None:
+            status, detail = self._conflict
+            self._conflict = None
+            if lookup.held:
+                return self._finish(Status.HELD, status, detail, lookup.assertion_id)
+            return self._finish(Status.FAILED, status, detail)
+        if lookup.held:
+            self._flags.append("verified")
+            return self._finish(Status.ISSUED, self._last[0], None, lookup.assertion_id)
+        if lookup.held is None:
+            if not self._resend_unconfirmed:
+                return self._finish(
+                    Status.UNCONFIRMED,
+                    self._last[0],
+                    "a send went unanswered and the server could not be asked whether it "
+                    f"was issued ({lookup.why}); not sent again",
+                )
+            self._flags.append("resent_unverified")
+        if self._unanswered >= self._attempts:
+            last_status, last_detail = self._last
+            return self._finish(
+                Status.FAILED,
+                last_status,
+                f"gave up after {self._unanswered} unanswered attempts: {last_detail}",
+            )
+        if self._unanswered == 0:
+            return Send()
+        return Wait(self._backoff(self._unanswered), "retry after an unanswered send", Send())
+
+    def _unanswered_send(self, status: int | None, why: str) -> Action:
+        self._unanswered += 1
+        self._last = (status, why)
+        what = f"HTTP {status}" if status is not None else why
+        return Verify(f"{what}: was it issued?")
+
+    def _stop(self, status: int, message: str) -> Finish:
+        return self._finish(
+            Status.NOT_ATTEMPTED, status, f"not issued: {message}", stop=Stop(message, status)
+        )
+
+    def _finish(
+        self,
+        status: Status,
+        http_status: int | None,
+        reason: str | None,
+        assertion_id: str | None = None,
+        *,
+        stop: Stop | None = None,
+    ) -> Finish:
+        return Finish(status, http_status, reason, assertion_id, tuple(self._flags), stop)

@@ -1,0 +1,195 @@
+"""Accounting: every row of an input against its journal, and the results files from it.
+
+`issue` (at the end of a run, however it ended) and `report` (any time later) both call
+`account`, so they write the same files the same way: the rows not issued (failed,
+invalid, unconfirmed, not attempted) in input order, ready to fix and feed back, and every
+learner who holds the badge through this journal across all runs, with how.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .cohort import invalid_outcome
+from .journal import Entry, Journal, State
+from .learners import Row
+from .readers import Dialect, ReadOptions, open_source
+from .results import FailuresWriter, SuccessWriter
+
+__all__ = ["Accounting", "account", "find_journals"]
+
+#: The category of each journal state.
+_CATEGORY = {
+    State.ISSUED: "issued",
+    State.HELD: "already_held",
+    State.FAILED: "failed",
+    State.SENDING: "unconfirmed",
+}
+
+#: How a learner came to hold the badge, from the flags of its journal entry.
+_HOW = {
+    "verified": "issued by this tool; confirmed by lookup after its reply was lost",
+    "resent_unverified": (
+        "issued by this tool; re-sent without the server being asked first: look for a "
+        "second claim email"
+    ),
+}
+
+
+@dataclass(slots=True)
+class Accounting:
+    """Where each input row stands: counts, and the results files written.
+
+    Every row is in exactly one of `issued`, `already_held`, `failed`, `invalid`,
+    `unconfirmed`, `not_attempted`.
+    """
+
+    issued: int = 0
+    already_held: int = 0
+    failed: int = 0
+    invalid: int = 0
+    unconfirmed: int = 0
+    not_attempted: int = 0
+    failures_path: Path | None = None
+    successes_path: Path | None = None
+    written: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return (
+            self.issued
+            + self.already_held
+            + self.failed
+            + self.invalid
+            + self.unconfirmed
+            + self.not_attempted
+        )
+
+    @property
+    def not_holding(self) -> int:
+        """Rows whose learner does not hold the badge (or not known to)."""
+        return self.rows - self.issued - self.already_held
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "issued": self.issued,
+            "already_held": self.already_held,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "unconfirmed": self.unconfirmed,
+            "not_attempted": self.not_attempted,
+        }
+
+
+def account(
+    learners: str | os.PathLike[str],
+    journal: Journal,
+    *,
+    badge_id: int | None,
+    options: ReadOptions,
+    dialect: Dialect,
+    failures: str | os.PathLike[str] | None = None,
+    successes: str | os.PathLike[str] | None = None,
+    since: float | None = None,
+) -> Accounting:
+    """Read the input against the journal; write the results files asked for.
+
+    Args:
+        learners: the input, read again from the start.
+        journal: the run's journal.
+        badge_id: the badge (a row's own `badge_id` wins).
+        options: how to read the input (as the run did).
+        dialect: the input's dialect, for the failures file's columns and encoding.
+        failures: where to write the rows not issued. Always rewritten; when every row
+            holds the badge, a file left by an earlier run is removed.
+        successes: where to write every learner who holds the badge through the journal.
+        since: the wall-clock start of the run just made: learners issued since then are
+            "issued now", earlier ones "issued earlier".
+    """
+    tally = Accounting()
+    failures_writer = FailuresWriter(Path(failures), dialect) if failures else None
+    successes_writer = SuccessWriter(Path(successes)) if successes else None
+    try:
+        for row, category, reason, entry in _rows(learners, journal, badge_id, options):
+            setattr(tally, category, getattr(tally, category) + 1)
+            if category in ("issued", "already_held"):
+                if successes_writer is not None and row.learner is not None:
+                    successes_writer.write(
+                        row.number,
+                        row.learner.email,
+                        entry.assertion_id if entry else None,
+                        _how(category, entry, since),
+                    )
+            elif failures_writer is not None:
+                failures_writer.write_fields(row.number, row.fields, reason)
+    finally:
+        if failures_writer is not None:
+            failures_writer.close()
+        if successes_writer is not None:
+            successes_writer.close()
+    if failures:
+        path = Path(failures)
+        if tally.not_holding:
+            tally.failures_path = path
+            tally.written.append(
+                f"Rows not issued ({tally.not_holding}): {path} "
+                "(fix them and feed the file back, or rerun the same command)"
+            )
+        else:
+            path.unlink(missing_ok=True)
+    if successes:
+        tally.successes_path = Path(successes)
+        tally.written.append(
+            f"Holding the badge ({tally.issued + tally.already_held}): {successes}"
+        )
+    return tally
+
+
+def _rows(
+    learners: str | os.PathLike[str], journal: Journal, badge_id: int | None, options: ReadOptions
+) -> Iterator[tuple[Row, str, str, Entry | None]]:
+    with open_source(learners, replace(options, badge_id=badge_id)) as source:
+        for row in source:
+            invalid = invalid_outcome(row, badge_id)
+            if invalid is not None or row.learner is None:
+                yield row, "invalid", (invalid.reason if invalid else "") or "invalid", None
+                continue
+            badge = row.learner.badge_id or badge_id
+            assert badge is not None
+            entry = journal.get(badge, row.learner.key)
+            if entry is None:
+                yield row, "not_attempted", "not attempted: rerun the same command", None
+                continue
+            category = _CATEGORY[entry.state]
+            if entry.state is State.SENDING:
+                reason = (
+                    entry.reason
+                    or "a send went unanswered: rerun the same command to ask the server"
+                )
+            elif entry.state is State.FAILED:
+                reason = entry.reason or "failed"
+            else:
+                reason = ""
+            yield row, category, reason, entry
+
+
+def _how(category: str, entry: Entry | None, since: float | None) -> str:
+    if category == "already_held":
+        return "already held the badge before"
+    flags = [flag for flag in ((entry.flags if entry else None) or "").split(",") if flag]
+    for flag in flags:
+        if flag in _HOW:
+            return _HOW[flag]
+    if since is not None and entry is not None and entry.updated_at >= since:
+        return "issued now"
+    return "issued by an earlier run" if since is not None else "issued"
+
+
+def find_journals(source: str | os.PathLike[str]) -> list[Path]:
+    """The journals that runs of `source` left beside it (one per badge)."""
+    path = Path(source)
+    return sorted(path.parent.glob(f"{path.name}.badge-*.journal.db"))
