@@ -12,6 +12,7 @@ import datetime
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from email_validator import EmailNotValidError
 
@@ -158,7 +159,7 @@ class RowBuilder:
         position = plan.index.get("recipient_id")
         return position is not None and cells[position].strip().isdigit()
 
-    def from_mapping(self, number: int, record: Mapping[object, object]) -> Row:
+    def from_mapping(self, number: int, record: Mapping[Any, object]) -> Row:
         """Build the row for a dict-like record (a JSON object or a dict from an LMS)."""
         extra_map = record.get("extra")
         if isinstance(extra_map, Mapping) and all(isinstance(k, str) for k in extra_map):
