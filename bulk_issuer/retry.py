@@ -77,14 +77,15 @@ class RetryPolicy:
                 f"rate_limited_attempts must be at least 1, got {self.rate_limited_attempts}"
             )
         for name in ("base", "cap", "max_wait", "outage", "unreachable"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.deadline > 0:
             raise ValueError(f"deadline must be more than 0 seconds, got {self.deadline}")
 
     def backoff(self, failures: int, rng: random.Random | None = None) -> float:
         """The wait after the `failures`-th failed attempt (1-based): capped, full jitter."""
-        ceiling = min(self.cap, self.base * 2 ** max(failures - 1, 0))
+        # The exponent is bounded: after thousands of failures 2**n would overflow a float.
+        ceiling = min(self.cap, self.base * 2.0 ** min(max(failures - 1, 0), 64))
         return (rng or random).uniform(0, ceiling)
 
 
@@ -187,7 +188,7 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
         now: the wall-clock time as a Unix timestamp, for dates; defaults to `time.time()`.
     """
     wall = time.time() if now is None else now
-    value = (headers.get("Retry-After") or "")[:_MAX_HEADER]
+    value = _header(headers, "Retry-After")
     if value:
         if _SECONDS.match(value):
             return float(value)
@@ -197,13 +198,20 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
             when = None
         if when is not None and when.tzinfo is not None:
             return max(when.timestamp() - wall, 0.0)
-    draft = (headers.get("RateLimit") or "")[:_MAX_HEADER]
+    draft = _header(headers, "RateLimit")
     if draft and (match := _RATELIMIT_RESET.search(draft.lower())):
         return float(match.group(1))
-    reset = (headers.get("X-RateLimit-Reset") or "")[:_MAX_HEADER]
+    reset = _header(headers, "X-RateLimit-Reset")
     if reset and _SECONDS.match(reset):
         seconds = float(reset)
         # Some servers send a duration, others an epoch timestamp; a duration is never a
         # billion seconds long.
         return max(seconds - wall, 0.0) if seconds > 1e9 else seconds
     return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """The header's value; "" when missing or too long to be a wait (not cut: cutting a
+    run of digits would make another number of it)."""
+    value = headers.get(name) or ""
+    return "" if len(value) > _MAX_HEADER else value

@@ -1,38 +1,160 @@
-"""Answer classification, backoff bounds and the server's wait hints."""
+"""The request path's retry decisions (`RequestRetry`), its policy, and the server's wait hints."""
 
 from __future__ import annotations
 
+import math
 import random
 from email.utils import formatdate
 
 import pytest
 from multidict import CIMultiDict
 
-from bulk_issuer.retry import RetryPolicy, Verdict, classify, retry_after
+from bulk_issuer.retry import (
+    Again,
+    Deliver,
+    Refresh,
+    RequestRetry,
+    RetryPolicy,
+    Step,
+    TooLong,
+    retry_after,
+)
+
+#: No jitter surprises: every backoff in these tables is drawn from a seeded source.
+POLICY = RetryPolicy(attempts=3, base=1.0, cap=8.0, rate_limited_attempts=2, max_wait=60.0)
+
+
+def steps(
+    replies: list[tuple[int | None, float | None]],
+    *,
+    refreshable: bool = True,
+    outage: bool = False,
+    policy: RetryPolicy = POLICY,
+) -> list[Step]:
+    """The decisions for a series of (status, hint) replies to one request."""
+    retry = RequestRetry(policy, refreshable=refreshable, rng=random.Random(0))
+    return [retry.step(status, hint=hint, outage=outage) for status, hint in replies]
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 400, 403, 404, 409, 422, 500, 502, 504, 302])
+def test_a_final_answer_is_delivered(status: int) -> None:
+    """Answers that say nothing about trying again go straight back to the caller."""
+    assert steps([(status, None)]) == [Deliver()]
+
+
+def test_a_hint_on_a_final_answer_is_not_a_wait() -> None:
+    """A Retry-After on a 200 or a 409 does not make it retryable, however long."""
+    assert steps([(200, 3600.0), (409, 5.0)]) == [Deliver(), Deliver()]
+
+
+def test_401_refreshes_once_then_delivers() -> None:
+    """A refused token is refreshed once; a second 401 is the caller's to judge."""
+    assert steps([(401, None), (401, None)]) == [Refresh(), Deliver()]
+
+
+def test_401_with_a_pat_is_delivered_at_once() -> None:
+    """A PAT cannot be refreshed: the first 401 is final."""
+    assert steps([(401, None)], refreshable=False) == [Deliver()]
+
+
+def test_429_waits_the_servers_hint_under_its_own_budget() -> None:
+    """429s are retried with the server's wait (0 without one) until the budget is spent."""
+    assert steps([(429, 3.0), (429, None), (429, 1.0)]) == [
+        Again(3.0, "HTTP 429", rate_limited=True),
+        Again(0.0, "HTTP 429", rate_limited=True),
+        Deliver(),
+    ]
+
+
+def test_429s_do_not_spend_the_attempts() -> None:
+    """A 503 after two 429s still has its whole budget of three."""
+    out = steps([(429, None), (429, None), (503, 1.0), (503, 1.0), (503, 1.0)])
+    assert [type(s) for s in out] == [Again, Again, Again, Again, Deliver]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_wait_past_max_wait_is_too_long(status: int) -> None:
+    """A 429 or a 503 asking for longer than max_wait stops the run instead of waiting."""
+    assert steps([(status, 3600.0)]) == [TooLong(3600.0, f"HTTP {status} with a wait of 3600s")]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_wait_at_max_wait_is_honoured(status: int) -> None:
+    """Exactly max_wait is still honoured."""
+    (step,) = steps([(status, 60.0)])
+    assert isinstance(step, Again)
+    assert step.wait == 60.0
+
+
+def test_503_backs_off_with_jitter_then_delivers() -> None:
+    """503 without a hint: capped, jittered backoff; after `attempts` it is delivered."""
+    out = steps([(503, None)] * 3)
+    assert isinstance(out[0], Again)
+    assert 0 <= out[0].wait <= 1.0
+    assert isinstance(out[1], Again)
+    assert 0 <= out[1].wait <= 2.0
+    assert out[0].why == "HTTP 503"
+    assert out[2] == Deliver()
+
+
+def test_503_honours_the_servers_hint() -> None:
+    """A 503 with Retry-After waits that long, not the backoff."""
+    assert steps([(503, 7.0)]) == [Again(7.0, "HTTP 503")]
+
+
+def test_no_connection_gets_three_times_the_attempts() -> None:
+    """A connection that never opened is retried 3 x attempts times (it was not sent)."""
+    out = steps([(None, None)] * 9)
+    assert all(isinstance(s, Again) and s.why == "no connection" for s in out[:8])
+    assert out[8] == Deliver()
+
+
+@pytest.mark.parametrize("status", [None, 503])
+def test_an_outage_does_not_spend_the_budget(status: int | None) -> None:
+    """While every sender fails, the request keeps trying: the client's outage limit decides."""
+    out = steps([(status, None)] * 50, outage=True)
+    assert all(isinstance(s, Again) for s in out)
+
+
+def test_attempts_of_one() -> None:
+    """With one attempt a 503 is delivered at once, a refused connection after three."""
+    policy = RetryPolicy(attempts=1)
+    assert steps([(503, None)], policy=policy) == [Deliver()]
+    out = steps([(None, None)] * 3, policy=policy)
+    assert [type(s) for s in out] == [Again, Again, Deliver]
+
+
+# -- the policy ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("status", "verdict"),
+    ("kwargs", "message"),
     [
-        (200, Verdict.ISSUED),
-        (201, Verdict.ISSUED),
-        (400, Verdict.FAILED),
-        (422, Verdict.FAILED),
-        (401, Verdict.UNAUTHORIZED),
-        (403, Verdict.FATAL),
-        (404, Verdict.FATAL),
-        (409, Verdict.HELD),
-        (429, Verdict.RETRY),
-        (503, Verdict.RETRY),
-        (500, Verdict.AMBIGUOUS),
-        (502, Verdict.AMBIGUOUS),
-        (504, Verdict.AMBIGUOUS),
-        (None, Verdict.AMBIGUOUS),
+        ({"attempts": 0}, "attempts must be at least 1, got 0"),
+        ({"rate_limited_attempts": 0}, "rate_limited_attempts must be at least 1, got 0"),
+        ({"base": -1.0}, "base must not be negative, got -1.0"),
+        ({"cap": -0.5}, "cap must not be negative"),
+        ({"max_wait": -1}, "max_wait must not be negative"),
+        ({"outage": -1}, "outage must not be negative"),
+        ({"unreachable": -1}, "unreachable must not be negative"),
+        ({"deadline": 0}, "deadline must be more than 0 seconds, got 0"),
+        ({"deadline": -3}, "deadline must be more than 0 seconds"),
+        ({"deadline": math.nan}, "deadline must be more than 0 seconds"),
+        ({"base": math.nan}, "base must not be negative"),
+        ({"outage": math.nan}, "outage must not be negative"),
     ],
 )
-def test_classify(status: int | None, verdict: Verdict) -> None:
-    """Each answer means what the design says."""
-    assert classify(status) is verdict
+def test_policy_refuses_values_out_of_range(kwargs: dict[str, float], message: str) -> None:
+    """Each out-of-range value is refused with a ValueError naming it."""
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_defaults_and_edges_are_accepted() -> None:
+    """The defaults, zero waits and an infinite outage are all valid."""
+    RetryPolicy()
+    RetryPolicy(base=0, cap=0, max_wait=0, outage=0, unreachable=0, deadline=0.001)
+    RetryPolicy(outage=math.inf)
 
 
 def test_backoff_is_capped_full_jitter() -> None:
@@ -45,6 +167,15 @@ def test_backoff_is_capped_full_jitter() -> None:
         assert all(0 <= w <= ceiling for w in waits)
         assert max(waits) > ceiling * 0.8
         assert min(waits) < ceiling * 0.2
+
+
+def test_backoff_after_thousands_of_failures_stays_capped() -> None:
+    """A long outage (thousands of failures) neither overflows nor passes the cap."""
+    policy = RetryPolicy(base=1.0, cap=30.0)
+    assert 0 <= policy.backoff(5000, random.Random(2)) <= 30.0
+
+
+# -- the server's wait hints ---------------------------------------------------------------
 
 
 def test_retry_after_seconds() -> None:
@@ -86,6 +217,55 @@ def test_no_hint() -> None:
     """Nothing said, nothing returned; garbage is ignored."""
     assert retry_after(CIMultiDict()) is None
     assert retry_after(CIMultiDict({"Retry-After": "soon"})) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9" * 100_000,  # a huge header: not a wait, whatever its digits say
+        "3" + " " * 500,  # padded past any sane length
+        "-5",
+        "-0.5",
+        "nan",
+        "inf",
+        "1e9",
+        "0x10",
+        "3 days",
+        "Mon, 99 Foo 2024 99:99:99 GMT",
+    ],
+)
+def test_senseless_retry_after_is_ignored(value: str) -> None:
+    """Huge, negative, not finite or malformed values give no hint at all."""
+    assert retry_after(CIMultiDict({"Retry-After": value})) is None
+
+
+def test_senseless_retry_after_falls_through_to_the_other_headers() -> None:
+    """A garbled Retry-After does not hide a good RateLimit reset."""
+    headers = CIMultiDict({"Retry-After": "-1", "RateLimit": "limit=5, remaining=0, reset=2"})
+    assert retry_after(headers) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-RateLimit-Reset": "-3"}, None),
+        ({"X-RateLimit-Reset": "9" * 1000}, None),
+        ({"RateLimit": "reset=-3"}, None),
+        ({"RateLimit": "limit=5, reset=" + "9" * 1000}, None),
+    ],
+)
+def test_senseless_ratelimit_headers_are_ignored(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    """The fallback headers follow the same rules."""
+    assert retry_after(CIMultiDict(headers)) == expected
+
+
+def test_an_absurd_but_well_formed_wait_is_returned_for_the_policy_to_refuse() -> None:
+    """A year is a number, not garbage: the policy turns it into a clean stop (TooLong)."""
+    year = 365 * 86400.0
+    assert retry_after(CIMultiDict({"Retry-After": str(int(year))})) == year
+    assert isinstance(steps([(429, year)])[0], TooLong)
 
 
 def test_answer_detail_reads_fastapi_and_proxy_pages() -> None:
