@@ -11,12 +11,16 @@ and be written back the same way.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Final, Literal
@@ -123,11 +127,22 @@ class SourceScan:
     duplicates: int
     badge_ids: frozenset[int]
     seconds: float
+    _reopen: Callable[[], LearnerSource] | None = field(default=None, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:
-        """No learner to issue to: a header-only file, or only invalid rows."""
+        """No learner to issue to: a header-only file (`rows == 0`), or only bad rows."""
         return self.learners == 0
+
+    def open(self) -> LearnerSource:
+        """Open the scanned input again, to run it (standard input: the copy scanned).
+
+        Raises:
+            RuntimeError: The scan came from `LearnerSource.scan()`, which cannot reopen.
+        """
+        if self._reopen is None:
+            raise RuntimeError("this scan cannot reopen its input; use scan_source()")
+        return self._reopen()
 
 
 class LearnerSource:
@@ -298,19 +313,56 @@ def scan_source(
 ) -> SourceScan:
     """Read and validate a whole file once, before anything is sent; return the counts.
 
-    Then open it again with `open_source(source, options)` to run it. Standard input
-    ("-") can be read only once: scan `open_source("-")` with `LearnerSource.scan()`
-    instead, after spooling it to a file if it must be read twice.
+    Then run it from `scan.open()` (the same as `open_source(source, options)` for a
+    path). Standard input ("-") is copied to an anonymous temporary file as it is
+    scanned, so that `scan.open()` can read it again.
 
     Args:
-        source: A path, as for `open_source`.
+        source: A path, or "-", as for `open_source`.
         options: How to read it (the same as for the run, so the counts match).
 
     Raises:
         InputError: The file cannot be opened, lacks a required column, or cannot be
             read to the end (`.row` names the row, `.path` the file).
     """
-    return open_source(source, options).scan()
+    if os.fspath(source) != "-":
+        path = os.fspath(source)
+        scan = open_source(path, options).scan()
+        return dataclasses.replace(scan, _reopen=lambda: open_source(path, options))
+    spool = _Spool(sys.stdin.buffer)
+
+    def reopen() -> LearnerSource:
+        stream = spool.open()
+        try:
+            opened = _open_stream(stream, "standard input", None, options, owned=True)
+        except BaseException:
+            stream.close()
+            raise
+        opened._badge_id = options.badge_id
+        return opened
+
+    return dataclasses.replace(reopen().scan(), _reopen=reopen)
+
+
+class _Spool:
+    """Standard input copied to an anonymous temporary file, so that it can be read twice.
+
+    The file has no name (nothing is left behind, even after kill -9); its descriptor is
+    closed when the spool is garbage-collected, i.e. with the scan that holds it.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        with tempfile.TemporaryFile() as copy:
+            shutil.copyfileobj(stream, copy)
+            copy.flush()
+            self._fd = os.dup(copy.fileno())
+        weakref.finalize(self, os.close, self._fd)
+
+    def open(self) -> IO[bytes]:
+        """A new handle on the copy, from its start (one reader at a time)."""
+        handle = os.fdopen(os.dup(self._fd), "rb")
+        handle.seek(0)
+        return handle
 
 
 async def aiter_rows(

@@ -503,14 +503,29 @@ def test_scan_refuses_bytes_of_another_encoding_naming_the_line(tmp_path: Path) 
     assert caught.value.row == 3
 
 
-def test_scan_of_stdin_reads_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Standard input is scanned from its LearnerSource, which the scan reads up."""
+def test_scan_then_run_from_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scan.open() reads the input again: a path, or the copy of standard input scanned."""
+    data = (HEADER + "Ann,Lee,ann@example.com\r\n").encode()
+    _stdin(monkeypatch, data)
+    for source in ("-", _write(tmp_path, data)):
+        scan = scan_source(source, ReadOptions(badge_id=51))
+        assert scan.learners == 1
+        assert scan.name == ("standard input" if source == "-" else str(source))
+        for _ in range(2):
+            with scan.open() as opened:
+                assert [row.number for row in opened if row.ok] == [2]
+
+
+def test_a_source_scanned_is_read_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LearnerSource.scan() reads the source it is called on; it cannot reopen it."""
     _stdin(monkeypatch, (HEADER + "Ann,Lee,ann@example.com\r\n").encode())
     source = open_source("-", ReadOptions(badge_id=51))
     scan = source.scan()
     assert (scan.name, scan.learners) == ("standard input", 1)
     with pytest.raises(RuntimeError, match="can be read once"):
         list(source)
+    with pytest.raises(RuntimeError, match="use scan_source"):
+        scan.open()
 
 
 def test_undecodable_json_lines_name_the_line(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bulk_issuer.formulas import restore
 from bulk_issuer.learners import Learner, Row
 from bulk_issuer.readers import Dialect, ReadOptions, open_source
 from bulk_issuer.results import FailuresWriter, SuccessWriter, neutralise
@@ -45,6 +46,16 @@ def _fail_all(source: Path, failures: Path, reason: str = "server said no") -> l
 def test_neutralise(cell: str, expected: str) -> None:
     """Cells starting with = + - @ TAB or CR get a leading quote; others are untouched."""
     assert neutralise(cell) == expected
+    assert restore(neutralise(cell)) == cell  # what the readers undo, from the same set
+
+
+def test_failures_file_of_a_workbook_is_utf8_bom_csv_with_commas(tmp_path: Path) -> None:
+    """A workbook's dialect (xlsx, utf-8-sig, ",") gives a CSV that Excel opens as UTF-8."""
+    dialect = Dialect("xlsx", "utf-8-sig", ",", ("First Name", "Email"), sheet="Cohort")
+    with FailuresWriter(tmp_path / "cohort.failures.csv", dialect) as writer:
+        writer.write_fields(5, {"First Name": "Zoë", "Email": "zoe@"}, "bad email")
+    data = (tmp_path / "cohort.failures.csv").read_bytes()
+    assert data == "\ufeffrow,reason,First Name,Email\r\n5,bad email,Zoë,zoe@\r\n".encode()
 
 
 def test_failures_file_has_row_reason_and_input_columns(tmp_path: Path) -> None:
@@ -91,7 +102,7 @@ def test_failures_file_neutralises_every_cell(tmp_path: Path) -> None:
 
 
 def test_failures_file_reads_back_to_the_same_learners(tmp_path: Path) -> None:
-    """Fed back in, a failures file gives the same learners (row and reason are ignored)."""
+    """Fed back in, a failures file gives the same learners at their original row numbers."""
     source = tmp_path / "cohort.csv"
     source.write_text(
         "First Name;Surname;Email address;Issue Date;Score;Evidence Text\r\n"
@@ -105,6 +116,8 @@ def test_failures_file_reads_back_to_the_same_learners(tmp_path: Path) -> None:
     assert dialect.encoding == "utf-8-sig"
     assert dialect.delimiter == ";"
     assert [row.learner for row in again] == [row.learner for row in rows]
+    assert [row.number for row in again] == [row.number for row in rows] == [2, 3, 4]
+    assert dialect.original_rows
     assert all(row.ok for row in again)
 
 
