@@ -9,12 +9,17 @@ answers.
 
 Input, in the order it flows:
 ```
-formats/ (csv, jsonl, workbook)  raw rows: a header and cells, or a mapping
-columns.py                       which column holds which field
-values.py                        cell text -> text, whole number, date, consent
-rows.py                          RowBuilder: a validated Row per record
-dedupe.py                        the same learner twice for one badge
-readers.py                       open_source / scan_source: the entry points
+readers.py        open_source / scan_source: the entry points, one reader per format:
+  textfile.py       the encoding of a text file, its lines
+  csvfile.py        CSV: delimiter, header, (row number, cells)
+  jsonlines.py      JSON Lines: (line number, object)
+  workbook.py       .xlsx / .ods: (row number, typed cells) of one sheet
+columns.py        which column holds which field (aliases, --map, a failures file's row)
+values.py         a cell -> text, whole number, date, consent
+rows.py           RowBuilder: a validated Row per record
+dedupe.py         the same learner twice for one badge
+learners.py       this: the fields, the Learner, Row, Problem, email normalisation
+formulas.py       the formula prefixes results files neutralise and readers restore
 ```
 """
 
