@@ -213,7 +213,8 @@ class LearnerFlow:
                     "a send went unanswered and the server could not be asked whether it "
                     f"was issued ({lookup.why}); not sent again",
                 )
-            self._flags.append("resent_unverified")
+            if "resent_unverified" not in self._flags:  # one flag, however many resends
+                self._flags.append("resent_unverified")
         if self._unanswered >= self._attempts:
             last_status, last_detail = self._last
             return self._finish(
