@@ -16,9 +16,12 @@ import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Final, Literal
+from typing import IO, TYPE_CHECKING, Final, Literal
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from python_calamine import CalamineWorkbook
 
 __all__ = ["WORKBOOK_SUFFIXES", "WorkbookTable", "read_workbook", "workbook_kind"]
 
@@ -138,13 +141,21 @@ def read_workbook(
     return WorkbookTable(kind, chosen, sheets, tuple(header), number, _records(rows, number))
 
 
-def _choose_sheet(book: object, sheets: tuple[str, ...], wanted: str | None, name: str) -> str:
+def _choose_sheet(
+    book: CalamineWorkbook, sheets: tuple[str, ...], wanted: str | None, name: str
+) -> str:
     if not sheets:
         raise InputError(f"{name} is a workbook without sheets", path=name)
     if wanted is None:
-        for meta in getattr(book, "sheets_metadata", ()):
-            if str(getattr(meta.visible, "name", "Visible")) == "Visible":
-                return str(meta.name)
+        # The first sheet a person sees: not hidden, and a worksheet (not a chart).
+        import python_calamine as calamine
+
+        for meta in book.sheets_metadata:
+            if (
+                meta.visible == calamine.SheetVisibleEnum.Visible
+                and meta.typ == calamine.SheetTypeEnum.WorkSheet
+            ):
+                return meta.name
         return sheets[0]
     if wanted in sheets:
         return wanted

@@ -214,3 +214,23 @@ def test_failures_file_is_utf8_bom_csv_and_reads_back_with_row_numbers(tmp_path:
     assert row.number == 5
     assert row.learner is not None
     assert row.learner.first_name == "Nora"
+
+
+def test_first_visible_sheet_is_read(tmp_path: Path) -> None:
+    """Without --sheet, a hidden first sheet is passed over for the first one a person sees."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    hidden = book.active
+    assert hidden is not None
+    hidden.title = "Lookup"
+    hidden.sheet_state = "hidden"
+    hidden.append(["code"])
+    shown = book.create_sheet("Learners")
+    for row in SECOND:
+        shown.append(row)
+    path = tmp_path / "hidden.xlsx"
+    book.save(path)
+    with open_source(path) as source:
+        assert source.dialect.sheet == "Learners"
+        assert [row.ok for row in source] == [True, True]
