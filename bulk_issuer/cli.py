@@ -482,7 +482,7 @@ def _issue_run(
         policy=settings.policy,
         allow_duplicates=settings.allow_duplicates,
         on_event=during_run,
-        logger=None,
+        logger=False,
         read_options=settings.options,
     )
     started_wall = time.time()
@@ -497,7 +497,10 @@ def _issue_run(
             checked: Preflight | None = None
             if not settings.offline and settings.badge_id is not None:
                 checked = await issuer.preflight(settings.badge_id)
+            if settings.dry_run:
+                run_sinks.extend([console, *([json_log] if json_log else [])])
             plan = await issuer.dry_run(settings.file, badge_id=settings.badge_id, offline=True)
+            run_sinks.clear()
             _show_plan(console, settings, checked, plan)
             if settings.dry_run:
                 return
@@ -608,7 +611,10 @@ def _show_plan(
     ]
     if checked is not None and checked.note:
         lines.append(f"  note: who holds it: {checked.note}")
-    if settings.journal is not None:
+    if settings.journal is not None and settings.dry_run:
+        if settings.journal.exists():
+            lines.append(f"  journal: {settings.journal} (read, not changed)")
+    elif settings.journal is not None:
         resuming = " (resuming)" if plan.skipped or plan.unconfirmed else ""
         lines.append(f"  journal: {settings.journal}{resuming}; rerun the same command to resume")
     else:

@@ -191,7 +191,7 @@ class Console:
         for label, name, note in _LINES:
             count = getattr(summary, name)
             if dry_run and name == "not_attempted":
-                label, note = "to send", "would be sent"
+                label, note = "would issue", None
             if dry_run and name in ("issued", "failed", "unconfirmed"):
                 continue
             shown = f"  ({note})" if count and note else ""

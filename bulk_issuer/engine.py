@@ -22,7 +22,7 @@ import anyio
 from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, NavigatrClient, Stopping, new_session
 from .cohort import Cohort, LearnerInput, describe_source, invalid_outcome, rows_of
-from .errors import CredentialsRejected, FatalError, StoppedError
+from .errors import CredentialsRejected, FatalError, InputError, StoppedError
 from .events import Event, EventSink, LogSink, RunFinished, RunStarted, default_logger, fan_out
 from .executor import Badge, Context, Job, already_done, settle
 from .flow import LearnerFlow
@@ -33,6 +33,7 @@ from .outcomes import Outcome, Status, Summary
 from .pacing import DEFAULT_MARGIN, DEFAULT_RATE, Pacer, Rate
 from .readers import ReadOptions
 from .retry import RetryPolicy
+from .rows import RowBuilder
 
 __all__ = ["BadgeIssuer", "Preflight", "default_workers"]
 
@@ -95,10 +96,10 @@ class BadgeIssuer:
         allow_duplicates: do not look up who already holds the badge before issuing.
         on_event: called with every typed event (outcomes, retries, waits, run start/end).
         on_outcome: called with each learner's `Outcome` as it is decided.
-        logger: a structlog-style logger for the events. By default the library is quiet:
-            it logs to `structlog.get_logger("bulk_issuer")` only if the application
-            configured structlog, or to the standard `bulk_issuer` logger if logging has a
-            handler for it.
+        logger: a structlog-style logger for the events; False for none. By default the
+            library is quiet: it logs to `structlog.get_logger("bulk_issuer")` only if the
+            application configured structlog, or to the standard `bulk_issuer` logger if
+            logging has a handler for it.
         read_options: how to read files (delimiter, encoding, column map, consent column).
         margin: seconds of network jitter the pacer leaves in every window.
 
@@ -135,7 +136,7 @@ class BadgeIssuer:
         self._auth = auth
         self._base_url = base_url
         self._journal_arg = journal
-        chosen = logger if logger is not None else default_logger()
+        chosen = default_logger() if logger is None else logger if logger is not False else None
         outcome_sink = None
         if on_outcome is not None:
             callback = on_outcome
@@ -183,10 +184,14 @@ class BadgeIssuer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._session.close()
-        if self._journal is not None and not isinstance(self._journal_arg, Journal):
-            self._journal.close()
-        self._ctx = None
+        try:
+            if self._journal is not None and not isinstance(self._journal_arg, Journal):
+                self._journal.close()
+        finally:
+            self._ctx = None
+            # Closed even when the block was cancelled: no connection is left open.
+            with anyio.CancelScope(shield=True):
+                await self._session.close()
 
     def stop(self) -> None:
         """Stop: no new learner starts and nothing not yet sent leaves; requests on the wire
@@ -358,6 +363,12 @@ class BadgeIssuer:
                 await cohort.run()
             except BaseExceptionGroup as group:
                 raise _first(group) from None
+        except StoppedError as exc:
+            # Raised straight from the request path (refused credentials, an unreachable
+            # host): it carries the counts so far like a stop decided by a learner's flow.
+            if exc.summary is None:
+                exc.summary = summary
+            raise
         finally:
             summary.elapsed = anyio.current_time() - started
             summary.requests = client.requests - counters[0]
@@ -386,26 +397,30 @@ class BadgeIssuer:
         request; two calls for the same learner at once share one result.
 
         Args:
-            learner: the learner (its own `badge_id`, if any, wins).
-            badge_id: the badge.
+            learner: the learner, checked as a cohort's rows are (its own `badge_id`, if
+                any, wins); or a `Row` from `bulk_issuer.readers`.
+            badge_id: the badge, the number in its URL.
 
         Returns:
             The learner's outcome (issued, already held, skipped, failed, unconfirmed, or
-            not attempted after a stop).
+            not attempted after a stop). The same outcome object for every call that was
+            waiting on the same learner.
 
         Raises:
+            InputError: no badge given, or the learner is invalid (no request is sent).
             FatalError: the credentials or the badge were refused; later calls raise it too.
-            UnavailableError: the API stayed unavailable.
-            ValueError: no badge given, or the learner is invalid.
+            UnavailableError: the API stayed unavailable; later calls raise it too.
+            RuntimeError: called outside `async with`.
         """
         ctx = self._context()
-        row = learner if isinstance(learner, Row) else Row(1, {}, learner, ())
+        # Checked as a cohort's rows are: a Learner built in code is not validated yet.
+        row = learner if isinstance(learner, Row) else RowBuilder().from_learner(1, learner)
         if row.learner is None or not row.ok:
             problems = "; ".join(str(p) for p in row.problems) or "no learner"
-            raise ValueError(f"cannot issue to an invalid learner: {problems}")
+            raise InputError(f"cannot issue to an invalid learner: {problems}")
         badge = row.learner.badge_id or badge_id
         if badge is None:
-            raise ValueError("which badge? pass badge_id= or set the learner's badge_id")
+            raise InputError("which badge? pass badge_id= or set the learner's badge_id")
         if ctx.stopped is not None:
             raise ctx.stopped
         key = (badge, row.learner.key)
@@ -429,11 +444,14 @@ class BadgeIssuer:
 
     async def _issue_one(self, ctx: Context, row: Row, badge_id: int) -> Outcome:
         badge = ctx.badges.setdefault(badge_id, Badge())
-        if badge.holders is None and not self.allow_duplicates:
+        # The journal first: a learner done by an earlier call or run needs no request,
+        # not even the holders' lookup.
+        done, entry = already_done(ctx, row, badge_id)
+        if done is None and badge.holders is None and not self.allow_duplicates:
             async with badge.lock:
                 if badge.holders is None:
                     badge.holders = await ctx.lookups.holders(badge_id)
-        done, entry = already_done(ctx, row, badge_id)
+            done, entry = already_done(ctx, row, badge_id)
         if done is not None:
             ctx.emit(done)
             return done

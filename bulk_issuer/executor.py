@@ -159,7 +159,10 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
     while True:
         if isinstance(action, Finish):
             if action.stop is not None:
-                ctx.stop_with(FatalError(action.stop.message))
+                message = action.stop.message
+                if action.stop.http_status in (403, 404):
+                    message = f"badge {job.badge_id} {message}"
+                ctx.stop_with(FatalError(message))
             return action
         if isinstance(action, Wait):
             if job.maybe_sent or action.seconds > 0:

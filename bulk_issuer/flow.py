@@ -74,7 +74,10 @@ class Wait:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Why the whole run must stop: the server refused the credentials or the badge."""
+    """Why the whole run must stop: the server refused the credentials or the badge.
+
+    For a refused badge (403, 404) the message follows the badge's name: "badge 51 ...".
+    """
 
     message: str
     http_status: int
@@ -173,13 +176,15 @@ class LearnerFlow:
         if status == 401:
             return self._stop(status, f"the server refused the credentials (HTTP 401): {detail}")
         if status == 403:
-            return self._stop(status, f"not permitted for these credentials (HTTP 403): {detail}")
+            return self._stop(
+                status, f"is not permitted for these credentials (HTTP 403): {detail}"
+            )
         if status == 404:
             if badge_confirmed:
                 # The badge exists (issued to others in this run): what is missing is this
                 # learner's own reference, a provider_id or recipient_id.
                 return self._finish(Status.FAILED, status, detail)
-            return self._stop(status, f"the badge is not found (HTTP 404): {detail}")
+            return self._stop(status, f"is not found (HTTP 404): {detail}")
         if status == 429:
             return self._finish(Status.FAILED, status, f"rate limited too often: {detail}")
         if status == 503:
@@ -233,8 +238,12 @@ class LearnerFlow:
         return Verify(f"{what}: was it issued?")
 
     def _stop(self, status: int, message: str) -> Finish:
+        subject = "the badge " if status in (403, 404) else ""
         return self._finish(
-            Status.NOT_ATTEMPTED, status, f"not issued: {message}", stop=Stop(message, status)
+            Status.NOT_ATTEMPTED,
+            status,
+            f"not issued: {subject}{message}",
+            stop=Stop(message, status),
         )
 
     def _finish(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 import bulk_issuer
@@ -139,7 +140,8 @@ async def test_unknown_or_forbidden_badge_stops_after_one_issue_call(
             )
     assert len(issue_calls(sandbox)) == 1
     assert isinstance(caught.value.summary, Summary)
-    assert caught.value.summary.failed == 1
+    summary = caught.value.summary
+    assert (summary.not_attempted, summary.failed, summary.total) == (50, 0, 50)
 
 
 async def test_wrong_password_stops_after_few_token_calls() -> None:
@@ -388,15 +390,28 @@ async def test_a_404_for_one_learner_after_the_badge_is_confirmed_fails_only_tha
     assert failed[0].reason == "Provider not found"
 
 
-async def test_without_the_lookup_endpoint_the_run_says_so_once_and_goes_on() -> None:
-    """A 403 from the assertions list: one lookup.unavailable event, everyone still issued."""
+@pytest.mark.parametrize("resend", [False, True])
+async def test_without_the_lookup_endpoint_the_run_says_so_once_and_goes_on(resend: bool) -> None:
+    """A 403 from the assertions list: one lookup.unavailable event; learners whose reply
+    was lost are reported unconfirmed (never resent silently), or resent and flagged when
+    asked for."""
     config = SandboxConfig(lookup="forbidden", drop_after_rate=0.1, seed=4)
     async with run_sandbox(config) as sandbox:
         with capture_logs() as events:
             summary = await bulk_issuer.issue_badges(
-                cohort(30), badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url
+                cohort(30),
+                badge_id=51,
+                auth=PersonalAccessToken(PAT),
+                base_url=sandbox.url,
+                policy=bulk_issuer.RetryPolicy(resend_unconfirmed=resend),
+                logger=structlog.get_logger(),
             )
-    assert summary.issued == 30
+    if resend:
+        assert summary.issued == 30
+    else:
+        assert summary.unconfirmed > 0
+        assert summary.issued + summary.unconfirmed == 30
+        assert sandbox.duplicates() == {}
     assert [e["event"] for e in events].count("lookup.unavailable") == 1
     resent = [e for e in events if "resent_unverified" in e.get("flags", [])]
     assert all(e["event"] == "badge.issued" for e in resent)
