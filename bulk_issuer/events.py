@@ -182,10 +182,14 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 
 class LogSink:
-    """Writes each event to a structlog-style logger: `logger.<level>(name, **fields)`."""
+    """Writes each event to a structlog-style logger: `logger.<level>(name, **fields)`.
+
+    A standard `logging.Logger` is accepted too: each event becomes one record, its
+    message `name key=value ...`, its fields in the record's `bulk_issuer` attribute.
+    """
 
     def __init__(self, logger: Any) -> None:
-        self._logger = logger
+        self._logger = _StdlibAdapter(logger) if isinstance(logger, logging.Logger) else logger
 
     def __call__(self, event: Event) -> None:
         getattr(self._logger, event_level(event))(event_name(event), **event_fields(event))

@@ -1,0 +1,404 @@
+"""The library as integrators use it: sync and async, one learner at a time, quiet, typed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+import bulk_issuer
+from bulk_issuer import (
+    BadgeIssuer,
+    CredentialsRejected,
+    Error,
+    FatalError,
+    InputError,
+    JournalError,
+    Learner,
+    Outcome,
+    PersonalAccessToken,
+    Status,
+    StoppedError,
+    Summary,
+    UnavailableError,
+)
+from bulk_issuer.events import Event, RunFinished, RunStarted
+from bulk_issuer.sandbox import SandboxConfig, ScriptedAnswer, run_sandbox
+from bulk_issuer.sandbox.state import DROPPED
+from tests.conftest import sandbox_thread
+
+PAT = "sandbox-demo-pat"
+AUTH = PersonalAccessToken(PAT)
+
+
+def learners(n: int, prefix: str = "learner") -> list[Learner]:
+    """n valid learners."""
+    return [
+        Learner(first_name=f"Zoë{i}", last_name="Müller", email=f"{prefix}{i}@example.org")
+        for i in range(n)
+    ]
+
+
+# -- sync and async ------------------------------------------------------------------------
+
+
+SCRIPT = """
+import os
+import bulk_issuer
+
+summary = bulk_issuer.issue_badges_sync(
+    [{"First Name": f"Learner{i}", "Email": f"l{i}@example.org"} for i in range(4)],
+    badge_id=51,
+    auth=bulk_issuer.PersonalAccessToken(os.environ["NAVIGATR_PAT"]),
+    base_url=os.environ["NAVIGATR_BASE_URL"],
+    rate=None,
+)
+print("issued", summary.issued)
+"""
+
+
+def test_sync_from_a_plain_script_prints_only_what_the_script_prints(tmp_path: Path) -> None:
+    """issue_badges_sync in a real process with no loop of its own: issues, and is silent."""
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        env = {**os.environ, "NAVIGATR_BASE_URL": sandbox.url, "NAVIGATR_PAT": PAT}
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        held = sorted(a["recipient_email"] for a in sandbox.assertions)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "issued 4\n", "")
+    assert held == [f"l{i}@example.org" for i in range(4)]
+
+
+async def test_sync_from_inside_a_running_loop_does_not_deadlock() -> None:
+    """Called from a coroutine (a notebook cell, an async framework), it runs in a thread."""
+    assert asyncio.get_running_loop().is_running()
+    seen: list[Outcome] = []
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        summary = bulk_issuer.issue_badges_sync(
+            learners(5),
+            badge_id=51,
+            auth=AUTH,
+            base_url=sandbox.url,
+            rate=None,
+            on_outcome=seen.append,
+        )
+        assert sandbox.duplicates() == {}
+    assert summary.issued == 5
+    assert sorted(o.email for o in seen) == sorted(x.email for x in learners(5))
+
+
+async def test_sync_from_inside_a_running_loop_raises_the_runs_own_error() -> None:
+    """An error of the run is raised in the caller's thread, as it is, with its summary."""
+    with (
+        sandbox_thread(SandboxConfig(rate=None)) as sandbox,
+        pytest.raises(FatalError, match="badge 999") as caught,
+    ):
+        bulk_issuer.issue_badges_sync(
+            learners(3), badge_id=999, auth=AUTH, base_url=sandbox.url, rate=None
+        )
+    assert isinstance(caught.value.summary, Summary)
+
+
+# -- one learner at a time, for services ----------------------------------------------------
+
+
+@pytest.mark.looptime
+async def test_a_hundred_concurrent_issue_calls_issue_each_learner_exactly_once() -> None:
+    """100 calls at once (some for the same learner) through dropped replies: one each."""
+    # Replies dropped after the commit (the server issued: the lookup must say so) and
+    # before it (nothing issued: the learner is sent again).
+    config = SandboxConfig(drop_after_rate=0.1, drop_before_rate=0.1, seed=7)
+    cohort = learners(80)
+    calls = cohort + cohort[:20]  # 20 learners asked for twice at once
+    async with (
+        run_sandbox(config) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        outcomes = await asyncio.gather(*(issuer.issue(x, badge_id=51) for x in calls))
+        issue_requests = [r for r in sandbox.requests if r.kind == "issue"]
+    assert Counter(o.status for o in outcomes) == {Status.ISSUED: 100}
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, x.email) == 1 for x in cohort)
+    # Both kinds of drop happened, and each was settled without a second assertion.
+    assert any("verified" in o.flags for o in outcomes)  # dropped after the commit
+    assert any(o.attempts > 1 and "verified" not in o.flags for o in outcomes)  # resent
+    assert sum(1 for r in issue_requests if r.status == DROPPED) >= 2
+    # Two calls for the same learner at once share one result (and one request path).
+    by_email: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_email.setdefault(outcome.email, []).append(outcome)
+    assert all(o is group[0] for group in by_email.values() for o in group)
+    assert len(issue_requests) == sum(by_email[x.email][0].attempts for x in cohort)
+
+
+@pytest.mark.looptime
+async def test_a_resent_completion_is_skipped_without_a_request() -> None:
+    """A learner issued by an earlier call comes back `skipped`; the server sees nothing."""
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        first = await issuer.issue(learners(1)[0], badge_id=51)
+        before = len(sandbox.requests)
+        again = await issuer.issue(learners(1)[0], badge_id=51)
+        after = len(sandbox.requests)
+    assert first.status is Status.ISSUED
+    assert (again.status, again.assertion_id) == (Status.SKIPPED, first.assertion_id)
+    assert after == before
+
+
+@pytest.mark.looptime
+async def test_a_learner_issued_by_an_earlier_run_is_skipped_without_a_request(
+    tmp_path: Path,
+) -> None:
+    """With the journal of an earlier cohort run, a service's `issue` sends nothing for it."""
+    journal = tmp_path / "lms.db"
+    cohort = learners(3)
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            cohort, badge_id=51, auth=AUTH, base_url=sandbox.url, journal=journal
+        )
+        assert summary.issued == 3
+        before = len(sandbox.requests)
+        async with BadgeIssuer(auth=AUTH, base_url=sandbox.url, journal=journal) as issuer:
+            outcome = await issuer.issue(cohort[1], badge_id=51)
+        after = len(sandbox.requests)
+    assert outcome.status is Status.SKIPPED
+    assert outcome.reason == "issued by an earlier run"
+    assert after == before
+    assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+async def test_issue_refuses_an_invalid_learner_or_no_badge_without_a_request() -> None:
+    """A learner that would fail validation, or no badge at all, raises InputError."""
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        with pytest.raises(InputError, match="email"):
+            await issuer.issue(Learner(first_name="Ada", email="not-an-address"), badge_id=51)
+        with pytest.raises(InputError, match="first"):
+            await issuer.issue(Learner(first_name="", email="ada@example.org"), badge_id=51)
+        with pytest.raises(InputError, match="which badge"):
+            await issuer.issue(Learner(first_name="Ada", email="ada@example.org"))
+    assert sandbox.requests == []
+
+
+# -- quiet by default ---------------------------------------------------------------------
+
+
+def run_with_warnings(**options: object) -> Summary:
+    """A run that emits info and warning events: issued learners, one invalid, one 422."""
+    rows = [*learners(3), Learner(first_name="Odd", email="odd@no-mail.example.com")]
+    rows.append(Learner(first_name="", email="nobody@example.org"))
+
+    async def go() -> Summary:
+        async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+            return await bulk_issuer.issue_badges(
+                rows,
+                badge_id=51,
+                auth=AUTH,
+                base_url=sandbox.url,
+                rate=None,
+                **options,  # type: ignore[arg-type]
+            )
+
+    return asyncio.run(go())
+
+
+def test_quiet_without_structlog_or_logging_configured(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """structlog unconfigured and no logging handler (pytest's taken away): nothing printed."""
+    monkeypatch.setattr(logging.root, "handlers", [])
+    assert not structlog.is_configured()
+    assert not logging.getLogger("bulk_issuer").hasHandlers()
+    summary = run_with_warnings()
+    assert (summary.issued, summary.failed, summary.invalid) == (3, 1, 1)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_standard_logging_configured_gets_the_events(caplog: pytest.LogCaptureFixture) -> None:
+    """With a logging handler in place, the events go to the `bulk_issuer` logger."""
+    caplog.set_level(logging.INFO, logger="bulk_issuer")
+    run_with_warnings()
+    messages = [r.getMessage() for r in caplog.records if r.name == "bulk_issuer"]
+    assert sum(m.startswith("badge.issued ") for m in messages) == 3
+    failed = [r for r in caplog.records if r.getMessage().startswith("badge.failed")]
+    assert [r.levelno for r in failed] == [logging.WARNING]
+    assert failed[0].__dict__["bulk_issuer"]["email"] == "odd@no-mail.example.com"
+
+
+def test_structlog_configured_gets_the_events() -> None:
+    """With structlog configured, the events go to structlog with flat fields."""
+    with capture_logs() as events:
+        run_with_warnings()
+    names = Counter(e["event"] for e in events)
+    assert names["badge.issued"] == 3
+    assert names["learner.invalid"] == 1
+    assert names["run.finished"] == 1
+    issued = next(e for e in events if e["event"] == "badge.issued")
+    assert {"row", "email", "badge_id", "attempts", "log_level"} <= issued.keys()
+
+
+def test_a_logger_passed_gets_the_events(capfd: pytest.CaptureFixture[str]) -> None:
+    """`logger=` receives `<level>(name, **fields)` even when nothing else is configured."""
+    logger = structlog.testing.CapturingLogger()
+    run_with_warnings(logger=logger)
+    calls = [(call.method_name, call.args[0]) for call in logger.calls]
+    assert calls.count(("info", "badge.issued")) == 3
+    assert ("warning", "badge.failed") in calls
+    assert calls[0] == ("info", "run.started")
+    assert calls[-1] == ("info", "run.finished")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_stdlib_logger_passed_gets_the_events(caplog: pytest.LogCaptureFixture) -> None:
+    """`logger=logging.getLogger(...)` works too: the events become log records."""
+    caplog.set_level(logging.INFO, logger="my_lms")
+    run_with_warnings(logger=logging.getLogger("my_lms"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "my_lms"]
+    assert sum(m.startswith("badge.issued ") for m in messages) == 3
+
+
+def test_on_event_receives_typed_frozen_events() -> None:
+    """`on_event=` gets the engine's typed events in order: start, outcomes, finish."""
+    events: list[Event] = []
+    summary = run_with_warnings(on_event=events.append)
+    assert isinstance(events[0], RunStarted)
+    assert isinstance(events[-1], RunFinished)
+    assert events[-1].summary is summary
+    outcomes = [e for e in events if isinstance(e, Outcome)]
+    assert Counter(o.status for o in outcomes) == {
+        Status.ISSUED: 3,
+        Status.FAILED: 1,
+        Status.INVALID: 1,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcomes[0].status = Status.FAILED  # type: ignore[misc]
+
+
+# -- one family of errors ------------------------------------------------------------------
+
+
+def test_the_error_family() -> None:
+    """Every error the library raises on purpose derives from Error, as the docs draw it."""
+    assert issubclass(InputError, Error)
+    assert issubclass(InputError, ValueError)
+    assert issubclass(JournalError, Error)
+    assert issubclass(StoppedError, Error)
+    assert issubclass(FatalError, StoppedError)
+    assert issubclass(CredentialsRejected, FatalError)
+    assert issubclass(UnavailableError, StoppedError)
+    for name in bulk_issuer.__all__:
+        value = getattr(bulk_issuer, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, Error), name
+
+
+@pytest.mark.looptime
+async def test_fatal_error_carries_the_summary_so_far() -> None:
+    """An unknown badge: FatalError with `.summary` (every learner not attempted)."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(Error) as caught:
+            await bulk_issuer.issue_badges(
+                learners(5), badge_id=999, auth=AUTH, base_url=sandbox.url
+            )
+    assert type(caught.value) is FatalError
+    assert isinstance(caught.value.summary, Summary)
+    assert caught.value.summary.not_attempted == 5
+    assert len([r for r in sandbox.requests if r.kind == "issue"]) == 1  # the one refused
+
+
+@pytest.mark.looptime
+async def test_refused_credentials_are_a_fatal_error() -> None:
+    """A refused PAT raises CredentialsRejected, a FatalError, with the summary."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(CredentialsRejected) as caught:
+            await bulk_issuer.issue_badges(
+                learners(3), badge_id=51, auth=PersonalAccessToken("nope"), base_url=sandbox.url
+            )
+    assert isinstance(caught.value, FatalError)
+    assert caught.value.summary is not None
+    assert "nope" not in str(caught.value)
+
+
+@pytest.mark.looptime
+async def test_input_error_names_the_row_and_the_path(tmp_path: Path) -> None:
+    """A file with a quote never closed: InputError with `.row` and `.path`; none sent."""
+    path = tmp_path / "cohort.csv"
+    path.write_text(
+        'First Name,Email\nAda,ada@example.org\n"Bob,bob@example.org\nCy,cy@example.org\n',
+        encoding="utf-8",
+    )
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(Error) as caught:
+            await bulk_issuer.issue_badges(path, badge_id=51, auth=AUTH, base_url=sandbox.url)
+        missing = tmp_path / "nope.csv"
+        with pytest.raises(InputError) as no_file:
+            await bulk_issuer.issue_badges(missing, badge_id=51, auth=AUTH, base_url=sandbox.url)
+    assert isinstance(caught.value, InputError)
+    assert caught.value.row == 3
+    assert caught.value.path is not None
+    assert caught.value.path.endswith("cohort.csv")
+    assert no_file.value.path is not None
+    assert no_file.value.path.endswith("nope.csv")
+    assert [r for r in sandbox.requests if r.kind == "issue"] == []
+
+
+async def test_journal_error_names_the_path(tmp_path: Path) -> None:
+    """A journal that is not a journal: JournalError with `.path`, before any request."""
+    path = tmp_path / "not-a-journal.db"
+    path.write_bytes(b"this is a text file, not SQLite" * 100)
+    with pytest.raises(Error) as caught:
+        await bulk_issuer.issue_badges(
+            learners(1), badge_id=51, auth=AUTH, base_url="http://127.0.0.1:9", journal=path
+        )
+    assert isinstance(caught.value, JournalError)
+    assert caught.value.path == str(path)
+
+
+@pytest.mark.looptime
+async def test_unavailable_error_names_the_host() -> None:
+    """An API that never answers: UnavailableError with `.host` and the summary."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        url = sandbox.url
+    # The sandbox is gone: its port refuses connections now.
+    with pytest.raises(Error) as caught:
+        await bulk_issuer.issue_badges(learners(2), badge_id=51, auth=AUTH, base_url=url)
+    assert isinstance(caught.value, UnavailableError)
+    assert caught.value.host is not None
+    assert caught.value.host in url
+    assert caught.value.retry_after is None
+    assert isinstance(caught.value.summary, Summary)
+
+
+@pytest.mark.looptime
+async def test_unavailable_error_carries_retry_after() -> None:
+    """A server asking to come back in an hour: UnavailableError with `.retry_after`."""
+    config = SandboxConfig(scripted=[ScriptedAnswer("issue", 429, headers={"Retry-After": "3600"})])
+    async with run_sandbox(config) as sandbox:
+        with pytest.raises(UnavailableError) as caught:
+            await bulk_issuer.issue_badges(
+                learners(2), badge_id=51, auth=AUTH, base_url=sandbox.url
+            )
+    assert caught.value.retry_after == pytest.approx(3600, abs=5)
+    assert caught.value.host is not None
+    assert caught.value.summary is not None
+    assert caught.value.summary.issued == 0
