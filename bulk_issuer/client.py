@@ -356,7 +356,7 @@ class NavigatrClient:
                     params=params,
                     allow_redirects=False,
                 ) as response:
-                    raw = await response.content.read(_MAX_BODY)
+                    raw = await _read_body(response)
                     body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
                     answer = Answer(response.status, body, response.headers)
         except TimeoutError:
@@ -569,6 +569,21 @@ class NavigatrClient:
                 f"the token endpoint refused the login for {auth.username!r}: {problem} "
                 f"(HTTP {answer.status}). Check NAVIGATR_USER and NAVIGATR_PASS"
             )
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, up to `_MAX_BODY` bytes.
+
+    `StreamReader.read(n)` returns what has arrived so far, not n bytes: a body split over
+    several packets (a page of the assertions list, a slow server) would be cut short.
+    """
+    raw = bytearray()
+    while len(raw) < _MAX_BODY:
+        chunk = await response.content.read(_MAX_BODY - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
 
 
 def _as_unavailable(answer: Answer) -> Answer:
