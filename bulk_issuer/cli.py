@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import glob
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from .errors import (
     EXIT_SOME_FAILED,
     EXIT_USAGE,
     Error,
+    FatalError,
     InputError,
     StoppedError,
     exit_status,
@@ -306,11 +308,13 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         raise UsageError("--offline goes with --dry-run (a run must talk to the API)")
     if args.no_journal or args.file == "-":
         journal = Path(args.journal) if args.journal else None
+    elif args.journal:
+        journal = Path(args.journal)
     else:
-        journal = Path(args.journal) if args.journal else default_journal_path(source, args.badge)
+        journal = _original_journal(source, args.badge) or default_journal_path(source, args.badge)
     failures = Path(args.failures) if args.failures else None
     if failures is None and args.file != "-" and not args.dry_run:
-        failures = Path(source).with_name(Path(source).stem + ".failures.csv")
+        failures = _failures_path(Path(source))
     return IssueSettings(
         file=source,
         label="standard input" if args.file == "-" else args.file,
@@ -332,6 +336,35 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         allow_duplicates=args.allow_duplicates,
         options=_read_options(args),
     )
+
+
+_FAILURES_SUFFIX = ".failures.csv"
+
+
+def _failures_path(source: Path) -> Path:
+    """Where the rows not issued go: `STEM.failures.csv` beside the input; a failures file
+    fed back is rewritten in place (fix, feed back, repeat until it is gone)."""
+    if source.name.endswith(_FAILURES_SUFFIX):
+        return source
+    return source.with_name(source.stem + _FAILURES_SUFFIX)
+
+
+def _original_journal(source: str, badge_id: int | None) -> Path | None:
+    """For a failures file fed back, the journal of the run that wrote it.
+
+    `cohort.failures.csv` came from a run of `cohort.csv` (or `.xlsx`, ...) whose journal
+    is `cohort.csv.badge-ID.journal.db`: the fixes land in that run's records.
+    """
+    path = Path(source)
+    if badge_id is None or not path.name.endswith(_FAILURES_SUFFIX):
+        return None
+    stem = path.name[: -len(_FAILURES_SUFFIX)]
+    found = [
+        candidate
+        for candidate in path.parent.glob(f"{glob.escape(stem)}.*.badge-{badge_id}.journal.db")
+        if not candidate.name.startswith(path.name)
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _credentials(pat_header: str) -> Auth:
@@ -540,18 +573,25 @@ def _issue_run(
         )
         stopped = exc
         summary = issuer.summary
+    if settings.dry_run and (stopped is not None or plan is None):
+        console.error(f"stopped: {stopped}")
+        return exit_status(stopped) if stopped is not None else EXIT_BUG
     if settings.dry_run:
         assert plan is not None
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
         return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
 
     accounting = _results(settings, journal, dialect, started_wall)
-    if summary is not None:
-        console.summary(summary, _title(settings, "Issued"), dry_run=False)
-    if settings.journal is not None:
-        console.say(f"Journal: {settings.journal}")
+    if summary is None:
+        # Stopped before the run began (the preflight): every row stands as the journal says.
+        summary = _summary_of(accounting)
+    console.summary(summary, _title(settings, "Issued"), dry_run=False)
     for line in accounting.written:
         console.say(line)
+    left = (
+        f"{plural(accounting.not_holding, 'learner')} of {accounting.rows} "
+        f"{'does' if accounting.not_holding == 1 else 'do'} not hold the badge yet"
+    )
     if stopped is not None:
         status = exit_status(stopped)
         if isinstance(stopped, sqlite3.Error | OSError):
@@ -559,19 +599,29 @@ def _issue_run(
             console.error(f"stopped: the journal or a results file could not be written: {stopped}")
         elif status != EXIT_BUG:
             console.error(f"stopped: {stopped}")
-        console.error(
-            f"{plural(accounting.not_holding, 'learner')} of {accounting.rows} do not hold the "
-            "badge yet; rerun the same command to go on (nothing will be sent twice)"
-        )
+        then = "fix that, then rerun" if isinstance(stopped, FatalError) else "rerun"
+        console.error(f"{left}; {then} the same command to go on (nothing is sent twice)")
         return status
-    assert summary is not None
     if summary.interrupted:
         console.error(
-            f"interrupted: {plural(accounting.not_holding, 'learner')} of {accounting.rows} do "
-            "not hold the badge yet; rerun the same command to finish (nothing is sent twice)"
+            f"interrupted: {left}; rerun the same command to finish (nothing is sent twice)"
         )
         return EXIT_INTERRUPTED
+    if accounting.not_holding:
+        console.error(f"{left}: see the reasons above; rerun the same command to retry them")
     return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
+
+
+def _summary_of(accounting: Accounting) -> Summary:
+    return Summary(
+        issued=0,
+        already_held=accounting.already_held,
+        skipped=accounting.issued,
+        failed=accounting.failed,
+        invalid=accounting.invalid,
+        unconfirmed=accounting.unconfirmed,
+        not_attempted=accounting.not_attempted,
+    )
 
 
 class _Declined(Exception):

@@ -111,7 +111,10 @@ def account(
             "issued now", earlier ones "issued earlier".
     """
     tally = Accounting()
-    failures_writer = FailuresWriter(Path(failures), dialect) if failures else None
+    # Written beside the target and moved into place at the end: the input itself may be
+    # a failures file being fed back (the same path), and a crash leaves the old file whole.
+    staging = Path(failures).with_name(f".{Path(failures).name}.partial") if failures else None
+    failures_writer = FailuresWriter(staging, dialect) if staging is not None else None
     successes_writer = SuccessWriter(Path(successes)) if successes else None
     try:
         for row, category, reason, entry in _rows(learners, journal, badge_id, options):
@@ -131,16 +134,22 @@ def account(
             failures_writer.close()
         if successes_writer is not None:
             successes_writer.close()
-    if failures:
+    if failures and staging is not None:
         path = Path(failures)
         if tally.not_holding:
+            os.replace(staging, path)
             tally.failures_path = path
             tally.written.append(
                 f"Rows not issued ({tally.not_holding}): {path} "
                 "(fix them and feed the file back, or rerun the same command)"
             )
         else:
-            path.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
+            if path.exists():
+                path.unlink()
+                tally.written.append(
+                    f"Removed {path}: every row of an earlier run's failures now holds the badge"
+                )
     if successes:
         tally.successes_path = Path(successes)
         tally.written.append(
