@@ -414,13 +414,25 @@ class NavigatrClient:
             if pause >= _LONG_WAIT:
                 self._emit(Waiting(pause, f"the server rate-limited a request ({step.why})"))
             return True
-        if step.wait >= _LONG_WAIT:
-            self._emit(Waiting(step.wait, f"{self.host}: {step.why}"))
+        wait = self._within_limit(kind, step.wait)
+        if wait >= _LONG_WAIT:
+            self._emit(Waiting(wait, f"{self.host}: {step.why}"))
         if hint is not None:
             # The server said when to come back: nobody should knock before then.
             self.pacer.pause(hint)
-        await self.sleep(step.wait)
+        await self.sleep(wait)
         return True
+
+    def _within_limit(self, kind: str, wait: float) -> float:
+        """`wait`, cut so that the next try comes no later than the end of what the policy
+        rides out: a long backoff must not carry the run past the time it should stop."""
+        since = self._health.down_since.get(kind)
+        if since is None:
+            return wait
+        limit = self.policy.outage
+        if not self._health.ever_reached:
+            limit = min(limit, self.policy.unreachable)
+        return min(wait, max(since + limit - anyio.current_time(), 0.0))
 
     def note_unanswered(self, path: str, why: str) -> bool:
         """An issue call went unanswered or drew a 500/502/504: count it against its health.
