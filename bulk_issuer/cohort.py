@@ -22,6 +22,8 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from .client import Stopping
+from .errors import StoppedError
 from .events import HoldersLoaded
 from .executor import Badge, Context, Job, already_done, settle
 from .flow import LearnerFlow
@@ -127,7 +129,14 @@ class Cohort:
         badge_id = learner.badge_id or self.badge_id
         assert badge_id is not None
         if not self.stopping.is_set():
-            await self._know_badge(badge_id)
+            try:
+                await self._know_badge(badge_id)
+            except StoppedError as exc:
+                # The holders list stayed unavailable (or the credentials were refused):
+                # the run stops, and this row and the rest are accounted for below.
+                ctx.stop_with(exc)
+            except Stopping:
+                pass
         done, entry = already_done(ctx, row, badge_id)
         if done is not None:
             if done.status is Status.HELD:
