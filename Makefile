@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check bulk_issuer tests benchmarks
-	$(BIN)/ruff format --check bulk_issuer tests benchmarks
+	$(BIN)/ruff check bulk_issuer tests benchmarks examples
+	$(BIN)/ruff format --check bulk_issuer tests benchmarks examples
 	$(BIN)/mypy
 
 bench: $(STAMP)
