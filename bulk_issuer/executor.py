@@ -286,6 +286,10 @@ def _record(ctx: Context, job: Job, finish: Finish) -> Outcome:
             assertion_id=finish.assertion_id,
             flags=",".join(finish.flags) or None,
         )
+    elif state is None and job.sends and not job.maybe_sent:
+        # Not attempted after all (a 401/403/404 stopped the run): every send of this run
+        # was answered and refused, so the learner stands as before, not `sending`.
+        ctx.journal.restore(job.badge_id, job.learner.key, job.entry)
     outcome = _outcome(
         job.row,
         job.badge_id,
