@@ -36,6 +36,7 @@ class CsvTable:
         delimiter: The delimiter used.
         notes: What was detected, in words for a person (the encoding's notes first).
         sep_line: The file started with Excel's `sep=;` line.
+        header_row: The header's row number (after blank lines, not counting `sep=`).
         records: (row number, cells, lines the record spanned), blank rows left out.
     """
 
@@ -43,6 +44,7 @@ class CsvTable:
     delimiter: str
     notes: tuple[str, ...]
     sep_line: bool
+    header_row: int
     records: Iterator[tuple[int, list[str], int]]
 
 
@@ -112,6 +114,7 @@ def open_csv(
         chosen,
         tuple(found_notes),
         sep_line,
+        number,
         _records(reader, number, name, codec),
     )
 

@@ -485,7 +485,7 @@ def _open_csv(
         builder.set_header(table.header)
     except InputError as exc:
         hint = delimiter_hint(table.header, table.delimiter)
-        raise InputError(f"{name}: {exc}{hint}", path=name) from None
+        raise InputError(f"{name}: {exc}{hint}", row=table.header_row, path=name) from None
     notes = table.notes
     fed_back = builder.plan is not None and builder.plan.row is not None
     if fed_back:

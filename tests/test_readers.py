@@ -262,6 +262,7 @@ def test_missing_column_error_names_file_and_suggests_delimiter(tmp_path: Path) 
     assert message.startswith(f"{path}: no first-name column found.")
     assert "'First Name;Email'" in message
     assert "if the file uses ';', pass --delimiter" in message
+    assert (caught.value.row, caught.value.path) == (1, str(path))
 
 
 def test_broken_workbooks_and_json_arrays_are_refused_with_advice(tmp_path: Path) -> None:
