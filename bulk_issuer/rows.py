@@ -128,7 +128,8 @@ class RowBuilder:
                         "row",
                         ", ".join(overflow),
                         f"this row has {len(cells)} values but the header has {width} "
-                        f"columns; a value that contains the delimiter must be in quotes",
+                        f"columns; in a CSV file a value that contains the delimiter must be "
+                        f"in quotes, in a workbook every column with values needs a header",
                     )
                 )
         values: list[object] = list(cells) if len(cells) >= width else [""] * width

@@ -234,3 +234,12 @@ def test_first_visible_sheet_is_read(tmp_path: Path) -> None:
     with open_source(path) as source:
         assert source.dialect.sheet == "Learners"
         assert [row.ok for row in source] == [True, True]
+
+
+def test_values_beyond_the_header_are_a_problem_not_lost(tmp_path: Path) -> None:
+    """A value in a column without a header makes that row invalid, kept in its fields."""
+    rows = [["First Name", "Email"], ["Ann", "ann@example.org", "stray"]]
+    (row,) = _read(_xlsx(tmp_path / "wide.xlsx", {"S": rows}))
+    assert not row.ok
+    assert "every column with values needs a header" in row.problems[0].message
+    assert row.fields["(column 3)"] == "stray"
