@@ -49,14 +49,15 @@ async def issue_badges(
         auth: `PersonalAccessToken(...)` or `PasswordAuth(user, password)`.
         base_url: the API root.
         rate: the server's budget, like `"5/2s"`; None for no pacing.
-        journal: an SQLite path that makes a rerun resume; None for none.
+        journal: an SQLite path (or an open `Journal`) that makes a rerun resume; None
+            keeps the state in memory for this call only.
         workers: concurrent learners; the default suits the rate.
         policy: retries, deadlines, how long an outage is ridden out.
         allow_duplicates: do not look up who already holds the badge.
         on_event: called with every typed event (`bulk_issuer.events`).
         on_outcome: called with each learner's `Outcome`.
-        logger: a structlog-style logger; by default the library prints nothing unless
-            the application configured structlog or logging.
+        logger: a structlog-style logger, or a standard `logging.Logger`; by default the
+            library prints nothing unless the application configured structlog or logging.
         read_options: how to read files (delimiter, encoding, column map, sheet, ...).
         margin: seconds of network jitter the pacer leaves in every window.
 
@@ -69,6 +70,7 @@ async def issue_badges(
         UnavailableError: the API could not be reached or stayed unavailable; `.summary`
             has the counts; a rerun with the same journal resumes.
         InputError: the input cannot be read.
+        JournalError: the journal is in use by another run, or is not a journal.
     """
     async with BadgeIssuer(
         auth=auth,
@@ -109,11 +111,39 @@ def issue_badges_sync(
     Takes the same arguments and returns the same summary. From a plain script it runs its
     own event loop; called where an event loop is already running in this thread (a
     notebook, an async framework calling sync code), it runs the issuing in a thread of
-    its own with its own loop and waits for it, so it never deadlocks that loop. Callbacks
+    its own with its own loop and waits for it, so it never deadlocks that loop (which is
+    blocked meanwhile: in async code, `await issue_badges(...)` instead). Callbacks
     (`on_event`, `on_outcome`) then run on that thread.
 
+    Args:
+        learners: a CSV, JSON Lines or workbook path, or an (async) iterable of `Learner`
+            or dict rows (with any of the column names the README lists).
+        badge_id: the badge, the number in its URL; a row's own `badge_id` wins.
+        auth: `PersonalAccessToken(...)` or `PasswordAuth(user, password)`.
+        base_url: the API root.
+        rate: the server's budget, like `"5/2s"`; None for no pacing.
+        journal: an SQLite path (or an open `Journal`) that makes a rerun resume; None
+            keeps the state in memory for this call only.
+        workers: concurrent learners; the default suits the rate.
+        policy: retries, deadlines, how long an outage is ridden out.
+        allow_duplicates: do not look up who already holds the badge.
+        on_event: called with every typed event (`bulk_issuer.events`).
+        on_outcome: called with each learner's `Outcome`.
+        logger: a structlog-style logger, or a standard `logging.Logger`; by default the
+            library prints nothing unless the application configured structlog or logging.
+        read_options: how to read files (delimiter, encoding, column map, sheet, ...).
+        margin: seconds of network jitter the pacer leaves in every window.
+
+    Returns:
+        The counts: every row is in exactly one of issued, already_held, skipped, failed,
+        invalid, unconfirmed, not_attempted.
+
     Raises:
-        The same as `issue_badges`.
+        FatalError: the credentials or the badge were refused; `.summary` has the counts.
+        UnavailableError: the API could not be reached or stayed unavailable; `.summary`
+            has the counts; a rerun with the same journal resumes.
+        InputError: the input cannot be read.
+        JournalError: the journal is in use by another run, or is not a journal.
     """
     call = issue_badges(
         learners,

@@ -96,10 +96,10 @@ class BadgeIssuer:
         allow_duplicates: do not look up who already holds the badge before issuing.
         on_event: called with every typed event (outcomes, retries, waits, run start/end).
         on_outcome: called with each learner's `Outcome` as it is decided.
-        logger: a structlog-style logger for the events; False for none. By default the
-            library is quiet: it logs to `structlog.get_logger("bulk_issuer")` only if the
-            application configured structlog, or to the standard `bulk_issuer` logger if
-            logging has a handler for it.
+        logger: a structlog-style logger (or a standard `logging.Logger`) for the events;
+            False for none. By default the library is quiet: it logs to
+            `structlog.get_logger("bulk_issuer")` only if the application configured
+            structlog, or to the standard `bulk_issuer` logger if logging has a handler.
         read_options: how to read files (delimiter, encoding, column map, consent column).
         margin: seconds of network jitter the pacer leaves in every window.
 
@@ -217,6 +217,12 @@ class BadgeIssuer:
 
         Sends no issue call. The holders are kept for the run that follows.
 
+        Args:
+            badge_id: the badge, the number in its URL.
+
+        Returns:
+            What was found: the badge's name, whether the API confirmed it, the holders.
+
         Raises:
             CredentialsRejected: the credentials were refused.
             FatalError: the badge is unknown or forbidden to these credentials.
@@ -276,8 +282,18 @@ class BadgeIssuer:
         Unless `offline`, the credentials and the badge are checked and the holders loaded
         first (`preflight`). Learners that would be sent are counted as `not_attempted`.
 
+        Args:
+            learners: as for `run`.
+            badge_id: the badge; a learner's own `badge_id` wins.
+            offline: check the input only, without asking the server anything.
+
+        Returns:
+            The counts the run would start from: invalid rows, learners done by an earlier
+            run (skipped) or already holding the badge, the rest not attempted.
+
         Raises:
             CredentialsRejected, FatalError, UnavailableError: as `preflight`.
+            InputError: the input cannot be read.
         """
         if not offline and badge_id is not None:
             await self.preflight(badge_id)
@@ -320,6 +336,15 @@ class BadgeIssuer:
 
         Every row ends in exactly one count of the summary. Ask `stop()` from another task
         (or a signal handler) to end it early and cleanly.
+
+        Args:
+            learners: a CSV, JSON Lines or workbook path, or an (async) iterable of
+                `Learner` or dict rows (with any of the column names the README lists).
+            badge_id: the badge, the number in its URL; a learner's own `badge_id` wins.
+
+        Returns:
+            The counts: every row is in exactly one of issued, already_held, skipped,
+            failed, invalid, unconfirmed, not_attempted. Also kept as `self.summary`.
 
         Raises:
             FatalError: the credentials or the badge were refused (`.summary` has the counts).
