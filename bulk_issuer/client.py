@@ -279,8 +279,13 @@ class NavigatrClient:
 
     # -- the steps ---------------------------------------------------------------------
 
-    async def slot(self, *, login: bool = False) -> Ticket:
+    async def slot(self, *, login: bool = False, again: bool = False) -> Ticket:
         """Wait for a pacer slot and a valid credential.
+
+        Args:
+            login: the slot is for the token call (ahead of every other request).
+            again: the request was rate-limited before: it goes ahead of fresh requests,
+                so that the same requests do not lose every round after a pause.
 
         Raises:
             Stopping: the run is stopping; nothing may leave now.
@@ -294,7 +299,7 @@ class NavigatrClient:
         # for this request's slot, then read the token. A token that went stale while this
         # request queued costs the slot: sending later than the slot would break the spacing.
         # After a few tries the newest token goes anyway: a 401 still refreshes and resends.
-        urgent = False
+        urgent = again
         for attempt in range(3):
             await self.tokens.ensure_fresh()
             await self._acquire(urgent=urgent)
@@ -514,7 +519,7 @@ class NavigatrClient:
         """
         retry = self.retries_for()
         while True:
-            ticket = await self.slot()
+            ticket = await self.slot(again=retry.limited > 0)
             outcome: Answer | NotSent
             try:
                 outcome = await self.send(ticket, method, path, params=params, body=body)

@@ -218,7 +218,7 @@ async def _exchange_loop(
 ) -> Finish | Send | Verify | Wait:
     client = ctx.client
     while True:
-        ticket = await client.slot()
+        ticket = await client.slot(again=retry.limited > 0)
         job.attempts += 1
         job.sends += 1
         ctx.journal.mark_sending(

@@ -37,6 +37,7 @@ def server() -> SandboxConfig:
 def kill_midway(cohort: Path, sandbox: Sandbox, after: float) -> None:
     """Start the command in a child process; SIGKILL it `after` seconds into its sending."""
     argv = child_argv(cohort, sandbox.url, "-q", "--rate", RATE)
+
     def issue_calls() -> int:
         return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
 
