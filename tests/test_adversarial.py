@@ -1,0 +1,747 @@
+"""Issue 9, point by point: the engine against an adversarial server on a real loopback socket.
+
+Each test names the point of issue 9 it proves. Library runs are on fake loop time
+(looptime), so an hour-long Retry-After or a 30 s outage costs no real time; the few
+command-line runs use an unlimited sandbox in a thread and finish in well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import bulk_issuer
+from bulk_issuer import (
+    BadgeIssuer,
+    CredentialsRejected,
+    FatalError,
+    InputError,
+    PasswordAuth,
+    PersonalAccessToken,
+    Status,
+    UnavailableError,
+)
+from bulk_issuer.cli import main
+from bulk_issuer.errors import exit_status
+from bulk_issuer.events import Event, Waiting
+from bulk_issuer.journal import Journal, State
+from bulk_issuer.outcomes import Outcome, Summary
+from bulk_issuer.retry import RetryPolicy
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
+from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
+
+PAT = "sandbox-demo-pat"
+USER, PASSWORD = "demo@example.com", "demo-password"
+
+#: Lookup shapes that prove nothing: the engine must not take them for "not held".
+UNREADABLE = ["bare_list", "data", "results", "email_key", "html"]
+#: Shapes it can read, though not the documented one (or not filtered by address).
+READABLE = ["items", "no_pages", "pages_na", "ignore_email_filter"]
+
+
+def cohort(n: int, start: int = 0) -> list[dict[str, str]]:
+    """n valid learners as dict rows."""
+    return [
+        {"First Name": f"Learner{i}", "Last Name": "Zoë", "Email": f"learner{i}@example.org"}
+        for i in range(start, start + n)
+    ]
+
+
+def emails(rows: Sequence[dict[str, str]]) -> list[str]:
+    """The rows' addresses."""
+    return [row["Email"] for row in rows]
+
+
+def issue_calls(sandbox: Sandbox) -> list[float]:
+    """Arrival times of the issue calls the sandbox saw."""
+    return [r.arrived_at for r in sandbox.requests if r.kind == "issue"]
+
+
+class Recorder:
+    """Every event and outcome of a run."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """The learners' outcomes."""
+        return [e for e in self.events if isinstance(e, Outcome)]
+
+    def of(self, status: Status) -> list[Outcome]:
+        """The outcomes with `status`."""
+        return [o for o in self.outcomes if o.status is status]
+
+
+async def issue(
+    sandbox: Sandbox,
+    learners: Sequence[dict[str, str]],
+    recorder: Recorder | None = None,
+    **kw: Any,
+) -> Summary:
+    """The library call against the sandbox, with a PAT unless `auth` is given."""
+    kw.setdefault("auth", PersonalAccessToken(PAT))
+    return await bulk_issuer.issue_badges(
+        list(learners),
+        badge_id=51,
+        base_url=sandbox.url,
+        on_event=recorder,
+        **kw,
+    )
+
+
+async def issue_file(sandbox: Sandbox, path: Path) -> Summary:
+    """The library call on a file, unpaced."""
+    return await bulk_issuer.issue_badges(
+        str(path), badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url, rate=None
+    )
+
+
+def journal_states(path: Path) -> dict[str, State]:
+    """Each learner's state in a journal file."""
+    with Journal(path) as journal:
+        return {entry.email or "": entry.state for entry in journal.entries(*State)}
+
+
+@pytest.fixture
+def pat_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials as a user sets them: a PAT in the environment."""
+    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NAVIGATR_PAT", PAT)
+
+
+def cli(argv: list[str]) -> int:
+    """The exit status of `bulk-issuer ARGV`."""
+    try:
+        return main(argv)
+    except SystemExit as exc:  # pragma: no cover - argparse errors
+        return int(exc.code or 0)
+
+
+#: The CLI's signal task group (`cli._with_signals`) wraps what `BadgeIssuer.run` raises in an
+#: ExceptionGroup, so the CLI reports "internal error: ExceptionGroup" (exit 70) instead of the
+#: cause. Fix (cli.py, not ours to edit): unwrap it as `engine.run` does. Strict: it fails
+#: as soon as the fix lands, to be removed then.
+CLI_GROUP_BUG = pytest.mark.xfail(
+    strict=True, reason="cli._with_signals wraps the run's error in an ExceptionGroup"
+)
+
+
+#: The first issue call is processed, then answered 500: its learner must be looked up.
+DROPPED_REPLY = ScriptedAnswer("issue", 500, commit=True, times=1)
+
+
+# -- 1. a lookup answer that proves nothing is never "not held" -----------------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shape", UNREADABLE)
+async def test_1_unreadable_lookup_after_a_dropped_reply_is_unconfirmed(shape: str) -> None:
+    """Point 1: an unreadable lookup after a dropped reply: not resent, reported unconfirmed."""
+    config = SandboxConfig(lookup_shape=shape, scripted=[DROPPED_REPLY])  # type: ignore[arg-type]
+    learners = cohort(6)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(sandbox, learners, recorder)
+    assert sandbox.duplicates() == {}
+    assert (summary.issued, summary.unconfirmed, summary.failed) == (5, 1, 0)
+    assert summary.total == 6
+    assert not summary.ok
+    (unconfirmed,) = recorder.of(Status.UNCONFIRMED)
+    assert sandbox.issued_count(51, unconfirmed.email) == 1
+    assert "not sent again" in (unconfirmed.reason or "")
+    assert all(sandbox.issued_count(51, e) == 1 for e in emails(learners))
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shape", READABLE)
+async def test_1_readable_lookup_after_a_dropped_reply_verifies(shape: str) -> None:
+    """Point 1: a readable lookup (any paging, filter ignored) settles the dropped reply."""
+    config = SandboxConfig(lookup_shape=shape, scripted=[DROPPED_REPLY])  # type: ignore[arg-type]
+    learners = cohort(6)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(sandbox, learners, recorder)
+    assert sandbox.duplicates() == {}
+    assert summary.issued == 6
+    assert summary.ok
+    verified = [o for o in recorder.outcomes if "verified" in o.flags]
+    assert len(verified) == 1
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shape", [*UNREADABLE, "forbidden", "missing"])
+async def test_1_resend_unconfirmed_resends_and_flags(shape: str) -> None:
+    """Point 1: with resend_unconfirmed the learner is sent again, and flagged for it."""
+    lookup = shape if shape in ("forbidden", "missing") else "ok"
+    lookup_shape = "items" if shape in ("forbidden", "missing") else shape
+    config = SandboxConfig(
+        lookup=lookup,  # type: ignore[arg-type]
+        lookup_shape=lookup_shape,  # type: ignore[arg-type]
+        scripted=[DROPPED_REPLY],
+    )
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(
+            sandbox, cohort(4), recorder, policy=RetryPolicy(resend_unconfirmed=True)
+        )
+    assert summary.issued == 4
+    flagged = [o for o in recorder.outcomes if "resent_unverified" in o.flags]
+    assert [o.flags for o in flagged] == [("resent_unverified",)]
+    # The resend made the duplicate the switch accepts: one learner, twice, and said so.
+    assert sandbox.duplicates() == {(51, flagged[0].email.lower()): 2}
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("lookup", ["forbidden", "missing"])
+async def test_1_refused_lookup_endpoint_is_unconfirmed_not_resent(lookup: str) -> None:
+    """Point 1: the lookup refused (403/404): the dropped reply's learner is not resent."""
+    config = SandboxConfig(lookup=lookup, scripted=[DROPPED_REPLY])  # type: ignore[arg-type]
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(sandbox, cohort(5))
+    assert sandbox.duplicates() == {}
+    assert (summary.issued, summary.unconfirmed) == (4, 1)
+
+
+@pytest.mark.looptime
+async def test_1_lookup_that_stays_down_is_unconfirmed_not_resent() -> None:
+    """Point 1: the lookup endpoint down (503) for good: not resent, the run stops (exit 4)."""
+    config = SandboxConfig(
+        scripted=[DROPPED_REPLY, ScriptedAnswer("lookup", 503, skip=1)],
+    )
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        with pytest.raises(UnavailableError, match="assertions list") as caught:
+            await issue(sandbox, cohort(5), recorder, policy=RetryPolicy(outage=30))
+    assert sandbox.duplicates() == {}
+    assert exit_status(caught.value) == 4
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.total == 5
+    assert summary.failed == 0
+    assert summary.unconfirmed == 1
+
+
+@pytest.mark.looptime
+async def test_1_server_ignoring_the_email_filter_with_many_holders() -> None:
+    """Point 1: the filter ignored and 150 other holders: the whole list is read, no duplicate."""
+    others = [f"other{i}@example.org" for i in range(150)]
+    config = SandboxConfig(lookup_shape="ignore_email_filter", scripted=[DROPPED_REPLY])
+    learners = cohort(5)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        sandbox.preload(51, others)
+        summary = await issue(sandbox, learners, recorder)
+    assert sandbox.duplicates() == {}
+    assert summary.issued == 5
+    assert [o.flags for o in recorder.outcomes if o.flags] == [("verified",)]
+
+
+@pytest.mark.usefixtures("pat_env")
+@pytest.mark.parametrize("shape", ["bare_list", "html"])
+def test_1_cli_exits_1_for_an_unconfirmed_learner_and_resends_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: str
+) -> None:
+    """Point 1 through the CLI: exit 1 naming the unconfirmed learner; --resend-unconfirmed
+    on the rerun sends it again (flagged) and exits 0."""
+    rows = good_rows(4)
+    path = write_cohort(tmp_path / "cohort.csv", rows)
+    config = SandboxConfig(rate=None, lookup_shape=shape, scripted=[DROPPED_REPLY])  # type: ignore[arg-type]
+    with sandbox_thread(config) as sandbox:
+        args = issue_args(path, sandbox.url, "--rate", "none")
+        assert cli(args) == 1
+        out, err = capsys.readouterr()
+        assert sandbox.duplicates() == {}
+        assert "unconfirmed" in out + err
+        assert cli([*args, "--resend-unconfirmed"]) == 0
+        _, err = capsys.readouterr()
+        assert len(sandbox.duplicates()) == 1
+        assert all(sandbox.issued_count(51, row[2]) >= 1 for row in rows)
+
+
+# -- 2. paging without `pages` ----------------------------------------------------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shape", ["no_pages", "pages_na"])
+async def test_2_paging_without_pages_reads_every_holder(shape: str) -> None:
+    """Point 2: 160 learners, 150 holders, no usable `pages`: 0 duplicates, no crash."""
+    learners = cohort(160)
+    async with run_sandbox(SandboxConfig(lookup_shape=shape, rate=None)) as sandbox:  # type: ignore[arg-type]
+        sandbox.preload(51, emails(learners)[:150])
+        summary = await issue(sandbox, learners, rate=None)
+    assert sandbox.duplicates() == {}
+    assert (summary.issued, summary.already_held) == (10, 150)
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shape", ["no_pages", "pages_na", "items"])
+async def test_2_paging_small_pages(shape: str) -> None:
+    """Point 2: a server that pages by 7 whatever is asked: every holder is still found."""
+    learners = cohort(40)
+    config = SandboxConfig(lookup_shape=shape, lookup_max_size=7, rate=None)  # type: ignore[arg-type]
+    async with run_sandbox(config) as sandbox:
+        sandbox.preload(51, emails(learners)[:33])
+        summary = await issue(sandbox, learners, rate=None)
+    assert sandbox.duplicates() == {}
+    assert (summary.issued, summary.already_held) == (7, 33)
+
+
+# -- 3. a deadline for every request ----------------------------------------------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("fault", ["trickle", "hang"])
+async def test_3_a_trickling_or_hung_issue_reply_meets_its_deadline(fault: str) -> None:
+    """Point 3: an issue reply that trickles (1 byte / 5 s) or never comes: the deadline
+    fires, the lookup finds the badge, each learner issued exactly once."""
+    config = SandboxConfig(
+        trickle={"issue": 5.0} if fault == "trickle" else {},
+        hang=frozenset({"issue"}) if fault == "hang" else frozenset(),
+    )
+    learners = cohort(3)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        loop_start = anyio.current_time()
+        summary = await issue(sandbox, learners, recorder, policy=RetryPolicy(deadline=10))
+        took = anyio.current_time() - loop_start
+    assert summary.issued == 3
+    assert all(o.flags == ("verified",) for o in recorder.outcomes)
+    assert all(sandbox.issued_count(51, e) == 1 for e in emails(learners))
+    assert sandbox.duplicates() == {}
+    assert len(issue_calls(sandbox)) == 3
+    assert took < 60
+
+
+@pytest.mark.looptime
+async def test_3_a_slow_but_steady_reply_is_read_whole() -> None:
+    """Point 3: a lookup page arriving in many small pieces (within the deadline) is read
+    whole, not cut at the first packet: its holders are found and skipped."""
+    learners = cohort(6)
+    async with run_sandbox(SandboxConfig(trickle={"lookup": 0.005})) as sandbox:
+        sandbox.preload(51, emails(learners)[:4])
+        summary = await issue(sandbox, learners, policy=RetryPolicy(deadline=60))
+    assert (summary.issued, summary.already_held) == (2, 4)
+    assert sandbox.duplicates() == {}
+
+
+# -- 4. bounded retries on one request path; outages ridden out -------------------------------
+
+
+@pytest.mark.looptime
+async def test_4_token_endpoint_429_forever_is_bounded() -> None:
+    """Point 4: a token endpoint answering 429 for ever: the run stops (exit 4), few calls."""
+    config = SandboxConfig(scripted=[ScriptedAnswer("token", 429)])
+    async with run_sandbox(config) as sandbox:
+        start = anyio.current_time()
+        with pytest.raises(UnavailableError, match="token endpoint") as caught:
+            await issue(sandbox, cohort(5), auth=PasswordAuth(USER, PASSWORD))
+        took = anyio.current_time() - start
+    assert exit_status(caught.value) == 4
+    assert sandbox.token_calls <= 40
+    assert issue_calls(sandbox) == []
+    assert took <= RetryPolicy().outage + 30
+
+
+@pytest.mark.looptime
+async def test_4_token_endpoint_down_30s_is_ridden_out() -> None:
+    """Point 4: the token endpoint answering 503 for 30 s: ridden out, everyone issued."""
+    config = SandboxConfig(scripted=[ScriptedAnswer("token", 503, for_seconds=30)])
+    learners = cohort(5)
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(sandbox, learners, auth=PasswordAuth(USER, PASSWORD))
+    assert summary.issued == 5
+    assert summary.ok
+    assert sandbox.duplicates() == {}
+    assert any(r.kind == "token" and r.status == 503 for r in sandbox.requests)
+
+
+@pytest.mark.looptime
+async def test_4_refused_login_is_exit_3() -> None:
+    """Point 4: a refused login stays a refused login (exit 3), after few token calls."""
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(CredentialsRejected) as caught:
+            await issue(sandbox, cohort(5), auth=PasswordAuth(USER, "wrong"))
+    assert exit_status(caught.value) == 3
+    assert sandbox.token_calls <= 3
+    assert issue_calls(sandbox) == []
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("kind", ["lookup", "issue", "any"])
+@pytest.mark.parametrize("status", [503, 502])
+async def test_4_an_endpoint_down_30s_is_ridden_out(kind: str, status: int) -> None:
+    """Point 4: the lookups, the issue calls or everything down for 30 s: ridden out, each
+    learner issued exactly once."""
+    config = SandboxConfig(scripted=[ScriptedAnswer(kind, status, for_seconds=30)])  # type: ignore[arg-type]
+    learners = cohort(8)
+    async with run_sandbox(config) as sandbox:
+        summary = await issue(sandbox, learners, auth=PasswordAuth(USER, PASSWORD))
+    assert summary.issued == 8
+    assert summary.ok
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, e) == 1 for e in emails(learners))
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("kind", ["lookup", "issue"])
+async def test_4_an_endpoint_that_stays_down_ends_the_run_with_exit_4(kind: str) -> None:
+    """Point 4: an endpoint that stays down ends the run with its own message and exit 4,
+    with every row accounted for and nothing marked failed."""
+    config = SandboxConfig(scripted=[ScriptedAnswer(kind, 503)])  # type: ignore[arg-type]
+    async with run_sandbox(config) as sandbox:
+        start = anyio.current_time()
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(8))
+        took = anyio.current_time() - start
+    assert exit_status(caught.value) == 4
+    assert "unavailable" in str(caught.value)
+    assert took <= RetryPolicy().outage + 40
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.total == 8
+    assert summary.failed == 0
+    assert sandbox.duplicates() == {}
+
+
+# -- 5. an API that cannot be reached ---------------------------------------------------------
+
+
+@pytest.mark.looptime
+async def test_5_nothing_listening_stops_within_30s_naming_host_and_error(tmp_path: Path) -> None:
+    """Point 5: nothing listens at the address: the run stops within about 30 s of loop time,
+    names the host and "refused", marks nobody failed, and a rerun resumes."""
+    journal = tmp_path / "run.db"
+    learners = cohort(20)
+    start = anyio.current_time()
+    with pytest.raises(UnavailableError) as caught:
+        await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url="http://127.0.0.1:1",
+            journal=journal,
+        )
+    took = anyio.current_time() - start
+    assert took <= 30
+    message = str(caught.value)
+    assert "127.0.0.1" in message
+    assert "refused" in message
+    assert exit_status(caught.value) == 4
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.failed == 0
+    assert summary.total == 20
+    assert State.FAILED not in journal_states(journal).values()
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        again = await issue(sandbox, learners, journal=journal)
+    assert again.issued == 20
+    assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+async def test_5_an_unresolvable_host_stops_naming_the_dns_error() -> None:
+    """Point 5: a name that cannot resolve (.invalid, answered by the resolver at once)."""
+    start = anyio.current_time()
+    with pytest.raises(UnavailableError) as caught:
+        await bulk_issuer.issue_badges(
+            cohort(3),
+            badge_id=51,
+            auth=PersonalAccessToken(PAT),
+            base_url="https://navigatr-sandbox.invalid",
+        )
+    assert anyio.current_time() - start <= 30
+    message = str(caught.value)
+    assert "navigatr-sandbox.invalid" in message
+    assert "DNS" in message or "resolve" in message
+    assert exit_status(caught.value) == 4
+
+
+@pytest.mark.usefixtures("pat_env")
+def test_5_cli_unreachable_exits_4_and_says_what_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point 5 through the CLI (real time, kept short by a policy of 1 s): exit 4 naming the
+    host and the error, the summary printed, nothing marked failed."""
+    short = functools.partial(RetryPolicy, unreachable=1.0, base=0.05, cap=0.2)
+    monkeypatch.setattr("bulk_issuer.cli.RetryPolicy", short)
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    journal = tmp_path / "run.db"
+    args = issue_args(path, "http://127.0.0.1:1", "--journal", str(journal))
+    status = cli(args)
+    _, err = capsys.readouterr()
+    assert status == 4
+    assert "127.0.0.1" in err
+    assert "refused" in err
+    if journal.exists():
+        assert State.FAILED not in journal_states(journal).values()
+
+
+# -- 6. Retry-After: capped, shown, and a clean stop past the cap -----------------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("status", [429, 503])
+async def test_6_an_hour_long_retry_after_stops_cleanly(status: int) -> None:
+    """Point 6: Retry-After 3600 on a 429 or a 503: no hour-long wait; the run stops (exit 4)
+    saying when to rerun, every row accounted for, nothing failed."""
+    hour = ScriptedAnswer("issue", status, headers={"Retry-After": "3600"}, skip=2)
+    async with run_sandbox(SandboxConfig(scripted=[hour])) as sandbox:
+        start = anyio.current_time()
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(10))
+        took = anyio.current_time() - start
+    assert took < 30
+    assert exit_status(caught.value) == 4
+    assert caught.value.retry_after == 3600
+    assert "1.0 h" in str(caught.value)
+    assert "rerun after" in str(caught.value)
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.total == 10
+    assert summary.issued == 2
+    assert summary.failed == 0
+    assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("status", [429, 503])
+async def test_6_a_30s_retry_after_is_shown_and_honoured(status: int) -> None:
+    """Point 6: Retry-After 30: a Waiting event says so, and no issue call comes sooner."""
+    wait = ScriptedAnswer("issue", status, headers={"Retry-After": "30"}, skip=1, times=1)
+    recorder = Recorder()
+    async with run_sandbox(SandboxConfig(scripted=[wait])) as sandbox:
+        summary = await issue(sandbox, cohort(4), recorder)
+    assert summary.issued == 4
+    waits = [e for e in recorder.events if isinstance(e, Waiting)]
+    assert waits
+    assert waits[0].seconds == pytest.approx(30, abs=1)
+    refused = next(r for r in sandbox.requests if r.status == status)
+    later = [r.arrived_at for r in sandbox.requests if r.arrived_at > refused.arrived_at]
+    assert later
+    assert min(later) >= refused.arrived_at + 30 - 0.5
+    assert sandbox.duplicates() == {}
+
+
+@CLI_GROUP_BUG
+@pytest.mark.usefixtures("pat_env")
+def test_6_cli_hour_long_retry_after_exits_4_with_when_to_rerun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Point 6 through the CLI: exit 4 at once, the message says how long and to rerun."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    hour = ScriptedAnswer("issue", 429, headers={"Retry-After": "3600"})
+    with sandbox_thread(SandboxConfig(rate=None, scripted=[hour])) as sandbox:
+        assert cli(issue_args(path, sandbox.url, "--rate", "none")) == 4
+    _, err = capsys.readouterr()
+    assert "1.0 h" in err
+    assert "rerun" in err
+
+
+# -- 7. a fatal stop keeps the answers already on the wire ------------------------------------
+
+
+@pytest.mark.looptime
+async def test_7_a_403_mid_run_records_the_answers_on_the_wire(tmp_path: Path) -> None:
+    """Point 7: a 403 while other issue calls are on the wire: their answers are recorded,
+    the summary's issued equals the server's count, nobody is left `sending` unexplained."""
+    journal = tmp_path / "run.db"
+    config = SandboxConfig(
+        rate=None, latency=(0.2, 0.6), seed=7, scripted=[ScriptedAnswer("issue", 403, skip=6)]
+    )
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        with pytest.raises(FatalError, match="not permitted") as caught:
+            await issue(sandbox, cohort(40), recorder, rate=None, workers=8, journal=journal)
+    assert exit_status(caught.value) == 3
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.issued == sandbox.issued_by_api
+    assert summary.issued >= 6
+    assert summary.total == 40
+    assert sandbox.duplicates() == {}
+    states = journal_states(journal)
+    sending = sorted(e for e, s in states.items() if s is State.SENDING)
+    unconfirmed = sorted(o.email for o in recorder.of(Status.UNCONFIRMED))
+    assert sending == unconfirmed
+    assert all(o.reason for o in recorder.of(Status.UNCONFIRMED))
+    issued = {o.email for o in recorder.of(Status.ISSUED)}
+    assert issued == {e for e, s in states.items() if s is State.ISSUED}
+
+
+@CLI_GROUP_BUG
+@pytest.mark.usefixtures("pat_env")
+def test_7_cli_403_mid_run_exits_3_with_the_issued_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Point 7 through the CLI: a 403 after two issue calls: exit 3, the two counted."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(6))
+    config = SandboxConfig(rate=None, scripted=[ScriptedAnswer("issue", 403, skip=2)])
+    with sandbox_thread(config) as sandbox:
+        status = cli(issue_args(path, sandbox.url, "--rate", "none", "--workers", "1"))
+    _out, err = capsys.readouterr()
+    assert status == 3
+    assert sandbox.issued_by_api == 2
+    assert "not permitted" in err
+
+
+# -- 8. after a stop, nothing that has not left leaves ----------------------------------------
+
+
+@pytest.mark.looptime
+async def test_8_stop_while_waiting_for_pace_slots_sends_nothing_more() -> None:
+    """Point 8: stop() while learners wait for pace slots: no issue call arrives after it."""
+    stopped_at: list[float] = []
+    recorder = Recorder()
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(
+            auth=PersonalAccessToken(PAT), base_url=sandbox.url, on_event=recorder
+        ) as issuer,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def stop_later() -> None:
+            await anyio.sleep(3.05)
+            stopped_at.append(anyio.current_time())
+            issuer.stop()
+
+        tg.start_soon(stop_later)
+        summary = await issuer.run(cohort(60), badge_id=51)
+    assert summary.interrupted
+    assert summary.total == 60
+    assert 0 < summary.issued < 20
+    assert summary.issued == sandbox.issued_by_api
+    late = [t for t in issue_calls(sandbox) if t > stopped_at[0]]
+    assert late == []
+
+
+@pytest.mark.looptime
+async def test_8_stop_during_a_retry_wait_sends_nothing_more() -> None:
+    """Point 8: stop() while learners sit out a 503 backoff: none of them is sent again."""
+    stopped_at: list[float] = []
+    config = SandboxConfig(scripted=[ScriptedAnswer("issue", 503, skip=2, for_seconds=40)])
+    async with (
+        run_sandbox(config) as sandbox,
+        BadgeIssuer(auth=PersonalAccessToken(PAT), base_url=sandbox.url) as issuer,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def stop_later() -> None:
+            await anyio.sleep(8)
+            stopped_at.append(anyio.current_time())
+            issuer.stop()
+
+        tg.start_soon(stop_later)
+        summary = await issuer.run(cohort(20), badge_id=51)
+    assert summary.interrupted
+    assert summary.total == 20
+    assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
+
+
+# -- 9. an error inside the task groups shows its cause --------------------------------------
+
+
+def disk_full(*_: object, **__: object) -> None:
+    """What SQLite says when the disk is full."""
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.mark.looptime
+async def test_9_disk_full_surfaces_as_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point 9: the journal's disk full mid-run raises sqlite3's error, not an ExceptionGroup,
+    and nothing is sent without its journal row."""
+    monkeypatch.setattr(Journal, "mark_sending", disk_full)
+    async with run_sandbox(SandboxConfig()) as sandbox:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await issue(sandbox, cohort(5))
+    assert issue_calls(sandbox) == []
+
+
+@pytest.mark.looptime
+async def test_9_a_broken_row_mid_file_surfaces_as_itself(tmp_path: Path) -> None:
+    """Point 9: an unclosed quote mid-file, read by the library: an InputError naming the
+    row, not an ExceptionGroup."""
+    lines = ["First Name,Last Name,Email"] + [f"A{i},B,a{i}@example.org" for i in range(600)]
+    lines[300] = 'X,"unclosed,x@example.org'
+    path = tmp_path / "cohort.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+        with pytest.raises(InputError, match="row 301") as caught:
+            await issue_file(sandbox, path)
+    assert not isinstance(caught.value, BaseExceptionGroup)
+    assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+async def test_9_a_record_that_is_no_learner_is_invalid_not_an_error() -> None:
+    """Point 9: 42 or None in an iterable of learners is reported invalid; the rest issued."""
+    learners: list[Any] = [*cohort(2), 42, None, *cohort(2, 2)]
+    async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PersonalAccessToken(PAT), base_url=sandbox.url, rate=None
+        )
+    assert (summary.issued, summary.invalid) == (4, 2)
+
+
+@CLI_GROUP_BUG
+@pytest.mark.usefixtures("pat_env")
+def test_9_cli_disk_full_exits_70_with_the_cause_and_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point 9 through the CLI: exit 70, the cause in the message, a summary all the same."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    monkeypatch.setattr(Journal, "mark_sending", disk_full)
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = cli(issue_args(path, sandbox.url, "--rate", "none"))
+    out, err = capsys.readouterr()
+    assert status == 70
+    assert "database or disk is full" in err
+    assert "ExceptionGroup" not in out + err
+    assert "not attempted" in out + err or "not_attempted" in out + err
+
+
+# -- 10. only a 409 that says so is "already held" --------------------------------------------
+
+
+@pytest.mark.looptime
+async def test_10_archived_badge_409_fails_with_the_detail() -> None:
+    """Point 10: 409 "Badge is archived": every learner failed with that detail, none held."""
+    recorder = Recorder()
+    async with run_sandbox(SandboxConfig(archived_badges=frozenset({51}))) as sandbox:
+        summary = await issue(sandbox, cohort(3), recorder)
+    assert (summary.failed, summary.already_held, summary.issued) == (3, 0, 0)
+    assert {o.reason for o in recorder.of(Status.FAILED)} == {"Badge is archived"}
+    assert {o.http_status for o in recorder.of(Status.FAILED)} == {409}
+
+
+@pytest.mark.looptime
+async def test_10_conflict_on_held_409_is_already_held() -> None:
+    """Point 10: a 409 saying the recipient already has it is "already held", no duplicate."""
+    learners = cohort(5)
+    async with run_sandbox(SandboxConfig(conflict_on_held=True)) as sandbox:
+        sandbox.preload(51, emails(learners)[:2])
+        summary = await issue(sandbox, learners, allow_duplicates=True)
+    assert (summary.issued, summary.already_held) == (3, 2)
+    assert summary.ok
+    assert sandbox.duplicates() == {}
+
+
+@pytest.mark.usefixtures("pat_env")
+def test_10_cli_archived_badge_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Point 10 through the CLI: an archived badge is not "held": exit 1 with the detail."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(2))
+    with sandbox_thread(SandboxConfig(rate=None, archived_badges=frozenset({51}))) as sandbox:
+        assert cli(issue_args(path, sandbox.url, "--rate", "none")) == 1
+    out, err = capsys.readouterr()
+    assert "archived" in (out + err).lower()
