@@ -32,7 +32,14 @@ PatHeader: TypeAlias = Literal["x-access-token", "bearer"]
 
 
 class Secret:
-    """A string that never shows itself: not in repr, str, f-strings, logs or tracebacks."""
+    """A string that never shows itself: not in repr, str, f-strings, logs or tracebacks.
+
+    Args:
+        value: the secret.
+
+    Raises:
+        ValueError: the value is empty or not a string.
+    """
 
     __slots__ = ("_value",)
 
@@ -42,7 +49,11 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
-        """The value itself, for the one place that sends it."""
+        """The value itself, for the one place that sends it.
+
+        Returns:
+            The secret, in clear.
+        """
         return self._value
 
     def __repr__(self) -> str:
@@ -67,6 +78,9 @@ class PersonalAccessToken:
         token: the token from Navigatr's User Settings.
         header: `"x-access-token"` (current docs) or `"bearer"` (`Authorization: Bearer`,
             the previous docs).
+
+    Raises:
+        ValueError: the token is empty, or the header is neither of those.
     """
 
     __slots__ = ("header", "token")
@@ -78,7 +92,11 @@ class PersonalAccessToken:
         self.header: PatHeader = header
 
     def headers(self) -> dict[str, str]:
-        """The header that carries the token."""
+        """The header that carries the token.
+
+        Returns:
+            Its name and value.
+        """
         if self.header == "bearer":
             return {"Authorization": f"Bearer {self.token.reveal()}"}
         return {"X-Access-Token": self.token.reveal()}
@@ -88,7 +106,15 @@ class PersonalAccessToken:
 
 
 class PasswordAuth:
-    """A username and password, exchanged at `POST /v1/token` for short-lived tokens."""
+    """A username and password, exchanged at `POST /v1/token` for short-lived tokens.
+
+    Args:
+        username: the Navigatr login, usually an email address.
+        password: its password (kept as a `Secret`).
+
+    Raises:
+        ValueError: the username or the password is empty.
+    """
 
     __slots__ = ("password", "username")
 

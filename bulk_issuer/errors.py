@@ -51,7 +51,14 @@ EXIT_INTERRUPTED = 130
 
 
 class Error(Exception):
-    """The base of every error bulk_issuer raises on purpose."""
+    """The base of every error bulk_issuer raises on purpose.
+
+    Catch it to catch them all; `str(error)` says what happened and what to do. Wrong
+    arguments (a rate that cannot be read, `workers=0`) raise `ValueError` instead.
+
+    Attributes:
+        exit_status: the command line's exit status for it.
+    """
 
     exit_status: ClassVar[int] = EXIT_BUG
 
@@ -99,20 +106,29 @@ class StoppedError(Error):
 
 
 class FatalError(StoppedError):
-    """The server refused the credentials or the badge; nothing more can be sent."""
+    """The server refused the credentials or the badge; nothing more can be sent.
+
+    Attributes:
+        summary: what was done before the stop (None when the run never started).
+    """
 
     exit_status = EXIT_FATAL
 
 
 class CredentialsRejected(FatalError):
-    """The server refused the credentials: a refused login, or a 401 a new token did not cure."""
+    """The server refused the credentials: a refused login, or a 401 a new token did not cure.
+
+    Attributes:
+        summary: what was done before the stop (None when the run never started).
+    """
 
 
 class UnavailableError(StoppedError):
     """The API could not be reached, or stayed unavailable; a rerun resumes.
 
     Attributes:
-        host: the host that could not be reached, when that is the reason.
+        summary: what was done before the stop (None when the run never started).
+        host: the host that could not be reached, or that asked to wait.
         retry_after: seconds after which the server said to come back, when it said.
     """
 

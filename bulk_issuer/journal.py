@@ -102,6 +102,12 @@ class Journal:
 
     One run at a time: the file is locked for as long as it is open, so a second run of
     the same cohort cannot send the same learners in parallel; it is told so and stops.
+
+    Args:
+        path: the SQLite file, created if missing; None keeps the journal in memory.
+
+    Raises:
+        JournalError: the file is in use by another run, or is not a journal.
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -190,25 +196,49 @@ class Journal:
         self.close()
 
     def set_meta(self, name: str, value: object) -> None:
-        """Remember something about the input (its columns, dialect) for `report`."""
+        """Remember something about the input (its columns, dialect) for `report`.
+
+        Args:
+            name: what it is.
+            value: anything JSON can hold.
+        """
         self._write(
             "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, json.dumps(value))
         )
 
     def meta(self, name: str) -> object:
-        """What `set_meta` stored, or None."""
+        """What `set_meta` stored.
+
+        Args:
+            name: what it was stored as.
+
+        Returns:
+            The value, or None when nothing is stored under `name`.
+        """
         found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if found is None else json.loads(found[0])
 
     def get(self, badge_id: int, key: str) -> Entry | None:
-        """The learner's entry, if any run has seen it."""
+        """The learner's entry, if any run has seen it.
+
+        Args:
+            badge_id: the badge.
+            key: the learner's key (`Learner.key`: the normalised email, or the user id).
+
+        Returns:
+            The entry, or None.
+        """
         found = self._db.execute(
             "SELECT * FROM learners WHERE badge_id = ? AND key = ?", (badge_id, key)
         ).fetchone()
         return None if found is None else _entry(found)
 
     def is_empty(self) -> bool:
-        """Whether no learner has been recorded yet (a first run needs no look-ups)."""
+        """Whether no learner has been recorded yet (a first run needs no look-ups).
+
+        Returns:
+            True for a journal no run has recorded a learner in.
+        """
         return self._db.execute("SELECT 1 FROM learners LIMIT 1").fetchone() is None
 
     def mark_sending(
@@ -224,6 +254,11 @@ class Journal:
         """Record attempt number `attempts` about to leave.
 
         Args:
+            badge_id: the badge.
+            key: the learner's key.
+            row: the learner's row in the input.
+            email: the address as written in the input.
+            attempts: the number of this send, over all runs.
             fields: the input row, stored for the failures file; None keeps what is stored.
         """
         now = time.time()
@@ -253,7 +288,16 @@ class Journal:
         """Record where a learner now stands (the answer, or what the server said it holds).
 
         Args:
+            badge_id: the badge.
+            key: the learner's key.
+            state: where it stands now.
+            row: the learner's row in the input.
+            email: the address as written in the input.
             fields: the input row for the failures file; None keeps what is stored.
+            http_status: the last answer's status, if any.
+            reason: why it failed, in words.
+            assertion_id: the server's id for the issued badge, when known.
+            flags: comma-separated notes such as `verified`.
         """
         now = time.time()
         self._write(
@@ -284,7 +328,13 @@ class Journal:
         )
 
     def restore(self, badge_id: int, key: str, entry: Entry | None) -> None:
-        """Put a learner back as it stood before a send that never left (`entry`, or no row)."""
+        """Put a learner back as it stood before a send that never left.
+
+        Args:
+            badge_id: the badge.
+            key: the learner's key.
+            entry: how it stood before; None removes it.
+        """
         if entry is None:
             self._write("DELETE FROM learners WHERE badge_id = ? AND key = ?", (badge_id, key))
             return
@@ -307,14 +357,24 @@ class Journal:
         self._write("DELETE FROM invalid", ())
 
     def mark_invalid(self, row: int, fields: Mapping[str, str], reason: str) -> None:
-        """Record an input row that was not sent because it is invalid or a duplicate."""
+        """Record an input row that was not sent because it is invalid or a duplicate.
+
+        Args:
+            row: its row in the input.
+            fields: its columns and values, for the failures file.
+            reason: what is wrong with it.
+        """
         self._write(
             "INSERT OR REPLACE INTO invalid (row, fields, reason) VALUES (?, ?, ?)",
             (row, _dumps(fields), reason),
         )
 
     def counts(self) -> dict[str, int]:
-        """How many learners stand in each state, plus `invalid` rows of the last run."""
+        """How many learners stand in each state, plus `invalid` rows of the last run.
+
+        Returns:
+            state (`sending`, `issued`, `already_held`, `failed`, and `invalid`) -> count.
+        """
         counts = {str(state): 0 for state in State}
         for state, number in self._db.execute(
             "SELECT state, count(*) FROM learners GROUP BY state"
@@ -324,7 +384,14 @@ class Journal:
         return counts
 
     def entries(self, *states: State) -> Iterator[Entry]:
-        """The learners in any of `states` (all when none given), in input order."""
+        """The learners in any of `states`, in input order.
+
+        Args:
+            states: the states wanted; none given: every learner.
+
+        Returns:
+            An iterator of entries.
+        """
         where = f" WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         cursor = self._db.execute(
             f"SELECT * FROM learners{where} ORDER BY row", [str(s) for s in states]
@@ -332,7 +399,11 @@ class Journal:
         return (_entry(found) for found in cursor)
 
     def invalid_rows(self) -> Iterator[tuple[int, Mapping[str, str], str]]:
-        """The last run's invalid rows: (row, input fields, reason)."""
+        """The last run's invalid rows.
+
+        Yields:
+            (row, input fields, reason), in row order.
+        """
         for found in self._db.execute("SELECT row, fields, reason FROM invalid ORDER BY row"):
             yield found["row"], json.loads(found["fields"] or "{}"), found["reason"]
 

@@ -162,7 +162,17 @@ class Learner:
 
     Args:
         first_name: Required by Navigatr.
+        last_name: The family name.
         email: Required unless `recipient_id` names an existing Navigatr user.
+        organisation: The learner's organisation, shown on the badge.
+        recipient_id: An existing Navigatr user's id, instead of an email.
+        issue_date: The date the badge is issued on; None: today, as the server says.
+        end_date: The date the badge expires; None: never.
+        evidence_text: Evidence of the achievement, in words.
+        evidence_url: A link to evidence of the achievement.
+        score: The learner's score, a whole number.
+        min_score: The score needed to pass, a whole number.
+        provider_id: The issuing provider, when the account has more than one.
         badge_id: A per-learner badge that overrides the run's badge.
         extra: Other API fields (e.g. `recipient_xyz`), sent untouched.
     """
@@ -196,7 +206,11 @@ class Learner:
         return hash((values, tuple(sorted(map(str, self.extra)))))
 
     def payload(self) -> dict[str, object]:
-        """Return the JSON body for `PUT /v1/badge/{id}/issue`, without empty optional fields."""
+        """The JSON body for `PUT /v1/badge/{id}/issue`.
+
+        Returns:
+            The API's field names and values, without empty optional fields.
+        """
         body: dict[str, object] = {"recipient_firstname": self.first_name.strip()}
         for spec in FIELDS:
             if spec.api is None or spec.name == "first_name":

@@ -89,7 +89,11 @@ class Outcome:
     queued: bool = False
 
     def event(self) -> dict[str, Any]:
-        """The flat key/value fields of this outcome's log event."""
+        """The flat key/value fields of this outcome's log event.
+
+        Returns:
+            row, email, badge_id, attempts, http_status, reason, assertion_id (and flags).
+        """
         return {
             "row": self.row,
             "email": self.email,
@@ -104,7 +108,27 @@ class Outcome:
 
 @dataclass(slots=True)
 class Summary:
-    """The counts of a run. `ok` is true when every learner now holds the badge."""
+    """The counts of a run. `ok` is true when every learner now holds the badge.
+
+    Every row of the input is in exactly one of the first seven counts.
+
+    Attributes:
+        issued: learners issued the badge by this run.
+        already_held: learners who held it already (looked up on the server).
+        skipped: learners done by an earlier run or call (the journal says so).
+        failed: learners the server refused, or whose sends were all used up.
+        invalid: rows not sent: invalid, duplicates, or without a badge.
+        unconfirmed: learners whose send went unanswered and the server could not be
+            asked; the next run asks it first.
+        not_attempted: learners not sent because the run stopped first.
+        retries: requests sent again (after a 429, a 5xx, a dropped connection, ...).
+        rate_limited: 429 answers received.
+        requests: requests sent in all (logins and look-ups included).
+        token_calls: logins (`POST /v1/token`).
+        elapsed: seconds the run took.
+        stopped: why the run stopped early, in words; None when it did not.
+        interrupted: the run was stopped by `stop()` (Ctrl-C) rather than by the server.
+    """
 
     issued: int = 0
     already_held: int = 0
@@ -144,12 +168,20 @@ class Summary:
         return self.issued / self.elapsed if self.elapsed > 0 else 0.0
 
     def count(self, outcome: Outcome) -> None:
-        """Add one outcome."""
+        """Add one outcome to its count.
+
+        Args:
+            outcome: a learner's outcome.
+        """
         name = _COUNTERS[outcome.status]
         setattr(self, name, getattr(self, name) + 1)
 
     def as_dict(self) -> dict[str, Any]:
-        """The counts as plain values, for the `run.finished` event and JSON output."""
+        """The counts as plain values, for the `run.finished` event and JSON output.
+
+        Returns:
+            Each count by name, with `elapsed` and `rate` (badges issued per second).
+        """
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         return {**values, "elapsed": round(self.elapsed, 3), "rate": round(self.rate, 3)}
 

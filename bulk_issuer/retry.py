@@ -57,6 +57,9 @@ class RetryPolicy:
         resend_unconfirmed: send an issue call again even when an earlier send went
             unanswered and the server cannot be asked whether it was processed (its lookup
             is refused, unreadable or down). Off: such a learner is reported unconfirmed.
+
+    Raises:
+        ValueError: a count below 1, a negative or NaN duration.
     """
 
     attempts: int = 6
@@ -83,7 +86,15 @@ class RetryPolicy:
             raise ValueError(f"deadline must be more than 0 seconds, got {self.deadline}")
 
     def backoff(self, failures: int, rng: random.Random | None = None) -> float:
-        """The wait after the `failures`-th failed attempt (1-based): capped, full jitter."""
+        """The wait after the `failures`-th failed attempt: capped, full jitter.
+
+        Args:
+            failures: how many attempts have failed so far (1-based).
+            rng: the random source; None uses the `random` module's.
+
+        Returns:
+            Seconds to wait, between 0 and `min(cap, base * 2 ** (failures - 1))`.
+        """
         # The exponent is bounded: after thousands of failures 2**n would overflow a float.
         ceiling = min(self.cap, self.base * 2.0 ** min(max(failures - 1, 0), 64))
         return (rng or random).uniform(0, ceiling)
