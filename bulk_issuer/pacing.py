@@ -35,7 +35,15 @@ _MAX_SLOWDOWN = 4.0
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """A request budget: at most `requests` in any window of `period` seconds."""
+    """A request budget: at most `requests` in any window of `period` seconds.
+
+    Args:
+        requests: how many requests a window may hold, at least 1.
+        period: the window, in seconds.
+
+    Raises:
+        ValueError: fewer than one request, or a period that is not a positive number.
+    """
 
     requests: int
     period: float
@@ -50,6 +58,12 @@ class Rate:
     @classmethod
     def parse(cls, text: str) -> Rate:
         """Read a rate such as `5/2s`, `50/1s`, `150/1m` or `10/500ms`.
+
+        Args:
+            text: the rate, as the command line's `--rate` takes it.
+
+        Returns:
+            The rate.
 
         Raises:
             ValueError: the text is not of that form.
