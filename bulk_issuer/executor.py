@@ -233,6 +233,11 @@ async def _exchange_loop(
         job.stored = True
         # The send is on disk before the request leaves.
         await ctx.journal.committed()
+        if client.stopping.is_set():
+            # Stopped while the mark was committed: the request has not left, and must not
+            # (`_exchange` restores the learner's journal entry).
+            job.attempts -= 1
+            raise Stopping
         outcome: Answer | NotSent
         try:
             outcome = await client.send(ticket, "PUT", path, body=job.learner.payload())

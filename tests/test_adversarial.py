@@ -38,6 +38,7 @@ from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
 
 PAT = "sandbox-demo-pat"
 USER, PASSWORD = "demo@example.com", "demo-password"
+AUTH = PersonalAccessToken(PAT)
 
 #: Lookup shapes that prove nothing: the engine must not take them for "not held".
 UNREADABLE = ["bare_list", "data", "results", "email_key", "html"]
@@ -647,6 +648,39 @@ async def test_8_stop_during_a_retry_wait_sends_nothing_more() -> None:
     assert summary.interrupted
     assert summary.total == 20
     assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
+
+
+@pytest.mark.looptime
+async def test_8_stop_between_the_slot_and_the_send_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Point 8: a stop that lands after a learner took its slot and marked itself `sending`,
+    while the journal commits: that request does not leave, and the learner is not left
+    `sending`."""
+    issuers: list[BadgeIssuer] = []
+    commit = Journal.committed
+
+    async def committed_then_stopped(self: Journal) -> None:
+        await commit(self)
+        if issuers:
+            issuers[0].stop()
+
+    monkeypatch.setattr(Journal, "committed", committed_then_stopped)
+    recorder = Recorder()
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(
+            auth=AUTH, base_url=sandbox.url, on_event=recorder, journal=tmp_path / "run.db"
+        ) as issuer,
+    ):
+        issuers.append(issuer)
+        summary = await issuer.run(cohort(5), badge_id=51)
+    states = journal_states(tmp_path / "run.db")
+    assert summary.interrupted
+    assert summary.total == 5
+    assert issue_calls(sandbox) == []
+    assert summary.not_attempted == 5
+    assert State.SENDING not in states.values()
 
 
 # -- 9. an error inside the task groups shows its cause --------------------------------------
