@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from .auth import Auth
 from .client import DEFAULT_BASE_URL
 from .cohort import LearnerInput
 from .engine import BadgeIssuer
-from .events import Event
+from .events import Event, Logger
 from .journal import Journal
 from .outcomes import Outcome, Summary
 from .pacing import DEFAULT_MARGIN, DEFAULT_RATE, Rate
@@ -36,7 +37,7 @@ async def issue_badges(
     allow_duplicates: bool = False,
     on_event: Callable[[Event], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
-    logger: Any = None,
+    logger: Logger | logging.Logger | None = None,
     read_options: ReadOptions | None = None,
     margin: float = DEFAULT_MARGIN,
 ) -> Summary:
@@ -102,7 +103,7 @@ def issue_badges_sync(
     allow_duplicates: bool = False,
     on_event: Callable[[Event], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
-    logger: Any = None,
+    logger: Logger | logging.Logger | None = None,
     read_options: ReadOptions | None = None,
     margin: float = DEFAULT_MARGIN,
 ) -> Summary:

@@ -10,12 +10,13 @@ BadgeIssuer.issue(learner)  -> the same executor, for a service issuing as compl
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -23,7 +24,16 @@ from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, NavigatrClient, Stopping, new_session
 from .cohort import Cohort, LearnerInput, describe_source, invalid_outcome, rows_of
 from .errors import CredentialsRejected, FatalError, InputError, StoppedError
-from .events import Event, EventSink, LogSink, RunFinished, RunStarted, default_logger, fan_out
+from .events import (
+    Event,
+    EventSink,
+    Logger,
+    LogSink,
+    RunFinished,
+    RunStarted,
+    default_logger,
+    fan_out,
+)
 from .executor import Badge, Context, Job, already_done, settle
 from .flow import LearnerFlow
 from .journal import Journal, State
@@ -119,7 +129,7 @@ class BadgeIssuer:
         allow_duplicates: bool = False,
         on_event: EventSink | Callable[[Event], None] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
-        logger: Any = None,
+        logger: Logger | logging.Logger | Literal[False] | None = None,
         read_options: ReadOptions | None = None,
         margin: float = DEFAULT_MARGIN,
     ) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "EventSink",
     "HoldersLoaded",
     "LogSink",
+    "Logger",
     "LookupUnavailable",
     "RetryScheduled",
     "RunFinished",
@@ -155,9 +156,31 @@ Event = (
 
 
 class EventSink(Protocol):
-    """Receives every event of a run, in order, on the run's event loop. Must not block."""
+    """Receives every event of a run, in order, on the run's event loop. Must not block.
+
+    Any callable taking one `Event` is one: a function, a bound method, `list.append`.
+    """
 
     def __call__(self, event: Event) -> None: ...
+
+
+class Logger(Protocol):
+    """A structlog-style logger, as `logger=` takes it: one method per level, called
+    `logger.info("badge.issued", row=2, email=..., ...)` with the event's name and its flat
+    fields. structlog's loggers are; a standard `logging.Logger` is accepted as well.
+    """
+
+    def debug(self, event: str, **fields: Any) -> Any:
+        """Log a debug event."""
+
+    def info(self, event: str, **fields: Any) -> Any:
+        """Log an info event."""
+
+    def warning(self, event: str, **fields: Any) -> Any:
+        """Log a warning event."""
+
+    def error(self, event: str, **fields: Any) -> Any:
+        """Log an error event."""
 
 
 def event_name(event: Event) -> str:
@@ -188,7 +211,7 @@ class LogSink:
     message `name key=value ...`, its fields in the record's `bulk_issuer` attribute.
     """
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Logger | logging.Logger) -> None:
         self._logger = _StdlibAdapter(logger) if isinstance(logger, logging.Logger) else logger
 
     def __call__(self, event: Event) -> None:
@@ -206,14 +229,15 @@ def fan_out(sinks: Iterable[EventSink | Callable[[Event], None] | None]) -> Even
     return emit
 
 
-def default_logger() -> Any:
+def default_logger() -> Logger | None:
     """The library's logger when none is passed: silent unless the application set up logging.
 
     structlog's logger if structlog was configured; else the standard `bulk_issuer`
     logger if logging has a handler for it; else None (the library prints nothing).
     """
     if structlog.is_configured():
-        return structlog.get_logger("bulk_issuer")
+        logger: Logger = structlog.get_logger("bulk_issuer")
+        return logger
     stdlib = logging.getLogger("bulk_issuer")
     if stdlib.hasHandlers():
         return _StdlibAdapter(stdlib)

@@ -72,7 +72,7 @@ def test_every_public_name_has_a_docstring() -> None:
     ]
     assert undocumented == []
     assert bulk_issuer.__doc__
-    text = pydoc.render_doc(bulk_issuer, renderer=pydoc.plaintext)
+    text = pydoc.plain(pydoc.render_doc(bulk_issuer))
     assert all(name in text for name in bulk_issuer.__all__ if name != "__version__")
 
 
