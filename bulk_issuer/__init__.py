@@ -1,12 +1,28 @@
 """Issue Navigatr digital badges to whole cohorts, fast and safely.
 
-```python
-import bulk_issuer
+A script issues a cohort (a CSV, JSON Lines or workbook file, or Learner objects or dicts)
+and gets the counts back; every row ends in exactly one count of the `Summary`:
 
-summary = bulk_issuer.issue_badges_sync(
-    "cohort.csv", badge_id=51, auth=bulk_issuer.PersonalAccessToken(token)
-)
-```
+    summary = bulk_issuer.issue_badges_sync(
+        "cohort.csv", badge_id=51, auth=bulk_issuer.PersonalAccessToken(token),
+        journal="cohort-51.db",  # a rerun resumes and sends nobody twice
+    )
+
+In async code, `await bulk_issuer.issue_badges(...)` takes the same arguments.
+
+A service issuing badges as course completions arrive keeps one `BadgeIssuer` open and
+calls it from as many tasks as it likes; they share its pacer, token, connections and
+journal, and each learner is issued exactly once:
+
+    async with bulk_issuer.BadgeIssuer(auth=auth, journal="lms.db") as issuer:
+        outcome = await issuer.issue(learner, badge_id=51)   # an `Outcome`
+
+The library prints nothing unless the application configured structlog or logging, or
+passes `logger=` or `on_event=` (the typed events of `bulk_issuer.events`). Every error
+it raises on purpose derives from `Error`: `InputError` (`.path`, `.row`),
+`JournalError` (`.path`), and `StoppedError` (`.summary`) with `FatalError` (credentials
+or badge refused) and `UnavailableError` (`.host`, `.retry_after`; a rerun resumes).
+The README and the `examples/` folder show both uses in full.
 """
 
 from __future__ import annotations
