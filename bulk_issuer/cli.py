@@ -686,14 +686,27 @@ def _estimate(settings: IssueSettings, to_send: int) -> str:
 async def _with_signals(issuer: BadgeIssuer, source: str, badge_id: int | None) -> Summary:
     """The run, with Ctrl-C and SIGTERM turned into a clean stop."""
     result: Summary | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, issuer)
-        try:
-            result = await issuer.run(source, badge_id=badge_id)
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_handle_signals, issuer)
+            try:
+                result = await issuer.run(source, badge_id=badge_id)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The run's own error, not the task group's wrapping of it.
+        raise _first_cause(group) from None
     assert result is not None
     return result
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_cause(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group
 
 
 async def _handle_signals(issuer: BadgeIssuer) -> None:

@@ -15,6 +15,7 @@ than the policy allows (or the host never answered at all), it stops the run wit
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import math
@@ -272,6 +273,9 @@ class NavigatrClient:
         self.stopping = stopping or anyio.Event()
         self._token_form: bool | None = None
         self._health = _Health()
+        self._timeout = aiohttp.ClientTimeout(
+            total=self.policy.deadline, sock_connect=10, sock_read=30
+        )
         self._waiting: set[anyio.CancelScope] = set()
         self.requests = 0
         self.token_calls = 0
@@ -312,6 +316,12 @@ class NavigatrClient:
     async def _acquire(self, *, urgent: bool) -> None:
         if self.stopping.is_set():
             raise Stopping
+        if self.pacer.rate is None:
+            # No pace to wait for (bar a 429's pause, which a stop's grace bounds).
+            await self.pacer.acquire(urgent=urgent)
+            if self.stopping.is_set():
+                raise Stopping
+            return
         # A stop while waiting for the slot cancels the wait: the request does not leave.
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
@@ -352,18 +362,23 @@ class NavigatrClient:
             data = _dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         try:
-            with anyio.fail_after(self.policy.deadline):
-                async with self._session.request(
-                    method,
-                    self._base + path,
-                    headers=headers,
-                    data=data,
-                    params=params,
-                    allow_redirects=False,
-                ) as response:
-                    raw = await _read_body(response)
-                    body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
-                    answer = Answer(response.status, body, response.headers)
+            # aiohttp's `total` covers the whole exchange, the body included; it would also
+            # count waiting for a pooled connection, but the pool is larger than the number
+            # of requests the workers can have at once, so no request waits for one.
+            async with self._session.request(
+                method,
+                self._base + path,
+                headers=headers,
+                data=data,
+                params=params,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                raw = await _read_body(response)
+                body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
+                answer = Answer(response.status, body, response.headers)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
         except TimeoutError:
             raise NoReply(
                 f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
@@ -389,7 +404,7 @@ class NavigatrClient:
         """
         answer = outcome if isinstance(outcome, Answer) else None
         status = answer.status if answer is not None else None
-        hint = retry_after(answer.headers) if answer is not None else None
+        hint = retry_after(answer.headers) if answer is not None and answer.status >= 300 else None
         kind = _kind(path)
         self._health_after(kind, answer, None if answer is not None else str(outcome))
         step = retry.step(status, hint=hint, outage=self._health.in_outage(kind))
@@ -624,18 +639,24 @@ def mask(text: str, secrets: list[str]) -> str:
     request body or header can spell it.
     """
     for secret in secrets:
-        if not secret:
-            continue
-        for form in {
-            secret,
-            json.dumps(secret)[1:-1],
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-            quote_plus(secret),
-            quote(secret, safe=""),
-        }:
+        for form in _spellings(secret):
             if form in text:
                 text = text.replace(form, "********")
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _spellings(secret: str) -> tuple[str, ...]:
+    if not secret:
+        return ()
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote_plus(secret),
+        quote(secret, safe=""),
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def _duration(seconds: float) -> str:
