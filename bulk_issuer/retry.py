@@ -168,7 +168,7 @@ class RequestRetry:
             return TooLong(hint, f"HTTP {status} with a wait of {hint:.0f}s")
         if status == 429:
             self.limited += 1
-            if self.limited > policy.rate_limited_attempts:
+            if self.limited > policy.rate_limited_attempts and not outage:
                 return Deliver()
             return Again(hint or 0.0, "HTTP 429", rate_limited=True)
         if status is None or status == 503:

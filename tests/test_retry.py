@@ -109,7 +109,7 @@ def test_no_connection_gets_three_times_the_attempts() -> None:
     assert out[8] == Deliver()
 
 
-@pytest.mark.parametrize("status", [None, 503])
+@pytest.mark.parametrize("status", [None, 503, 429])
 def test_an_outage_does_not_spend_the_budget(status: int | None) -> None:
     """While every sender fails, the request keeps trying: the client's outage limit decides."""
     out = steps([(status, None)] * 50, outage=True)
