@@ -459,20 +459,32 @@ class BadgeIssuer:
         if ctx.stopped is not None:
             raise ctx.stopped
         key = (badge, row.learner.key)
-        running = self._in_flight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            outcome = await self._issue_one(ctx, row, badge)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters re-raise it
-            raise
-        finally:
-            del self._in_flight[key]
-        future.set_result(outcome)
+        while (running := self._in_flight.get(key)) is not None:
+            try:
+                outcome = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if running.cancelled() and not (task is not None and task.cancelling()):
+                    # The call that was sending it was cancelled, not this one: go on in
+                    # its place (the journal makes it ask the server first if need be).
+                    continue
+                raise
+            break
+        else:
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = future
+            try:
+                outcome = await self._issue_one(ctx, row, badge)
+            except asyncio.CancelledError:
+                future.cancel()  # the waiters carry on without this call
+                raise
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: the waiters re-raise it
+                raise
+            finally:
+                del self._in_flight[key]
+            future.set_result(outcome)
         if ctx.stopped is not None and outcome.status is Status.NOT_ATTEMPTED:
             raise ctx.stopped
         return outcome

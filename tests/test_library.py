@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import os
 import subprocess
@@ -114,6 +115,14 @@ async def test_sync_from_inside_a_running_loop_raises_the_runs_own_error() -> No
     assert isinstance(caught.value.summary, Summary)
 
 
+def test_sync_and_async_take_the_same_keyword_arguments() -> None:
+    """issue_badges_sync spells out exactly issue_badges's arguments, with the same types."""
+    sync = inspect.signature(bulk_issuer.issue_badges_sync).parameters
+    async_ = inspect.signature(bulk_issuer.issue_badges).parameters
+    assert list(sync.values()) == list(async_.values())
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in sync.items() if name != "learners")
+
+
 # -- one learner at a time, for services ----------------------------------------------------
 
 
@@ -144,6 +153,45 @@ async def test_a_hundred_concurrent_issue_calls_issue_each_learner_exactly_once(
         by_email.setdefault(outcome.email, []).append(outcome)
     assert all(o is group[0] for group in by_email.values() for o in group)
     assert len(issue_requests) == sum(by_email[x.email][0].attempts for x in cohort)
+
+
+@pytest.mark.looptime
+async def test_a_refused_badge_stops_every_concurrent_and_later_call() -> None:
+    """20 calls at once for an unknown badge: all raise FatalError, so do later ones."""
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        results = await asyncio.gather(
+            *(issuer.issue(x, badge_id=999) for x in learners(20)), return_exceptions=True
+        )
+        with pytest.raises(FatalError):
+            await issuer.issue(learners(1, "late")[0], badge_id=999)
+        issue_calls = [r for r in sandbox.requests if r.kind == "issue"]
+    assert all(isinstance(r, FatalError) for r in results), results
+    assert len(issue_calls) == 1  # the badge is refused once; nobody else is sent
+    assert sandbox.assertions == []
+
+
+@pytest.mark.looptime
+async def test_a_cancelled_call_does_not_cancel_another_waiting_for_the_same_learner() -> None:
+    """The task that sent first is cancelled (its consumer shut down): the other still ends."""
+    learner = learners(1)[0]
+    async with (
+        run_sandbox(SandboxConfig(latency=(0.5, 0.5))) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        await issuer.issue(learners(1, "warm")[0], badge_id=51)  # token, holders, badge known
+        first = asyncio.create_task(issuer.issue(learner, badge_id=51))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(issuer.issue(learner, badge_id=51))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        outcome = await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    assert outcome.status is Status.ISSUED
+    assert sandbox.issued_count(51, learner.email) == 1
 
 
 @pytest.mark.looptime
