@@ -57,13 +57,15 @@ import os
 import bulk_issuer
 
 summary = bulk_issuer.issue_badges_sync(
-    [{"First Name": f"Learner{i}", "Email": f"l{i}@example.org"} for i in range(4)],
+    # Four learners and an invalid row: a warning event nobody asked to see.
+    [{"First Name": f"Learner{i}", "Email": f"l{i}@example.org"} for i in range(4)]
+    + [{"First Name": "", "Email": "nameless@example.org"}],
     badge_id=51,
     auth=bulk_issuer.PersonalAccessToken(os.environ["NAVIGATR_PAT"]),
     base_url=os.environ["NAVIGATR_BASE_URL"],
     rate=None,
 )
-print("issued", summary.issued)
+print("issued", summary.issued, "invalid", summary.invalid)
 """
 
 
@@ -81,7 +83,7 @@ def test_sync_from_a_plain_script_prints_only_what_the_script_prints(tmp_path: P
             check=False,
         )
         held = sorted(a["recipient_email"] for a in sandbox.assertions)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "issued 4\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "issued 4 invalid 1\n", "")
     assert held == [f"l{i}@example.org" for i in range(4)]
 
 
