@@ -78,6 +78,12 @@ class NoReply(TransportError):
     """The request left but no whole answer came (timeout, dropped): it may have been processed."""
 
 
+class _Unanswered(NotSent):
+    """A request that is safe to repeat left but went unanswered (a timeout, a dropped
+    connection): retried as if never sent, but the host was reached, so this is an outage,
+    not an unreachable address."""
+
+
 class Stopping(Exception):
     """The run is stopping: the request was not sent (it waited for a slot or a retry)."""
 
@@ -406,7 +412,12 @@ class NavigatrClient:
         status = answer.status if answer is not None else None
         hint = retry_after(answer.headers) if answer is not None and answer.status >= 300 else None
         kind = _kind(path)
-        self._health_after(kind, answer, None if answer is not None else str(outcome))
+        self._health_after(
+            kind,
+            answer,
+            None if answer is not None else str(outcome),
+            reached=isinstance(outcome, _Unanswered),
+        )
         step = retry.step(status, hint=hint, outage=self._health.in_outage(kind))
         if isinstance(step, Deliver):
             if answer is None:
@@ -541,7 +552,7 @@ class NavigatrClient:
             except NotSent as exc:
                 outcome = exc
             except NoReply as exc:
-                outcome = NotSent(str(exc))  # safe to repeat: the same as never sent
+                outcome = _Unanswered(str(exc))  # safe to repeat: the same as never sent
             if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
                 outcome = _as_unavailable(outcome)
             if not await self.settle(retry, ticket, outcome, path=path):
@@ -576,7 +587,7 @@ class NavigatrClient:
             except NotSent as exc:
                 outcome = exc
             except NoReply as exc:
-                outcome = NotSent(str(exc))  # a login changes nothing: safe to repeat
+                outcome = _Unanswered(str(exc))  # a login changes nothing: safe to repeat
             if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
                 outcome = _as_unavailable(outcome)
             if await self.settle(retry, ticket, outcome, path="/v1/token"):

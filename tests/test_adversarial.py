@@ -786,3 +786,23 @@ def test_10_cli_archived_badge_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
         assert cli(issue_args(path, sandbox.url, "--rate", "none")) == 1
     out, err = capsys.readouterr()
     assert "archived" in (out + err).lower()
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("kind", ["lookup", "token"])
+async def test_5_a_host_that_answers_nothing_is_not_called_unreachable(kind: str) -> None:
+    """Points 3 and 5: a server that accepts requests and never answers them has been reached:
+    the run stops as an outage of that endpoint (exit 4), not "check the address"."""
+    config = SandboxConfig(hang=frozenset({kind}))  # type: ignore[arg-type]
+    policy = RetryPolicy(deadline=10, outage=60)
+    # The hanging endpoint is the first one asked (a PAT needs no login).
+    auth = AUTH if kind == "lookup" else PasswordAuth(USER, PASSWORD)
+    async with run_sandbox(config) as sandbox:
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(3), auth=auth, policy=policy)
+    message = str(caught.value)
+    assert "Check the address" not in message
+    assert "unavailable" in message
+    assert "within 10s" in message
+    assert exit_status(caught.value) == 4
+    assert sandbox.issued_by_api == 0
