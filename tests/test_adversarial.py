@@ -793,7 +793,7 @@ def test_10_cli_archived_badge_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
 async def test_5_a_host_that_answers_nothing_is_not_called_unreachable(kind: str) -> None:
     """Points 3 and 5: a server that accepts requests and never answers them has been reached:
     the run stops as an outage of that endpoint (exit 4), not "check the address"."""
-    config = SandboxConfig(hang=frozenset({kind}))  # type: ignore[arg-type]
+    config = SandboxConfig(hang=frozenset({kind}))
     policy = RetryPolicy(deadline=10, outage=60)
     # The hanging endpoint is the first one asked (a PAT needs no login).
     auth = AUTH if kind == "lookup" else PasswordAuth(USER, PASSWORD)
