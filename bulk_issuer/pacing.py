@@ -109,6 +109,9 @@ class Pacer:
     Args:
         rate: the server's budget; `None` sends as fast as the workers go.
         margin: seconds of arrival jitter each window must absorb.
+
+    Raises:
+        ValueError: a negative margin.
     """
 
     def __init__(self, rate: Rate | None, *, margin: float = DEFAULT_MARGIN) -> None:
@@ -163,7 +166,11 @@ class Pacer:
             self._next_slot = floor
 
     def pause(self, seconds: float) -> None:
-        """Hold every request for `seconds` from now (a server asked to come back later)."""
+        """Hold every request for a while (a server asked to come back later).
+
+        Args:
+            seconds: how long from now; at least one even spacing.
+        """
         resume = _now() + max(seconds, self._gap)
         if resume > self._resume_at:
             self._resume_at = resume
