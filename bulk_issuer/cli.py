@@ -469,19 +469,28 @@ def _issue_file(settings: IssueSettings) -> int:
     journal_path = settings.journal
     if settings.dry_run and journal_path is not None and not journal_path.exists():
         journal_path = None
+    created = journal_path is not None and not journal_path.exists()
     journal = Journal(journal_path) if journal_path is not None else Journal(None)
     log_file: TextIO | None = None
+    learners_recorded = False
     try:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        learners_recorded = not journal.is_empty()
+        return status
     finally:
         journal.close()
         if log_file is not None:
             log_file.close()
+        if created and not learners_recorded and journal_path is not None:
+            # Stopped before anything was recorded (refused at the preflight, or "no" at
+            # the prompt): leave no journal behind that no run will ever need.
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
 
 
 def _issue_run(

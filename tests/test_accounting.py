@@ -89,6 +89,7 @@ def test_unknown_badge_accounts_for_every_row(
     assert "rerun the same command" in captured.err
     failures = rows_of(tmp_path / "c2.failures.csv")
     assert [int(r["row"]) for r in failures] == list(range(2, 22))
+    assert not list(tmp_path.glob("*.journal.db*"))  # nothing recorded: no journal left
 
 
 def test_ctrl_c_then_report_counts_the_rest_as_not_attempted(tmp_path: Path) -> None:
