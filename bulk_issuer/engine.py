@@ -445,6 +445,7 @@ class BadgeIssuer:
             InputError: no badge given, or the learner is invalid (no request is sent).
             FatalError: the credentials or the badge were refused; later calls raise it too.
             UnavailableError: the API stayed unavailable; later calls raise it too.
+            StoppedError: `stop()` was called before this call.
             RuntimeError: called outside `async with`.
         """
         ctx = self._context()
@@ -458,6 +459,8 @@ class BadgeIssuer:
             raise InputError("which badge? pass badge_id= or set the learner's badge_id")
         if ctx.stopped is not None:
             raise ctx.stopped
+        if self._stopping.is_set():
+            raise StoppedError("this issuer was stopped; use a new one")
         key = (badge, row.learner.key)
         while (running := self._in_flight.get(key)) is not None:
             try:
@@ -495,10 +498,26 @@ class BadgeIssuer:
         # not even the holders' lookup.
         done, entry = already_done(ctx, row, badge_id)
         if done is None and badge.holders is None and not self.allow_duplicates:
-            async with badge.lock:
-                if badge.holders is None:
-                    badge.holders = await ctx.lookups.holders(badge_id)
-            done, entry = already_done(ctx, row, badge_id)
+            try:
+                async with badge.lock:
+                    if badge.holders is None:
+                        badge.holders = await ctx.lookups.holders(badge_id)
+            except StoppedError as exc:
+                # As in a cohort run: the holders list stayed unavailable, or the
+                # credentials were refused. This call and every later one raise it.
+                ctx.stop_with(exc)
+                raise
+            except Stopping:
+                done = Outcome(
+                    row=row.number,
+                    email=row.learner.email if row.learner else "",
+                    badge_id=badge_id,
+                    status=Status.NOT_ATTEMPTED,
+                    reason="the issuer stopped before it was sent",
+                    fields=dict(row.fields),
+                )
+            else:
+                done, entry = already_done(ctx, row, badge_id)
         if done is not None:
             ctx.emit(done)
             return done

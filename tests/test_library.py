@@ -176,6 +176,32 @@ async def test_a_refused_badge_stops_every_concurrent_and_later_call() -> None:
 
 
 @pytest.mark.looptime
+async def test_refused_credentials_stop_the_issuer_after_one_request() -> None:
+    """A refused PAT: the first call and every later one raise CredentialsRejected."""
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=PersonalAccessToken("nope"), base_url=sandbox.url) as issuer,
+    ):
+        for learner in learners(3):
+            with pytest.raises(CredentialsRejected):
+                await issuer.issue(learner, badge_id=51)
+    assert len(sandbox.requests) == 1
+
+
+@pytest.mark.looptime
+async def test_after_stop_issue_raises_a_stopped_error_without_a_request() -> None:
+    """`stop()` ends the issuer: a later call raises StoppedError (an Error), sends nothing."""
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+        issuer.stop()
+        with pytest.raises(StoppedError, match="stopped"):
+            await issuer.issue(learners(1)[0], badge_id=51)
+    assert sandbox.requests == []
+
+
+@pytest.mark.looptime
 async def test_a_cancelled_call_does_not_cancel_another_waiting_for_the_same_learner() -> None:
     """The task that sent first is cancelled (its consumer shut down): the other still ends."""
     learner = learners(1)[0]
