@@ -245,12 +245,12 @@ async def _exchange_loop(
             outcome = exc
         except NoReply as exc:
             job.maybe_sent = True
-            client.note_unanswered(path, str(exc))
-            return flow.no_answer(str(exc))
+            outage = client.note_unanswered(path, str(exc))
+            return flow.no_answer(str(exc), outage=outage)
         if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
             job.maybe_sent = True
-            client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")
-            return flow.answered(outcome.status, outcome.detail)
+            outage = client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")
+            return flow.answered(outcome.status, outcome.detail, outage=outage)
         if await client.settle(retry, ticket, outcome, path=path):
             continue
         assert isinstance(outcome, Answer)

@@ -139,6 +139,8 @@ class LearnerFlow:
         self._verify_first = verify_first
         self._resend_unconfirmed = resend_unconfirmed
         self._unanswered = 0
+        #: Unanswered sends during an outage of the endpoint: not held against the learner.
+        self._excused = 0
         self._conflict: tuple[int, str] | None = None
         self._last: tuple[int | None, str] = (None, "no answer")
         self._flags: list[str] = []
@@ -156,6 +158,7 @@ class LearnerFlow:
         *,
         assertion_id: str | None = None,
         badge_confirmed: bool = False,
+        outage: bool = False,
     ) -> Action:
         """The issue call was answered.
 
@@ -164,6 +167,9 @@ class LearnerFlow:
             detail: the server's explanation, for reasons.
             assertion_id: the new assertion's id, from a 2xx body.
             badge_confirmed: the badge has been issued to someone in this run, so it exists.
+            outage: a 500/502/504 came while the endpoint fails for every sender: it does
+                not count against this learner's attempts (the client's outage limit stops
+                the run if it lasts).
         """
         self._last = (status, detail)
         if 200 <= status < 300:
@@ -190,14 +196,19 @@ class LearnerFlow:
         if status == 503:
             return self._finish(Status.FAILED, status, f"unavailable too often: {detail}")
         if status >= 500:
-            return self._unanswered_send(status, detail)
+            return self._unanswered_send(status, detail, outage)
         if 300 <= status < 400:
             return self._finish(Status.FAILED, status, f"unexpected redirect: {detail}")
         return self._finish(Status.FAILED, status, detail)
 
-    def no_answer(self, why: str) -> Action:
-        """The send went unanswered (timeout, dropped connection): it may have been processed."""
-        return self._unanswered_send(None, why)
+    def no_answer(self, why: str, *, outage: bool = False) -> Action:
+        """The send went unanswered (timeout, dropped connection): it may have been processed.
+
+        Args:
+            why: what happened, for reasons.
+            outage: the endpoint fails for every sender (see `answered`).
+        """
+        return self._unanswered_send(None, why, outage)
 
     def looked_up(self, lookup: Lookup) -> Action:
         """The server's answer to `Verify`."""
@@ -220,7 +231,7 @@ class LearnerFlow:
                 )
             if "resent_unverified" not in self._flags:  # one flag, however many resends
                 self._flags.append("resent_unverified")
-        if self._unanswered >= self._attempts:
+        if self._unanswered - self._excused >= self._attempts:
             last_status, last_detail = self._last
             return self._finish(
                 Status.FAILED,
@@ -231,8 +242,9 @@ class LearnerFlow:
             return Send()
         return Wait(self._backoff(self._unanswered), "retry after an unanswered send", Send())
 
-    def _unanswered_send(self, status: int | None, why: str) -> Action:
+    def _unanswered_send(self, status: int | None, why: str, outage: bool) -> Action:
         self._unanswered += 1
+        self._excused += outage
         self._last = (status, why)
         what = f"HTTP {status}" if status is not None else why
         return Verify(f"{what}: was it issued?")

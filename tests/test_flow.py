@@ -32,7 +32,7 @@ def feed(machine: LearnerFlow, step: Step) -> Any:
         status, detail, *rest = args
         return machine.answered(status, detail, **(rest[0] if rest else {}))
     if what == "no_answer":
-        return machine.no_answer(args[0])
+        return machine.no_answer(args[0], **(args[1] if len(args) > 1 else {}))
     assert what == "looked_up"
     return machine.looked_up(args[0])
 
@@ -294,6 +294,28 @@ SEQUENCES: list[tuple[str, dict[str, Any], list[Step], list[Any]]] = [
                 "gave up after 1 unanswered attempts: boom",
                 flags=("resent_unverified",),
             ),
+        ],
+    ),
+    (
+        "unanswered sends during an outage do not use up the attempts; others do",
+        {"attempts": 1},
+        [
+            ("start",),
+            ("no_answer", "dropped", {"outage": True}),
+            ("looked_up", NOT_HELD),
+            ("answered", 502, "Bad Gateway", {"outage": True}),
+            ("looked_up", NOT_HELD),
+            ("no_answer", "dropped"),
+            ("looked_up", NOT_HELD),
+        ],
+        [
+            Send(),
+            Verify("dropped: was it issued?"),
+            Wait(1.0, "retry after an unanswered send", Send()),
+            Verify("HTTP 502: was it issued?"),
+            Wait(2.0, "retry after an unanswered send", Send()),
+            Verify("dropped: was it issued?"),
+            Finish(Status.FAILED, None, "gave up after 3 unanswered attempts: dropped"),
         ],
     ),
     (
