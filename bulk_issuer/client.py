@@ -673,6 +673,9 @@ def _spellings(secret: str) -> tuple[str, ...]:
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "for ever"
+    if seconds >= 7 * 86400:
+        # A server asking for weeks (or 10^100 seconds) is not counted out to the hour.
+        return f"{seconds / 86400:.0f} days" if seconds < 366 * 86400 else "more than a year"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     if seconds >= 120:

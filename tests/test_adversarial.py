@@ -867,3 +867,18 @@ async def test_dry_run_and_run_report_a_holder_the_same_way() -> None:
     assert (planned.already_held, planned.not_attempted) == (2, 4)
     assert (summary.already_held, summary.issued) == (2, 4)
     assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("value", "said"), [("99999999999", "more than a year"), ("1209600", "14 days")]
+)
+async def test_6_an_absurd_retry_after_stops_with_a_readable_message(value: str, said: str) -> None:
+    """Point 6: a Retry-After of 3000 years (or two weeks) stops the run at once, in words."""
+    absurd = ScriptedAnswer("issue", 503, headers={"Retry-After": value})
+    async with run_sandbox(SandboxConfig(scripted=[absurd])) as sandbox:
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(2))
+    message = str(caught.value)
+    assert said in message
+    assert len(message) < 300
