@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from .client import Answer, NavigatrClient, NoReply, NotSent, Stopping
-from .errors import FatalError, StoppedError
+from .errors import CredentialsRejected, FatalError, StoppedError
 from .events import Event, RetryScheduled
 from .flow import Finish, LearnerFlow, Send, Verify, Wait
 from .journal import Entry, Journal, State
@@ -162,7 +162,8 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
                 message = action.stop.message
                 if action.stop.http_status in (403, 404):
                     message = f"badge {job.badge_id} {message}"
-                ctx.stop_with(FatalError(message))
+                refused = action.stop.http_status == 401
+                ctx.stop_with(CredentialsRejected(message) if refused else FatalError(message))
             return action
         if isinstance(action, Wait):
             if job.maybe_sent or action.seconds > 0:

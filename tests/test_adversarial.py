@@ -28,7 +28,7 @@ from bulk_issuer import (
     UnavailableError,
 )
 from bulk_issuer.cli import main
-from bulk_issuer.errors import exit_status
+from bulk_issuer.errors import StoppedError, exit_status
 from bulk_issuer.events import ApiTrouble, Event, Waiting
 from bulk_issuer.journal import Journal, State
 from bulk_issuer.outcomes import Outcome, Summary
@@ -609,18 +609,33 @@ def test_6_cli_hour_long_retry_after_exits_4_with_when_to_rerun(
 
 
 @pytest.mark.looptime
-async def test_7_a_403_mid_run_records_the_answers_on_the_wire(tmp_path: Path) -> None:
-    """Point 7: a 403 while other issue calls are on the wire: their answers are recorded,
-    the summary's issued equals the server's count, nobody is left `sending` unexplained."""
+@pytest.mark.parametrize(
+    ("answer", "error", "status"),
+    [
+        (ScriptedAnswer("issue", 403, skip=6), FatalError, 3),
+        (ScriptedAnswer("issue", 403, skip=6, times=1), FatalError, 3),
+        (ScriptedAnswer("issue", 401, skip=6, times=1), CredentialsRejected, 3),
+        (
+            ScriptedAnswer("issue", 429, headers={"Retry-After": "3600"}, skip=6, times=1),
+            UnavailableError,
+            4,
+        ),
+    ],
+    ids=["403-for-good", "one-403", "one-401", "one-429-for-an-hour"],
+)
+async def test_7_a_fatal_stop_mid_run_records_the_answers_on_the_wire(
+    tmp_path: Path, answer: ScriptedAnswer, error: type[StoppedError], status: int
+) -> None:
+    """Point 7: a fatal answer (or a clean stop) while other issue calls are on the wire:
+    their answers are recorded, the summary's issued equals the server's count, nobody is
+    left `sending` unexplained."""
     journal = tmp_path / "run.db"
-    config = SandboxConfig(
-        rate=None, latency=(0.2, 0.6), seed=7, scripted=[ScriptedAnswer("issue", 403, skip=6)]
-    )
+    config = SandboxConfig(rate=None, latency=(0.2, 0.6), seed=7, scripted=[answer])
     recorder = Recorder()
     async with run_sandbox(config) as sandbox:
-        with pytest.raises(FatalError, match="not permitted") as caught:
+        with pytest.raises(error) as caught:
             await issue(sandbox, cohort(40), recorder, rate=None, workers=8, journal=journal)
-    assert exit_status(caught.value) == 3
+    assert exit_status(caught.value) == status
     summary = caught.value.summary
     assert summary is not None
     assert summary.issued == sandbox.issued_by_api
