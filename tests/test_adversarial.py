@@ -8,7 +8,11 @@ command-line runs use an unlimited sandbox in a thread and finish in well under 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sqlite3
+import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,7 @@ from bulk_issuer.journal import Journal, State
 from bulk_issuer.outcomes import Outcome, Summary
 from bulk_issuer.retry import RetryPolicy
 from bulk_issuer.sandbox import DROPPED, Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
-from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
+from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
 
 PAT = "sandbox-demo-pat"
 USER, PASSWORD = "demo@example.com", "demo-password"
@@ -897,3 +901,30 @@ async def test_6_an_absurd_retry_after_stops_with_a_readable_message(value: str,
     message = str(caught.value)
     assert said in message
     assert len(message) < 300
+
+
+@pytest.mark.usefixtures("pat_env")
+def test_8_cli_ctrl_c_while_pacing_sends_nothing_more(tmp_path: Path) -> None:
+    """Point 8 with a real Ctrl-C to a real process (the only way to test the signal path;
+    about 3 s of real time): after SIGINT no issue call that had not left arrives, exit 130."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(60))
+    with sandbox_thread(SandboxConfig()) as sandbox:
+        process = subprocess.Popen(
+            child_argv(path, sandbox.url, "-q"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + 15
+        while len(issue_calls(sandbox)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The sandbox's loop clock is time.monotonic(): arrivals compare with it directly.
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+        arrivals = issue_calls(sandbox)
+    assert process.returncode == 130, err
+    # One request may have been on the wire when the signal came (one leaves every 0.4 s).
+    late = [t for t in arrivals if t > signalled]
+    assert len(late) <= 1, late
+    assert sandbox.duplicates() == {}
