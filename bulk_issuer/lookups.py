@@ -126,6 +126,9 @@ class AssertionLookup:
             holders.note = self.unavailable
             return holders
         seen = 0
+        # (email, assertion id) of every item read: a page that brings nothing new means the
+        # server ignores `page` (it would otherwise "cover" the total with repeats, or never end).
+        known: set[tuple[str, str | None]] = set()
         for number in range(1, _MAX_PAGES + 1):
             answer = await self._get({"badge_id": badge_id, "page": number, "size": _PAGE})
             if isinstance(answer, str):
@@ -135,6 +138,11 @@ class AssertionLookup:
             if isinstance(page, str):
                 holders.note = f"page {number}: {page}"
                 return holders
+            items = {(key, assertion_id) for key, assertion_id, _ in page.items}
+            if number > 1 and items and items <= known:
+                holders.note = f"page {number} repeats earlier assertions: the list ignores paging"
+                return holders
+            known |= items
             for key, assertion_id, holds in page.items:
                 if holds and key:
                     holders.held.setdefault(key, assertion_id)

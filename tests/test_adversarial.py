@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 import bulk_issuer
 from bulk_issuer import (
@@ -928,3 +930,71 @@ def test_8_cli_ctrl_c_while_pacing_sends_nothing_more(tmp_path: Path) -> None:
     late = [t for t in arrivals if t > signalled]
     assert len(late) <= 1, late
     assert sandbox.duplicates() == {}
+
+
+class PagelessServer:
+    """A stand-in API whose assertions list ignores `page` and `recipient_email`: every page
+    is the first. Its first issue call is processed and then answered 500."""
+
+    def __init__(self, others: int, *, with_total: bool) -> None:
+        self.holders = [f"other{i}@example.org" for i in range(others)]
+        self.with_total = with_total
+        self.issue_calls = 0
+        self.lookups = 0
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application()
+        app.router.add_get("/v1/badge_assertion/", self.lookup)
+        app.router.add_put("/v1/badge/51/issue", self.issue)
+        return app
+
+    async def lookup(self, request: web.Request) -> web.Response:
+        """Page 1, whatever was asked."""
+        self.lookups += 1
+        items = [
+            {"id": str(i), "recipient_email": email, "status": "accepted"}
+            for i, email in enumerate(self.holders[:100])
+        ]
+        body: dict[str, object] = {"items": items, "page": 1, "size": 100}
+        if self.with_total:
+            body["total"] = len(self.holders)
+        return web.json_response(body)
+
+    async def issue(self, request: web.Request) -> web.Response:
+        """Issue; the first call's answer is lost to a 500."""
+        self.issue_calls += 1
+        email = (await request.json())["recipient_email"]
+        self.holders.append(email)
+        if self.issue_calls == 1:
+            return web.Response(status=500, text="Internal Server Error")
+        return web.json_response({"id": str(len(self.holders))})
+
+    def duplicates(self) -> list[str]:
+        """Addresses issued more than once."""
+        return sorted({e for e in self.holders if self.holders.count(e) > 1})
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("with_total", [True, False])
+async def test_2_a_list_that_ignores_paging_is_not_complete(with_total: bool) -> None:
+    """Point 2: a list that answers page 1 for every page: its repeats do not "cover" the
+    total (the dropped learner would be taken as not held and resent), and without a total
+    it is not paged 20,000 times: the learner is unconfirmed, the note says why."""
+    server = PagelessServer(150, with_total=with_total)
+    recorder = Recorder()
+    async with TestServer(server.app(), host="127.0.0.1") as http:
+        summary = await bulk_issuer.issue_badges(
+            cohort(3),
+            badge_id=51,
+            auth=AUTH,
+            base_url=str(http.make_url("")),
+            rate=None,
+            workers=1,
+            on_event=recorder,
+        )
+    assert server.duplicates() == []
+    assert (summary.issued, summary.unconfirmed) == (2, 1)
+    (unconfirmed,) = recorder.of(Status.UNCONFIRMED)
+    assert "ignores paging" in (unconfirmed.reason or "")
+    assert server.lookups <= 6
