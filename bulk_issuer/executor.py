@@ -192,10 +192,12 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
 async def _send(ctx: Context, job: Job, flow: LearnerFlow) -> Finish | Send | Verify | Wait:
     """One issue call through the request path; until the badge is confirmed, one at a time."""
     badge = ctx.badges.setdefault(job.badge_id, Badge())
-    if badge.confirmed:
-        return await _exchange(ctx, job, flow, badge)
-    async with badge.lock:
-        return await _exchange(ctx, job, flow, badge)
+    if not badge.confirmed:
+        async with badge.lock:
+            if not badge.confirmed:
+                return await _exchange(ctx, job, flow, badge)
+        # Confirmed while this learner waited: the others waiting go at once, not in turn.
+    return await _exchange(ctx, job, flow, badge)
 
 
 async def _exchange(

@@ -579,6 +579,26 @@ async def test_6_an_hour_long_retry_after_stops_cleanly(status: int) -> None:
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("kind", ["lookup", "token", "any"])
+@pytest.mark.parametrize("status", [429, 503])
+async def test_6_an_hour_long_retry_after_elsewhere_stops_cleanly(kind: str, status: int) -> None:
+    """Point 6 on the login or the holders list (before any issue call): the same clean stop,
+    exit 4, every row accounted for as not attempted."""
+    hour = ScriptedAnswer(kind, status, headers={"Retry-After": "3600"})  # type: ignore[arg-type]
+    async with run_sandbox(SandboxConfig(scripted=[hour])) as sandbox:
+        start = anyio.current_time()
+        with pytest.raises(UnavailableError, match="rerun after") as caught:
+            await issue(sandbox, cohort(5), auth=PasswordAuth(USER, PASSWORD))
+        took = anyio.current_time() - start
+    assert took < 30
+    assert exit_status(caught.value) == 4
+    summary = caught.value.summary
+    assert summary is not None
+    assert (summary.not_attempted, summary.total) == (5, 5)
+    assert sandbox.issued_by_api == 0
+
+
+@pytest.mark.looptime
 @pytest.mark.parametrize("status", [429, 503])
 async def test_6_a_30s_retry_after_is_shown_and_honoured(status: int) -> None:
     """Point 6: Retry-After 30: a Waiting event says so, and no issue call comes sooner."""
@@ -998,3 +1018,35 @@ async def test_2_a_list_that_ignores_paging_is_not_complete(with_total: bool) ->
     (unconfirmed,) = recorder.of(Status.UNCONFIRMED)
     assert "ignores paging" in (unconfirmed.reason or "")
     assert server.lookups <= 6
+
+
+@pytest.mark.looptime
+async def test_7_past_the_grace_requests_on_the_wire_are_unconfirmed_and_the_rerun_settles_them(
+    tmp_path: Path,
+) -> None:
+    """Point 7: answers slower than the stop's grace: those learners are unconfirmed (journal
+    `sending`), not lost and not failed; the rerun asks the server and issues each once."""
+    journal = tmp_path / "run.db"
+    config = SandboxConfig(
+        rate=None,
+        latency=(1.0, 12.0),
+        seed=3,
+        scripted=[ScriptedAnswer("issue", 403, skip=1, times=1)],
+    )
+    learners = cohort(12)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        with pytest.raises(FatalError) as caught:
+            await issue(sandbox, learners, recorder, rate=None, workers=8, journal=journal)
+        summary = caught.value.summary
+        assert summary is not None
+        assert summary.total == 12
+        assert summary.failed == 0
+        assert summary.unconfirmed > 0
+        sending = {e for e, s in journal_states(journal).items() if s is State.SENDING}
+        assert sending == {o.email for o in recorder.of(Status.UNCONFIRMED)}
+        config.scripted = []
+        again = await issue(sandbox, learners, journal=journal, rate=None)
+    assert again.issued + again.skipped == 12
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, e) == 1 for e in emails(learners))
