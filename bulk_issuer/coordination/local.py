@@ -1,0 +1,253 @@
+"""The local shared store: one SQLite file (WAL) per account under the user's data directory.
+
+Every run of one account on this machine (commands, services, library instances) opens
+the same file, so they share one slot schedule and one claim ledger with no set-up.
+Each operation is one short `BEGIN IMMEDIATE` transaction: SQLite's write lock is what
+makes a reservation or a claim atomic across processes. Commits are not flushed to disk
+(`synchronous=NORMAL`): a power cut may forget the last slots and claims, which only
+costs a lookup (the journal of each run is the durable record).
+
+A claim names its run's process; a claim whose process has died (kill -9) is taken over
+at once, with a lookup first. A lease bounds the rest (a process in another PID
+namespace, a reused PID).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import UnavailableError
+from .gcra import PaceState, rate_limited, reserve
+from .protocol import Claim, Ending, Verdict
+
+__all__ = ["LocalCoordinator", "default_folder"]
+
+#: Settled claims are remembered this long: concurrent runs need them; a later run finds
+#: the learner among the badge's holders.
+RETAIN = 86400.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pace (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tat REAL NOT NULL, resume_at REAL NOT NULL, floor REAL NOT NULL, floor_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    badge_id   INTEGER NOT NULL,
+    learner    TEXT    NOT NULL,
+    run_id     TEXT    NOT NULL,
+    ending     TEXT,               -- NULL while claimed
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    expires_at REAL    NOT NULL,
+    at         REAL    NOT NULL,
+    PRIMARY KEY (badge_id, learner)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_by_run ON claims (run_id) WHERE ending IS NULL;
+"""
+
+
+def default_folder() -> Path:
+    """Where the local stores live: `platformdirs.user_data_dir("bulk-issuer")`."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("bulk-issuer", appauthor=False))
+
+
+class LocalCoordinator:
+    """Slots and claims shared by every process of one account on this machine.
+
+    Args:
+        account: the account's key (`account_key`), the file's name.
+        folder: where the file lives; default `default_folder()`.
+    """
+
+    def __init__(self, account: str, folder: Path | None = None) -> None:
+        self.path = (folder or default_folder()) / f"{account}.db"
+        self.name = f"local store {self.path}"
+        self._db: sqlite3.Connection | None = None
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+
+    async def open(self) -> None:
+        """Create or open the file; `UnavailableError` if it cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute(
+                "DELETE FROM claims WHERE at < ? AND (ending IS NOT NULL OR expires_at < ?)",
+                (time.time() - RETAIN, time.time() - RETAIN),
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise UnavailableError(
+                f"the {self.name} cannot be opened: {exc}", host=str(self.path)
+            ) from None
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the file."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("open the coordinator first")
+        return self._db
+
+    def _fail(self, exc: BaseException) -> UnavailableError:
+        return UnavailableError(f"the {self.name} failed: {exc}", host=str(self.path))
+
+    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+        """Reserve the next slot; see `Coordinator.reserve`."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = db.execute(
+                    "SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1"
+                ).fetchone()
+                state = PaceState(*row) if row else PaceState()
+                at, after = reserve(state, now, interval)
+                _store(db, after)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return at - now
+
+    async def rate_limited(self, pause: float, interval: float) -> None:
+        """Pause and widen; see `Coordinator.rate_limited`."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1"
+                ).fetchone()
+                state = PaceState(*row) if row else PaceState()
+                _store(db, rate_limited(state, time.time(), pause, interval))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+    async def claim(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> Claim:
+        """Claim a learner; see `Coordinator.claim`."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                claim = self._claim(db, badge_id, learner_key, run_id, lease_seconds)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return claim
+
+    def _claim(
+        self, db: sqlite3.Connection, badge_id: int, learner: str, run_id: str, lease: float
+    ) -> Claim:
+        now = time.time()
+        row = db.execute(
+            "SELECT run_id, ending, host, pid, expires_at FROM claims "
+            "WHERE badge_id = ? AND learner = ?",
+            (badge_id, learner),
+        ).fetchone()
+        verify = False
+        if row is not None:
+            holder, ending, host, pid, expires_at = row
+            if ending in (Ending.ISSUED, Ending.HELD):
+                return Claim(Verdict.DONE, holder)
+            if holder != run_id:
+                if ending is None and expires_at > now and self._alive(host, pid):
+                    return Claim(Verdict.HELD, holder)
+                # A dead run's claim, or a send that went unanswered: it may have been
+                # processed, so the server is asked first.
+                verify = True
+        db.execute(
+            "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+            (badge_id, learner, run_id, self._host, self._pid, now + lease, now),
+        )
+        return Claim(Verdict.GRANTED, verify=verify)
+
+    def _alive(self, host: str, pid: int) -> bool:
+        if host != self._host or pid == self._pid:
+            return True  # another machine's (or namespace's) process: the lease decides
+        return _process_alive(pid)
+
+    async def renew(self, run_id: str, lease_seconds: float) -> None:
+        """Extend this run's claims; see `Coordinator.renew`."""
+        try:
+            self._connection().execute(
+                "UPDATE claims SET expires_at = ? WHERE run_id = ? AND ending IS NULL",
+                (time.time() + lease_seconds, run_id),
+            )
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+    async def settle(self, badge_id: int, learner_key: str, run_id: str, ending: Ending) -> None:
+        """Record how a run left a learner; see `Coordinator.settle`."""
+        db = self._connection()
+        try:
+            if ending is Ending.RELEASED:
+                db.execute(
+                    "DELETE FROM claims WHERE badge_id = ? AND learner = ? AND run_id = ?",
+                    (badge_id, learner_key, run_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE claims SET ending = ?, at = ? "
+                    "WHERE badge_id = ? AND learner = ? AND run_id = ?",
+                    (ending.value, time.time(), badge_id, learner_key, run_id),
+                )
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+
+def _store(db: sqlite3.Connection, state: PaceState) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO pace VALUES (1, ?, ?, ?, ?)",
+        (
+            _finite(state.tat),
+            _finite(state.resume_at),
+            state.floor,
+            _finite(state.floor_until),
+        ),
+    )
+
+
+def _finite(value: float) -> float:
+    # SQLite stores -inf as a REAL, but keep the file readable by any tool.
+    return max(value, -1e18)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (a zombie, killed but unreaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the command name's closing parenthesis.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")

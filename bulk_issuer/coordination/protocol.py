@@ -1,0 +1,99 @@
+"""What every coordinator offers: shared slots for the pacer and a shared claim ledger."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Claim", "Coordinator", "Ending", "Verdict"]
+
+
+class Verdict(enum.StrEnum):
+    """What a claim on one learner-and-badge found."""
+
+    #: This run may send it.
+    GRANTED = "granted"
+    #: Another live run holds it: wait for its outcome.
+    HELD = "held"
+    #: Another run issued it, or found the learner holding it.
+    DONE = "done"
+
+
+class Ending(enum.StrEnum):
+    """How a run leaves a learner it claimed."""
+
+    #: Issued by this run.
+    ISSUED = "issued"
+    #: Found holding the badge.
+    HELD = "held"
+    #: A send may have been processed without an answer: the next claimant asks first.
+    UNCONFIRMED = "unconfirmed"
+    #: Nothing of this run can have been processed (failed, not attempted): free again.
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to a claim.
+
+    Attributes:
+        verdict: granted, held by another live run, or done by another run.
+        run_id: the other run, when held or done.
+        verify: granted, but an earlier claimant may have sent it (it died, or its send
+            went unanswered): ask the server before sending.
+    """
+
+    verdict: Verdict
+    run_id: str | None = None
+    verify: bool = False
+
+
+@runtime_checkable
+class Coordinator(Protocol):
+    """One account's shared pacing budget and claim ledger.
+
+    All durations are in seconds. Every method may raise `UnavailableError` when the store
+    cannot be reached; nothing is sent then.
+    """
+
+    #: A name for messages: the store's kind and place, never a password.
+    name: str
+
+    async def open(self) -> None:
+        """Connect (or create the store); raise `UnavailableError` if it cannot be had."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of the store's connection."""
+        ...
+
+    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+        """Reserve the account's next slot, `interval` after the one before.
+
+        Args:
+            interval: the reserving pacer's gap (the GCRA emission interval).
+            urgent: a token refresh that every request waits for.
+
+        Returns:
+            Seconds from now until the slot.
+        """
+        ...
+
+    async def rate_limited(self, pause: float, interval: float) -> None:
+        """A 429: hold every process for `pause` and widen every process's gap."""
+        ...
+
+    async def claim(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> Claim:
+        """Claim one learner-and-badge for `run_id`, for `lease_seconds` unless renewed."""
+        ...
+
+    async def renew(self, run_id: str, lease_seconds: float) -> None:
+        """Extend every claim `run_id` holds (the run is alive)."""
+        ...
+
+    async def settle(self, badge_id: int, learner_key: str, run_id: str, ending: Ending) -> None:
+        """Record how `run_id` left a learner it claimed."""
+        ...

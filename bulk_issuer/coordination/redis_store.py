@@ -1,0 +1,248 @@
+"""The Redis coordinator: one account's slots and claims shared by every host.
+
+Slots are reserved in one Lua script on Redis's own clock (`TIME`), so hosts whose clocks
+disagree still share one even grid; the script is the GCRA of `gcra.py`, in microseconds.
+A claim is a key set with `SET NX PX` (a lease the run renews while it is alive) beside a
+record of how the learner was left (`issued`, `held`, `unconfirmed`, or `tried` while a
+run holds it), which outlives the lease for a day. Every key of an account shares one
+hash tag, so a cluster keeps them on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import UnavailableError
+from .gcra import HOLD_WIDER, MAX_WIDEN, WIDEN
+from .protocol import Claim, Ending, Verdict
+
+__all__ = ["RedisCoordinator", "redacted"]
+
+#: Settled records are kept this long (seconds).
+RETAIN = 86400
+
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local gap = tonumber(ARGV[1])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until')
+local tat = tonumber(s[1]) or 0
+local resume = tonumber(s[2]) or 0
+local floor = tonumber(s[3]) or 0
+local untl = tonumber(s[4]) or 0
+if now < untl and floor > gap then gap = floor end
+local at = math.max(now, tat, resume)
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', at + gap))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return at - now
+"""
+
+_RATE_LIMITED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(ARGV[1])
+local gap = tonumber(ARGV[2])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until')
+local tat = tonumber(s[1]) or 0
+local resume = tonumber(s[2]) or 0
+local floor = tonumber(s[3]) or 0
+local untl = tonumber(s[4]) or 0
+if now >= resume then
+  local base = gap
+  if now < untl and floor > gap then base = floor end
+  floor = math.min(base * tonumber(ARGV[3]), gap * tonumber(ARGV[4]))
+  untl = now + tonumber(ARGV[5])
+end
+resume = math.max(resume, now + pause)
+tat = math.max(tat, resume)
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat),
+  'resume', string.format('%.0f', resume), 'floor', string.format('%.0f', floor),
+  'until', string.format('%.0f', untl))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+# KEYS: claim, record. ARGV: run, lease ms, retain s.
+_CLAIM = """
+local rec = redis.call('GET', KEYS[2])
+local who = nil
+if rec then
+  local sep = string.find(rec, ':', 1, true)
+  local what = string.sub(rec, 1, sep - 1)
+  who = string.sub(rec, sep + 1)
+  if what == 'issued' or what == 'held' then return {'done', who} end
+end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {'held', holder} end
+if holder then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end
+local verify = '0'
+if who and who ~= ARGV[1] then verify = '1' end
+redis.call('SET', KEYS[2], 'tried:' .. ARGV[1], 'EX', ARGV[3])
+return {'granted', verify}
+"""
+
+# KEYS: claim, record. ARGV: run, ending, retain s.
+_SETTLE = """
+if ARGV[2] == 'released' then
+  if redis.call('GET', KEYS[2]) == 'tried:' .. ARGV[1] then redis.call('DEL', KEYS[2]) end
+else
+  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'EX', ARGV[3])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS: this run's claims. ARGV: run, lease ms.
+_RENEW = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return 1
+"""
+
+_MICRO = 1_000_000
+
+
+def redacted(url: str) -> str:
+    """The Redis URL without user name or password: `redis://host:port/db`."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or ''}"
+
+
+class RedisCoordinator:
+    """Slots and claims of one account in Redis, shared by every host.
+
+    Args:
+        url: `redis://HOST:PORT/DB` or `rediss://...` (credentials in the URL are used,
+            never shown).
+        account: the account's key (`account_key`).
+        timeout: seconds each command may take before the coordinator counts as lost.
+    """
+
+    def __init__(self, url: str, account: str, *, timeout: float = 3.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"a coordinator is redis://HOST:PORT/DB or rediss://..., got {redacted(url)!r}"
+            )
+        self._url = url
+        self._timeout = timeout
+        self.name = f"coordinator {redacted(url)}"
+        self._prefix = f"bulk-issuer:{{{account}}}:"
+        self._redis: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._mine: dict[tuple[int, str], str] = {}
+
+    def _lost(self, exc: BaseException) -> UnavailableError:
+        what = str(exc) or type(exc).__name__
+        return UnavailableError(
+            f"the {self.name} could not be reached: {what}", host=redacted(self._url)
+        )
+
+    async def open(self) -> None:
+        """Connect and load the scripts; `UnavailableError` if Redis does not answer."""
+        from redis import asyncio as aioredis
+
+        client = aioredis.from_url(
+            self._url,
+            socket_connect_timeout=self._timeout,
+            socket_timeout=self._timeout,
+            decode_responses=True,
+        )
+        self._redis = client
+        for name, text in (
+            ("reserve", _RESERVE),
+            ("rate_limited", _RATE_LIMITED),
+            ("claim", _CLAIM),
+            ("settle", _SETTLE),
+            ("renew", _RENEW),
+        ):
+            self._scripts[name] = client.register_script(text)
+        try:
+            await self._call(client.ping())
+        except UnavailableError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connections."""
+        client, self._redis = self._redis, None
+        if client is not None:
+            # Closing a connection that is already gone may fail: nothing to do about it.
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _call(self, awaitable: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                return await awaitable
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._lost(exc) from None
+
+    async def _run(self, name: str, keys: list[str], args: list[object]) -> Any:
+        if self._redis is None:
+            raise RuntimeError("open the coordinator first")
+        return await self._call(self._scripts[name](keys=keys, args=args))
+
+    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+        """Reserve the next slot on Redis's clock; see `Coordinator.reserve`."""
+        hold = int((HOLD_WIDER + 60) * 1000)
+        wait = await self._run("reserve", [self._prefix + "pace"], [round(interval * _MICRO), hold])
+        return int(wait) / _MICRO
+
+    async def rate_limited(self, pause: float, interval: float) -> None:
+        """Pause and widen for every host; see `Coordinator.rate_limited`."""
+        hold = int((HOLD_WIDER + 60) * 1000)
+        await self._run(
+            "rate_limited",
+            [self._prefix + "pace"],
+            [
+                round(pause * _MICRO),
+                round(interval * _MICRO),
+                WIDEN,
+                MAX_WIDEN,
+                round(HOLD_WIDER * _MICRO),
+                hold,
+            ],
+        )
+
+    def _keys(self, badge_id: int, learner_key: str) -> list[str]:
+        tail = f"{badge_id}:{learner_key}"
+        return [f"{self._prefix}claim:{tail}", f"{self._prefix}rec:{tail}"]
+
+    async def claim(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> Claim:
+        """Claim a learner; see `Coordinator.claim`."""
+        keys = self._keys(badge_id, learner_key)
+        verdict, detail = await self._run(
+            "claim", keys, [run_id, max(1, round(lease_seconds * 1000)), RETAIN]
+        )
+        if verdict == "granted":
+            self._mine[(badge_id, learner_key)] = keys[0]
+            return Claim(Verdict.GRANTED, verify=detail == "1")
+        return Claim(Verdict(verdict), detail)
+
+    async def renew(self, run_id: str, lease_seconds: float) -> None:
+        """Extend this run's claims; see `Coordinator.renew`."""
+        keys = list(self._mine.values())
+        if keys:
+            await self._run("renew", keys, [run_id, max(1, round(lease_seconds * 1000))])
+        elif self._redis is not None:
+            await self._call(self._redis.ping())
+
+    async def settle(self, badge_id: int, learner_key: str, run_id: str, ending: Ending) -> None:
+        """Record how a run left a learner; see `Coordinator.settle`."""
+        self._mine.pop((badge_id, learner_key), None)
+        await self._run("settle", self._keys(badge_id, learner_key), [run_id, ending.value, RETAIN])

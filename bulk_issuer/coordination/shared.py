@@ -1,0 +1,202 @@
+"""What a run does with a coordinator: take shared slots, and claim, wait for and settle learners.
+
+`SharedSlots` sits behind the pacer: once the pacer's own schedule lets a request go, it
+reserves the account's next slot and sleeps until then. One reservation per process is
+pending at a time (an urgent one, a token refresh, does not queue behind it), so the
+store's grid never runs ahead of the processes using it, a stopped process wastes at most
+one slot, and a shared pause reaches every process within one slot.
+
+`ClaimLedger` claims each learner before its first send, waits while another live run
+holds it, renews this run's leases, and records how each learner was left. Settlements
+are written by a background task, so that recording an outcome never waits on the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Callable
+
+import anyio
+
+from ..errors import UnavailableError
+from .account import learner_hash
+from .protocol import Claim, Coordinator, Ending, Verdict
+
+__all__ = ["DEFAULT_LEASE", "ClaimLedger", "SharedSlots"]
+
+#: Seconds a claim outlives its run's last renewal ...
+DEFAULT_LEASE = 30.0
+#: ... renewed this often (a share of the lease).
+_RENEW_SHARE = 1 / 6
+#: Seconds between two looks at a claim that another live run holds.
+_POLL = 0.25
+
+_log = logging.getLogger("bulk_issuer.coordination")
+
+
+class SharedSlots:
+    """The account's shared slot schedule, as the pacer uses it.
+
+    Args:
+        coordinator: the store (already open).
+    """
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self._gate: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Set once the store failed; every later reservation raises it.
+        self.lost: UnavailableError | None = None
+
+    async def acquire(self, interval: float, *, urgent: bool = False) -> None:
+        """Wait for the account's next slot, `interval` (the pacer's gap) after the last.
+
+        Raises:
+            UnavailableError: the store cannot be reached.
+        """
+        if self.lost is not None:
+            raise self.lost
+        if urgent:
+            await self._wait(interval, urgent=True)
+            return
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        async with self._gate:
+            await self._wait(interval, urgent=False)
+
+    async def _wait(self, interval: float, *, urgent: bool) -> None:
+        try:
+            wait = await self.coordinator.reserve(interval, urgent=urgent)
+        except UnavailableError as exc:
+            self.lost = self.lost or exc
+            raise
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def rate_limited(self, pause: float, interval: float) -> None:
+        """Tell every process of a 429 (in the background: the caller is pausing anyway)."""
+        if self.lost is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._tell(pause, interval))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell(self, pause: float, interval: float) -> None:
+        try:
+            await self.coordinator.rate_limited(pause, interval)
+        except UnavailableError as exc:
+            self.lost = self.lost or exc
+
+
+class ClaimLedger:
+    """One run's claims on learners, in the account's shared ledger.
+
+    Args:
+        coordinator: the store (already open).
+        run_id: this run's id; default a fresh random one.
+        lease: seconds a claim outlives this run's last renewal.
+        poll: seconds between two looks at a learner another live run holds.
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        *,
+        run_id: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        poll: float = _POLL,
+    ) -> None:
+        if not (lease > 0 and math.isfinite(lease)):
+            raise ValueError(f"a claim's lease is a positive number of seconds, got {lease}")
+        self.coordinator = coordinator
+        self.run_id = run_id or uuid.uuid4().hex
+        self.lease = lease
+        self.poll = poll
+        #: Set once the store failed; every later claim raises it.
+        self.lost: UnavailableError | None = None
+        self._on_lost: Callable[[UnavailableError], None] = lambda _: None
+        self._queue: asyncio.Queue[tuple[int, str, Ending]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, on_lost: Callable[[UnavailableError], None]) -> None:
+        """Start renewing leases and writing settlements; `on_lost` hears of a lost store."""
+        self._on_lost = on_lost
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._background())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Write the settlements still queued (for up to `grace` seconds), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        queue = self._queue
+        if queue is not None and self.lost is None:
+            with anyio.move_on_after(grace, shield=True):
+                await queue.join()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _lose(self, exc: UnavailableError) -> None:
+        if self.lost is None:
+            self.lost = exc
+            self._on_lost(exc)
+
+    async def _background(self) -> None:
+        assert self._queue is not None
+        every = self.lease * _RENEW_SHARE
+        renew_at = anyio.current_time() + every
+        while True:
+            item = None
+            with anyio.move_on_after(max(renew_at - anyio.current_time(), 0)):
+                item = await self._queue.get()
+            try:
+                if item is not None:
+                    if self.lost is None:
+                        await self.coordinator.settle(item[0], item[1], self.run_id, item[2])
+                    continue
+                renew_at = anyio.current_time() + every
+                if self.lost is None:
+                    await self.coordinator.renew(self.run_id, self.lease)
+            except UnavailableError as exc:
+                self._lose(exc)
+            except Exception:  # a bug must not stop the renewals
+                _log.exception("coordination.failed")
+            finally:
+                if item is not None:
+                    self._queue.task_done()
+
+    async def take(self, badge_id: int, learner_key: str, stopping: anyio.Event) -> Claim | None:
+        """Claim a learner; while another live run holds it, wait for its outcome.
+
+        Returns:
+            GRANTED (maybe with `verify`) or DONE by another run; None when `stopping` was
+            set while waiting.
+
+        Raises:
+            UnavailableError: the store cannot be reached.
+        """
+        key = learner_hash(learner_key)
+        while True:
+            if self.lost is not None:
+                raise self.lost
+            try:
+                claim = await self.coordinator.claim(badge_id, key, self.run_id, self.lease)
+            except UnavailableError as exc:
+                self._lose(exc)
+                raise
+            if claim.verdict is not Verdict.HELD:
+                return claim
+            with anyio.move_on_after(self.poll):
+                await stopping.wait()
+            if stopping.is_set():
+                return None
+
+    def settle(self, badge_id: int, learner_key: str, ending: Ending) -> None:
+        """Record how this run left a learner it claimed (written in the background)."""
+        if self._queue is not None and self.lost is None:
+            self._queue.put_nowait((badge_id, learner_hash(learner_key), ending))

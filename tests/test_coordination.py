@@ -1,0 +1,358 @@
+"""The coordination package: GCRA decisions on fake time, and each store's slots and claims
+(in-process, the local SQLite store, a real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bulk_issuer.coordination import (
+    ClaimLedger,
+    Coordinator,
+    Ending,
+    InProcessCoordinator,
+    LocalCoordinator,
+    PaceState,
+    RedisCoordinator,
+    SharedSlots,
+    Verdict,
+    account_key,
+    choose,
+)
+from bulk_issuer.coordination.gcra import HOLD_WIDER, WIDEN, rate_limited, reserve
+from bulk_issuer.errors import UnavailableError
+from tests.redis_server import RedisServer, own_redis, redis_server, redis_url  # noqa: F401
+
+ACCOUNT = account_key("http://127.0.0.1:1", "sandbox-demo-pat")
+
+# -- GCRA on fake time: tables of (now, interval) -> slot ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("calls", "slots"),
+    [
+        # back to back at t=0: one interval apart, no burst
+        ([(0.0, 0.4)] * 4, [0.0, 0.4, 0.8, 1.2]),
+        # idle: the grid restarts at now, nothing is saved up
+        ([(0.0, 0.4), (5.0, 0.4), (5.1, 0.4)], [0.0, 5.0, 5.4]),
+        # a wider gap from one process spaces the next request further
+        ([(0.0, 1.0), (0.1, 0.4), (0.1, 0.4)], [0.0, 1.0, 1.4]),
+        # a request exactly on its slot goes at once
+        ([(0.0, 0.5), (0.5, 0.5), (1.0, 0.5)], [0.0, 0.5, 1.0]),
+    ],
+)
+def test_gcra_reservations(calls: list[tuple[float, float]], slots: list[float]) -> None:
+    """Reservations leave one emission interval apart, with no burst allowance."""
+    state = PaceState()
+    got = []
+    for now, interval in calls:
+        at, state = reserve(state, now, interval)
+        got.append(at)
+    assert got == pytest.approx(slots)
+
+
+def test_gcra_pause_and_widen() -> None:
+    """A 429 pauses every reservation and widens every gap, once per episode, for a while."""
+    state = PaceState()
+    _, state = reserve(state, 0.0, 0.4)
+    state = rate_limited(state, 0.1, pause=2.0, interval=0.4)
+    assert state.resume_at == pytest.approx(2.1)
+    # A second 429 of the same episode (an answer already on the wire) widens no further.
+    again = rate_limited(state, 0.2, pause=2.0, interval=0.4)
+    assert again.floor == pytest.approx(state.floor) == pytest.approx(0.4 * WIDEN)
+    at1, state = reserve(again, 0.3, 0.4)
+    at2, state = reserve(state, 0.3, 0.4)
+    assert at1 == pytest.approx(2.2)
+    assert at2 - at1 == pytest.approx(0.4 * WIDEN)
+    # The wider gap lapses after HOLD_WIDER.
+    late = 0.2 + HOLD_WIDER + 1
+    at3, state = reserve(state, late, 0.4)
+    at4, _ = reserve(state, late, 0.4)
+    assert at4 - at3 == pytest.approx(0.4)
+
+
+def test_gcra_never_closer_than_interval_property() -> None:
+    """Any interleaving of reservations keeps every two slots at least the smaller gap apart."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        state = PaceState()
+        now, slots = 0.0, []
+        for _ in range(30):
+            now += rng.choice([0.0, 0.0, 0.05, 0.3, 2.0])
+            at, state = reserve(state, now, 0.25)
+            assert at >= now
+            slots.append(at)
+        gaps = [b - a for a, b in itertools.pairwise(slots)]
+        assert min(gaps) >= 0.25 - 1e-9
+
+
+# -- every store: two instances are two processes of one account ----------------------------
+
+Factory = Callable[[], Coordinator]
+
+
+@pytest.fixture(params=["memory", "local", "redis"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
+    """Makes coordinators that share one store, as separate processes would."""
+    if request.param == "memory":
+        shared = InProcessCoordinator()
+        return lambda: shared
+    if request.param == "local":
+        return lambda: LocalCoordinator(ACCOUNT, tmp_path)
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisCoordinator(url, ACCOUNT)
+
+
+async def test_reservations_across_processes(stores: Factory) -> None:
+    """Two coordinators of one account reserve on one grid: slots one interval apart."""
+    first, second = stores(), stores()
+    await first.open()
+    await second.open()
+    try:
+        started = time.monotonic()
+        slots = []
+        for i in range(10):
+            store = first if i % 2 else second
+            wait = await store.reserve(0.05)
+            slots.append(time.monotonic() - started + wait)
+        gaps = [b - a for a, b in itertools.pairwise(slots)]
+        # Each slot is one interval after the previous (less the time the call took).
+        assert min(gaps) >= 0.05 - 0.005
+        assert max(gaps) <= 0.05 + 0.02
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_shared_pause_reaches_the_other_process(stores: Factory) -> None:
+    """A 429 told by one process holds the other's next reservation, and widens its gap."""
+    first, second = stores(), stores()
+    await first.open()
+    await second.open()
+    try:
+        await first.rate_limited(0.3, 0.05)
+        wait1 = await second.reserve(0.05)
+        wait2 = await second.reserve(0.05)
+        assert 0.25 <= wait1 <= 0.35
+        assert wait2 - wait1 == pytest.approx(0.05 * WIDEN, abs=0.01)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_claims(stores: Factory) -> None:
+    """Granted once; held while the holder lives; done once issued; free after a release;
+    granted with a lookup first after an unanswered send."""
+    a, b = stores(), stores()
+    await a.open()
+    await b.open()
+    try:
+        assert (await a.claim(51, "x", "run-a", 30)).verdict is Verdict.GRANTED
+        assert (await a.claim(51, "x", "run-a", 30)).verdict is Verdict.GRANTED  # its own
+        held = await b.claim(51, "x", "run-b", 30)
+        assert (held.verdict, held.run_id) == (Verdict.HELD, "run-a")
+        await a.settle(51, "x", "run-a", Ending.ISSUED)
+        done = await b.claim(51, "x", "run-b", 30)
+        assert (done.verdict, done.run_id) == (Verdict.DONE, "run-a")
+        # Another badge, another learner: independent.
+        assert (await b.claim(52, "x", "run-b", 30)).verdict is Verdict.GRANTED
+        assert (await b.claim(51, "y", "run-b", 30)).verdict is Verdict.GRANTED
+        await b.settle(51, "y", "run-b", Ending.RELEASED)
+        free = await a.claim(51, "y", "run-a", 30)
+        assert (free.verdict, free.verify) == (Verdict.GRANTED, False)
+        await a.settle(51, "y", "run-a", Ending.UNCONFIRMED)
+        again = await b.claim(51, "y", "run-b", 30)
+        assert (again.verdict, again.verify) == (Verdict.GRANTED, True)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_lease_expires_and_renewal_keeps_it(redis_url: str) -> None:  # noqa: F811
+    """A dead run's claim lapses with its lease (taken over with a lookup first); a live run's
+    renewals keep its claim past the lease."""
+    a, b = RedisCoordinator(redis_url, ACCOUNT), RedisCoordinator(redis_url, ACCOUNT)
+    await a.open()
+    await b.open()
+    try:
+        await a.claim(51, "dead", "run-a", 0.2)
+        await a.claim(51, "alive", "run-a", 0.2)
+        for _ in range(4):
+            await anyio.sleep(0.1)
+            await a.renew("run-a", 0.2)
+        assert (await b.claim(51, "alive", "run-b", 30)).verdict is Verdict.HELD
+        await a.settle(51, "alive", "run-a", Ending.RELEASED)
+        # "dead" was renewed too (a renews every claim it holds): drop it from a's list and
+        # let the lease run out, as after kill -9.
+        a._mine.clear()
+        await anyio.sleep(0.3)
+        taken = await b.claim(51, "dead", "run-b", 30)
+        assert (taken.verdict, taken.verify) == (Verdict.GRANTED, True)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_local_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    """The local store takes over a claim whose process is gone at once, with a lookup first;
+    a live process's claim is held even past nothing."""
+    store = LocalCoordinator(ACCOUNT, tmp_path)
+    await store.open()
+    try:
+        gone = subprocess.run(  # noqa: ASYNC221 - a 20 ms helper process
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        gone_pid = int(gone.stdout)
+        db = store._connection()
+        db.execute(
+            "INSERT INTO claims VALUES (51, 'k', 'dead-run', NULL, ?, ?, ?, ?)",
+            (store._host, gone_pid, time.time() + 30, time.time()),
+        )
+        taken = await store.claim(51, "k", "run-b", 30)
+        assert (taken.verdict, taken.verify) == (Verdict.GRANTED, True)
+        live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: ASYNC220
+        try:
+            db.execute(
+                "INSERT INTO claims VALUES (51, 'm', 'live-run', NULL, ?, ?, ?, ?)",
+                (store._host, live.pid, time.time() + 30, time.time()),
+            )
+            assert (await store.claim(51, "m", "run-b", 30)).verdict is Verdict.HELD
+        finally:
+            live.kill()
+            live.wait()
+        assert (await store.claim(51, "m", "run-b", 30)).verify
+    finally:
+        await store.close()
+
+
+async def test_ledger_waits_for_the_holder_then_reports_done(tmp_path: Path) -> None:
+    """A learner held by another live run is waited for, then reported done by that run."""
+    a = ClaimLedger(LocalCoordinator(ACCOUNT, tmp_path), lease=2.0, poll=0.02)
+    b = ClaimLedger(LocalCoordinator(ACCOUNT, tmp_path), lease=2.0, poll=0.02)
+    for ledger in (a, b):
+        await ledger.coordinator.open()
+        ledger.start(lambda exc: None)
+    try:
+        stopping = anyio.Event()
+        first = await a.take(51, "ana@example.org", stopping)
+        assert first is not None
+        assert first.verdict is Verdict.GRANTED
+        waited = asyncio.create_task(b.take(51, "ana@example.org", stopping))
+        await anyio.sleep(0.1)
+        assert not waited.done()
+        a.settle(51, "ana@example.org", Ending.ISSUED)
+        claim = await asyncio.wait_for(waited, 2)
+        assert claim is not None
+        assert (claim.verdict, claim.run_id) == (Verdict.DONE, a.run_id)
+        # A stop while waiting ends the wait.
+        await a.take(51, "bo@example.org", stopping)
+        waiting = asyncio.create_task(b.take(51, "bo@example.org", stopping))
+        await anyio.sleep(0.05)
+        stopping.set()
+        assert await asyncio.wait_for(waiting, 1) is None
+    finally:
+        for ledger in (a, b):
+            await ledger.stop()
+            await ledger.coordinator.close()
+
+
+async def test_ledger_renews_while_alive(redis_url: str) -> None:  # noqa: F811
+    """The ledger's background task renews its leases: a claim outlives its lease many times."""
+    a = ClaimLedger(RedisCoordinator(redis_url, ACCOUNT), lease=0.3)
+    other = RedisCoordinator(redis_url, ACCOUNT)
+    await a.coordinator.open()
+    await other.open()
+    a.start(lambda exc: None)
+    try:
+        await a.take(51, "ana@example.org", anyio.Event())
+        await anyio.sleep(1.0)
+        from bulk_issuer.coordination import learner_hash
+
+        held = await other.claim(51, learner_hash("ana@example.org"), "other", 30)
+        assert held.verdict is Verdict.HELD
+    finally:
+        await a.stop()
+        await a.coordinator.close()
+        await other.close()
+
+
+async def test_shared_slots_space_two_processes(stores: Factory) -> None:
+    """Two processes' pacers, three requests waiting in each, leave one gap apart together."""
+    gates = [SharedSlots(stores()), SharedSlots(stores())]
+    for gate in gates:
+        await gate.coordinator.open()
+    times: list[float] = []
+
+    async def send(gate: SharedSlots) -> None:
+        await gate.acquire(0.04)
+        times.append(time.monotonic())
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                for gate in gates:
+                    tg.start_soon(send, gate)
+        times.sort()
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) == 6
+        assert min(gaps) >= 0.04 - 0.008
+    finally:
+        for gate in gates:
+            await gate.coordinator.close()
+
+
+async def test_redis_unreachable_is_a_clear_error_without_the_password() -> None:
+    """Redis that does not answer: UnavailableError naming the host, never the password."""
+    coordinator = RedisCoordinator("redis://:hunter2@127.0.0.1:1/0", ACCOUNT, timeout=0.5)
+    with pytest.raises(UnavailableError) as caught:
+        await coordinator.open()
+    text = str(caught.value)
+    assert "redis://127.0.0.1:1/0" in text
+    assert "hunter2" not in text
+    assert caught.value.exit_status == 4
+
+
+async def test_redis_lost_mid_run_raises_unavailable(own_redis: RedisServer) -> None:  # noqa: F811
+    """A Redis that stops answering makes the next reservation or claim UnavailableError."""
+    coordinator = RedisCoordinator(own_redis.url, ACCOUNT, timeout=0.5)
+    await coordinator.open()
+    try:
+        await coordinator.reserve(0.01)
+        own_redis.stop()
+        with pytest.raises(UnavailableError):
+            await coordinator.reserve(0.01)
+        with pytest.raises(UnavailableError):
+            await coordinator.claim(51, "x", "run", 30)
+    finally:
+        await coordinator.close()
+
+
+def test_choose_and_account_keys(tmp_path: Path) -> None:
+    """The spec picks the store; the account key hashes the credential and never holds it."""
+    key = account_key("https://api.navigatr.app", "my-secret-pat")
+    assert "my-secret-pat" not in key
+    assert len(key) == 24
+    assert key != account_key("https://api.navigatr.app", "another-pat")
+    assert key != account_key("https://sandbox.example", "my-secret-pat")
+    local = choose(None, base_url="https://a", identity="pat", folder=tmp_path)
+    assert isinstance(local, LocalCoordinator)
+    assert "pat" not in local.path.name
+    assert isinstance(choose("memory", base_url="x", identity="y"), InProcessCoordinator)
+    redis = choose("redis://:pw@127.0.0.1:6379/2", base_url="x", identity="y")
+    assert isinstance(redis, RedisCoordinator)
+    assert "pw" not in redis.name
+    with pytest.raises(ValueError, match="redis://"):
+        choose("http://nope", base_url="x", identity="y")
