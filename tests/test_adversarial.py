@@ -35,7 +35,7 @@ from bulk_issuer import (
 )
 from bulk_issuer.cli import main
 from bulk_issuer.errors import StoppedError, exit_status
-from bulk_issuer.events import ApiTrouble, Event, Waiting
+from bulk_issuer.events import ApiTrouble, Event, HoldersLoaded, Waiting
 from bulk_issuer.journal import Journal, State
 from bulk_issuer.outcomes import Outcome, Summary
 from bulk_issuer.retry import RetryPolicy
@@ -1050,3 +1050,102 @@ async def test_7_past_the_grace_requests_on_the_wire_are_unconfirmed_and_the_rer
     assert again.issued + again.skipped == 12
     assert sandbox.duplicates() == {}
     assert all(sandbox.issued_count(51, e) == 1 for e in emails(learners))
+
+
+class ListServer:
+    """A stand-in API whose assertions list pages properly but may leave out `pages` or
+    `total`, or claim a total it does not have."""
+
+    def __init__(self, holders: int, *, pages: bool, total: bool, claim: int | None = None) -> None:
+        self.holders = [f"holder{i}@example.org" for i in range(holders)]
+        self.pages, self.total, self.claim = pages, total, claim
+        self.lookups = 0
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application()
+        app.router.add_get("/v1/badge_assertion/", self.lookup)
+        app.router.add_put("/v1/badge/51/issue", self.issue)
+        return app
+
+    async def lookup(self, request: web.Request) -> web.Response:
+        """The page asked for."""
+        self.lookups += 1
+        number, size = int(request.query["page"]), int(request.query["size"])
+        chunk = self.holders[(number - 1) * size : number * size]
+        body: dict[str, object] = {
+            "items": [{"id": email, "recipient_email": email} for email in chunk],
+            "page": number,
+            "size": size,
+        }
+        total = self.claim if self.claim is not None else len(self.holders)
+        if self.total:
+            body["total"] = total
+        if self.pages:
+            body["pages"] = -(-total // size)
+        return web.json_response(body)
+
+    async def issue(self, request: web.Request) -> web.Response:
+        """Issue."""
+        email = (await request.json())["recipient_email"]
+        self.holders.append(email)
+        return web.json_response({"id": email})
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("holders", "pages", "total", "claim", "complete", "note"),
+    [
+        (150, True, True, None, True, None),
+        (150, False, True, None, True, None),
+        (150, True, False, None, True, None),
+        (150, False, False, None, True, "read until a short page"),
+        (200, False, False, None, True, None),
+        (0, False, False, None, True, None),
+        (150, False, True, 300, False, "says 300 assertions but page 3 was empty"),
+        (150, True, True, 300, False, "says 300 assertions but page 3 was empty"),
+    ],
+    ids=[
+        "documented",
+        "no-pages",
+        "no-total",
+        "neither-short-page",
+        "neither-empty-page",
+        "empty-list",
+        "total-overclaimed",
+        "pages-and-total-overclaimed",
+    ],
+)
+async def test_2_paging_by_whatever_the_answer_allows(
+    holders: int,
+    pages: bool,
+    total: bool,
+    claim: int | None,
+    complete: bool,
+    note: str | None,
+) -> None:
+    """Point 2: the holders list is paged by `pages`, `total` or a short/empty page, whichever
+    the answer gives; when it cannot tell (a total it never reaches) it says so."""
+    server = ListServer(holders, pages=pages, total=total, claim=claim)
+    recorder = Recorder()
+    learners = [
+        {"First Name": "H", "Email": f"holder{i}@example.org"} for i in range(holders - 5, holders)
+    ]
+    async with TestServer(server.app(), host="127.0.0.1") as http:
+        await bulk_issuer.issue_badges(
+            [*learners, *cohort(2)],
+            badge_id=51,
+            auth=AUTH,
+            base_url=str(http.make_url("")),
+            rate=None,
+            on_event=recorder,
+        )
+    (loaded,) = [e for e in recorder.events if isinstance(e, HoldersLoaded)]
+    assert loaded.complete is complete
+    assert loaded.holders == holders
+    if note is None:
+        assert loaded.note is None
+    else:
+        assert note in (loaded.note or "")
+    # Whatever the paging, a holder who was read is not sent again.
+    assert len(server.holders) == len(set(server.holders))
