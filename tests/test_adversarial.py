@@ -1149,3 +1149,36 @@ async def test_2_paging_by_whatever_the_answer_allows(
         assert note in (loaded.note or "")
     # Whatever the paging, a holder who was read is not sent again.
     assert len(server.holders) == len(set(server.holders))
+
+
+@pytest.mark.looptime
+async def test_8_stop_with_single_learner_calls_waiting_sends_nothing_more() -> None:
+    """Point 8 for BadgeIssuer.issue: many callers waiting for pace slots when stop() comes:
+    nothing more leaves; each waiting caller gets `not_attempted`."""
+    outcomes: list[Outcome] = []
+    stopped_at: list[float] = []
+    async with (
+        run_sandbox(SandboxConfig()) as sandbox,
+        BadgeIssuer(auth=AUTH, base_url=sandbox.url) as issuer,
+    ):
+
+        async def one(i: int) -> None:
+            learner = bulk_issuer.Learner(first_name="Ana", email=f"ana{i}@example.org")
+            outcomes.append(await issuer.issue(learner, badge_id=51))
+
+        async def stop_later() -> None:
+            await anyio.sleep(2.1)
+            stopped_at.append(anyio.current_time())
+            issuer.stop()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+            tg.start_soon(stop_later)
+    assert len(outcomes) == 20
+    statuses = {o.status for o in outcomes}
+    assert statuses <= {Status.ISSUED, Status.NOT_ATTEMPTED}
+    issued = sum(o.status is Status.ISSUED for o in outcomes)
+    assert 0 < issued < 20
+    assert issued == sandbox.issued_by_api
+    assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
