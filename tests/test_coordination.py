@@ -152,7 +152,7 @@ async def test_shared_pause_reaches_the_other_process(stores: Factory) -> None:
 
 async def test_claims(stores: Factory) -> None:
     """Granted once; held while the holder lives; done once issued; free after a release;
-    granted with a lookup first after an unanswered send."""
+    granted with a lookup first after an unanswered send; done only if settled since."""
     a, b = stores(), stores()
     await a.open()
     await b.open()
@@ -173,6 +173,11 @@ async def test_claims(stores: Factory) -> None:
         await a.settle(51, "y", "run-a", Ending.UNCONFIRMED)
         again = await b.claim(51, "y", "run-b", 30)
         assert (again.verdict, again.verify) == (Verdict.GRANTED, True)
+        # Settled before a run began: that run's own holders lookup decides, not the ledger
+        # (a restarted sandbox, a revoked badge).
+        later = await b.clock() + 5
+        fresh = await b.claim(51, "x", "run-c", 30, since=later)
+        assert (fresh.verdict, fresh.verify) == (Verdict.GRANTED, False)
     finally:
         await a.close()
         await b.close()
@@ -244,7 +249,7 @@ async def test_ledger_waits_for_the_holder_then_reports_done(tmp_path: Path) -> 
     b = ClaimLedger(LocalCoordinator(ACCOUNT, tmp_path), lease=2.0, poll=0.02)
     for ledger in (a, b):
         await ledger.coordinator.open()
-        ledger.start(lambda exc: None)
+        await ledger.start(lambda exc: None)
     try:
         stopping = anyio.Event()
         first = await a.take(51, "ana@example.org", stopping)
@@ -275,7 +280,7 @@ async def test_ledger_renews_while_alive(redis_url: str) -> None:  # noqa: F811
     other = RedisCoordinator(redis_url, ACCOUNT)
     await a.coordinator.open()
     await other.open()
-    a.start(lambda exc: None)
+    await a.start(lambda exc: None)
     try:
         await a.take(51, "ana@example.org", anyio.Event())
         await anyio.sleep(1.0)

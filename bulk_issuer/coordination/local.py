@@ -14,6 +14,7 @@ namespace, a reused PID).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sqlite3
@@ -143,15 +144,25 @@ class LocalCoordinator:
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
 
+    async def clock(self) -> float:
+        """This machine's wall clock, which every process here shares."""
+        return time.time()
+
     async def claim(
-        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+        self,
+        badge_id: int,
+        learner_key: str,
+        run_id: str,
+        lease_seconds: float,
+        *,
+        since: float = -math.inf,
     ) -> Claim:
         """Claim a learner; see `Coordinator.claim`."""
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                claim = self._claim(db, badge_id, learner_key, run_id, lease_seconds)
+                claim = self._claim(db, badge_id, learner_key, run_id, lease_seconds, since)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -161,20 +172,27 @@ class LocalCoordinator:
         return claim
 
     def _claim(
-        self, db: sqlite3.Connection, badge_id: int, learner: str, run_id: str, lease: float
+        self,
+        db: sqlite3.Connection,
+        badge_id: int,
+        learner: str,
+        run_id: str,
+        lease: float,
+        since: float,
     ) -> Claim:
         now = time.time()
         row = db.execute(
-            "SELECT run_id, ending, host, pid, expires_at FROM claims "
+            "SELECT run_id, ending, host, pid, expires_at, at FROM claims "
             "WHERE badge_id = ? AND learner = ?",
             (badge_id, learner),
         ).fetchone()
         verify = False
         if row is not None:
-            holder, ending, host, pid, expires_at = row
+            holder, ending, host, pid, expires_at, at = row
             if ending in (Ending.ISSUED, Ending.HELD):
-                return Claim(Verdict.DONE, holder)
-            if holder != run_id:
+                if at >= since:
+                    return Claim(Verdict.DONE, holder)
+            elif holder != run_id:
                 if ending is None and expires_at > now and self._alive(host, pid):
                     return Claim(Verdict.HELD, holder)
                 # A dead run's claim, or a send that went unanswered: it may have been

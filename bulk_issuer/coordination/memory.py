@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from .gcra import PaceState, rate_limited, reserve
@@ -20,8 +21,8 @@ class InProcessCoordinator:
 
     def __init__(self) -> None:
         self._pace = PaceState()
-        # (badge, learner) -> (run, ending or None while claimed)
-        self._claims: dict[tuple[int, str], tuple[str, Ending | None]] = {}
+        # (badge, learner) -> (run, ending or None while claimed, when)
+        self._claims: dict[tuple[int, str], tuple[str, Ending | None, float]] = {}
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -39,21 +40,32 @@ class InProcessCoordinator:
         """Pause and widen; see `Coordinator.rate_limited`."""
         self._pace = rate_limited(self._pace, time.monotonic(), pause, interval)
 
+    async def clock(self) -> float:
+        """This process's monotonic clock."""
+        return time.monotonic()
+
     async def claim(
-        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+        self,
+        badge_id: int,
+        learner_key: str,
+        run_id: str,
+        lease_seconds: float,
+        *,
+        since: float = -math.inf,
     ) -> Claim:
         """Claim a learner; see `Coordinator.claim` (a run in this process never dies alone)."""
         key = (badge_id, learner_key)
         found = self._claims.get(key)
+        now = time.monotonic()
         if found is None or (found[0] == run_id and found[1] is None):
-            self._claims[key] = (run_id, None)
+            self._claims[key] = (run_id, None, now)
             return Claim(Verdict.GRANTED)
-        holder, ending = found
-        if ending in (Ending.ISSUED, Ending.HELD):
+        holder, ending, at = found
+        if ending in (Ending.ISSUED, Ending.HELD) and at >= since:
             return Claim(Verdict.DONE, holder)
         if ending is None:
             return Claim(Verdict.HELD, holder)
-        self._claims[key] = (run_id, None)
+        self._claims[key] = (run_id, None, now)
         return Claim(Verdict.GRANTED, verify=ending is Ending.UNCONFIRMED and holder != run_id)
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
@@ -68,4 +80,4 @@ class InProcessCoordinator:
         if ending is Ending.RELEASED:
             self._claims.pop(key, None)
         else:
-            self._claims[key] = (run_id, ending)
+            self._claims[key] = (run_id, ending, time.monotonic())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -84,10 +85,31 @@ class Coordinator(Protocol):
         """A 429: hold every process for `pause` and widen every process's gap."""
         ...
 
+    async def clock(self) -> float:
+        """The store's clock, in seconds (what `claim`'s `since` is measured on)."""
+        ...
+
     async def claim(
-        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+        self,
+        badge_id: int,
+        learner_key: str,
+        run_id: str,
+        lease_seconds: float,
+        *,
+        since: float = -math.inf,
     ) -> Claim:
-        """Claim one learner-and-badge for `run_id`, for `lease_seconds` unless renewed."""
+        """Claim one learner-and-badge for `run_id`, for `lease_seconds` unless renewed.
+
+        Args:
+            badge_id: the badge.
+            learner_key: the learner (a hash of the normalised email).
+            run_id: the claiming run.
+            lease_seconds: how long the claim lasts unless renewed.
+            since: only a learner settled at or after this time (on `clock`) counts as
+                done: what was settled before a run began is in that run's own lookup
+                of the badge's holders, and a server that forgot it (a sandbox
+                restarted, a badge revoked) must not be second-guessed.
+        """
         ...
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:

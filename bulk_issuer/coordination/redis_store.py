@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,15 +66,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
-# KEYS: claim, record. ARGV: run, lease ms, retain s.
+# A record is WHAT:WHEN:RUN (WHEN in microseconds on Redis's clock).
+# KEYS: claim, record. ARGV: run, lease ms, retain s, since (microseconds).
 _CLAIM = """
+local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local rec = redis.call('GET', KEYS[2])
 local who = nil
 if rec then
-  local sep = string.find(rec, ':', 1, true)
-  local what = string.sub(rec, 1, sep - 1)
-  who = string.sub(rec, sep + 1)
-  if what == 'issued' or what == 'held' then return {'done', who} end
+  local a = string.find(rec, ':', 1, true)
+  local b = string.find(rec, ':', a + 1, true)
+  local what = string.sub(rec, 1, a - 1)
+  local at = tonumber(string.sub(rec, a + 1, b - 1))
+  who = string.sub(rec, b + 1)
+  if what == 'issued' or what == 'held' then
+    if at >= tonumber(ARGV[4]) then return {'done', who} end
+    who = nil
+  end
 end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {'held', holder} end
@@ -84,16 +93,22 @@ else
 end
 local verify = '0'
 if who and who ~= ARGV[1] then verify = '1' end
-redis.call('SET', KEYS[2], 'tried:' .. ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], 'tried:' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
 return {'granted', verify}
 """
 
 # KEYS: claim, record. ARGV: run, ending, retain s.
 _SETTLE = """
+local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 if ARGV[2] == 'released' then
-  if redis.call('GET', KEYS[2]) == 'tried:' .. ARGV[1] then redis.call('DEL', KEYS[2]) end
+  local rec = redis.call('GET', KEYS[2])
+  if rec and string.sub(rec, 1, 6) == 'tried:'
+     and string.sub(rec, -string.len(ARGV[1]) - 1) == ':' .. ARGV[1] then
+    redis.call('DEL', KEYS[2])
+  end
 else
-  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'EX', ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
@@ -221,13 +236,27 @@ class RedisCoordinator:
         tail = f"{badge_id}:{learner_key}"
         return [f"{self._prefix}claim:{tail}", f"{self._prefix}rec:{tail}"]
 
+    async def clock(self) -> float:
+        """Redis's clock (`TIME`), in seconds."""
+        if self._redis is None:
+            raise RuntimeError("open the coordinator first")
+        seconds, micros = await self._call(self._redis.time())
+        return int(seconds) + int(micros) / _MICRO
+
     async def claim(
-        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+        self,
+        badge_id: int,
+        learner_key: str,
+        run_id: str,
+        lease_seconds: float,
+        *,
+        since: float = -math.inf,
     ) -> Claim:
         """Claim a learner; see `Coordinator.claim`."""
         keys = self._keys(badge_id, learner_key)
+        floor = round(since * _MICRO) if math.isfinite(since) else -1
         verdict, detail = await self._run(
-            "claim", keys, [run_id, max(1, round(lease_seconds * 1000)), RETAIN]
+            "claim", keys, [run_id, max(1, round(lease_seconds * 1000)), RETAIN, floor]
         )
         if verdict == "granted":
             self._mine[(badge_id, learner_key)] = keys[0]

@@ -121,9 +121,18 @@ class ClaimLedger:
         self._on_lost: Callable[[UnavailableError], None] = lambda _: None
         self._queue: asyncio.Queue[tuple[int, str, Ending]] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: When this run began, on the store's clock: learners settled before are not
+        #: reported done by another run (the run's own holders lookup covers them).
+        self.since = -math.inf
 
-    def start(self, on_lost: Callable[[UnavailableError], None]) -> None:
-        """Start renewing leases and writing settlements; `on_lost` hears of a lost store."""
+    async def start(self, on_lost: Callable[[UnavailableError], None]) -> None:
+        """Start renewing leases and writing settlements; `on_lost` hears of a lost store.
+
+        Raises:
+            UnavailableError: the store cannot be reached.
+        """
+        # A second's allowance for the resolution of the clocks involved.
+        self.since = await self.coordinator.clock() - 1.0
         self._on_lost = on_lost
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._background())
@@ -185,7 +194,9 @@ class ClaimLedger:
             if self.lost is not None:
                 raise self.lost
             try:
-                claim = await self.coordinator.claim(badge_id, key, self.run_id, self.lease)
+                claim = await self.coordinator.claim(
+                    badge_id, key, self.run_id, self.lease, since=self.since
+                )
             except UnavailableError as exc:
                 self._lose(exc)
                 raise
