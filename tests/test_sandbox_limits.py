@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulk_issuer.pacing import read_hints
+from bulk_issuer.sandbox import SandboxConfig, run_sandbox
 from bulk_issuer.sandbox.limits import (
     FixedWindow,
     MovingWindow,
@@ -17,6 +20,7 @@ from bulk_issuer.sandbox.limits import (
     make_limiter,
     max_in_window,
 )
+from bulk_issuer.sandbox.ratelimit_headers import ratelimit_headers
 
 MODELS = ["fixed", "moving", "sliding", "bucket"]
 
@@ -177,3 +181,85 @@ def test_bad_limits_are_refused(model: str, limit: int, period: float) -> None:
     """A limit that cannot be enforced raises ValueError with a reason."""
     with pytest.raises(ValueError, match=r"rate limit|model"):
         make_limiter(model, limit, period)
+
+
+# -- what the rate-limit headers report ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "times", "remaining", "reset"),
+    [
+        ("fixed", [0.5, 0.6, 0.7], 2, 1.3),  # window [0, 2) ends in 1.3 s
+        ("moving", [0.5, 0.6, 0.7], 2, 1.8),  # the hit at 0.5 leaves at 2.5
+        ("bucket", [0.5, 0.6, 0.7], 2, 1.0),  # 2.5 tokens short (0.5 refilled), 0.4 s each
+        ("sliding", [0.5, 0.6, 0.7], 2, 1.3),  # room left: until the window ends
+    ],
+)
+def test_remaining_and_reset(model: str, times: list[float], remaining: int, reset: float) -> None:
+    """After three hits of five, each model reports two left and when its window is done."""
+    limiter = make_limiter(model, 5, 2.0)
+    hits(limiter, times)
+    assert limiter.remaining(0.7) == remaining
+    assert limiter.reset(0.7) == pytest.approx(reset, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@given(gaps=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30))
+def test_remaining_is_what_would_be_accepted(model: str, gaps: list[float]) -> None:
+    """`remaining` back-to-back hits at that moment are accepted, and one more is not."""
+    limiter = make_limiter(model, 5, 2.0)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        limiter.hit(now)
+    left = limiter.remaining(now)
+    probe = copy.deepcopy(limiter)
+    assert hits(probe, [now] * (left + 1)) == [True] * left + [False]
+
+
+def test_reset_of_a_full_moving_window_is_when_the_oldest_leaves() -> None:
+    """A full moving window resets when its oldest hit is a period old."""
+    limiter = MovingWindow(5, 2.0)
+    hits(limiter, [0.0, 0.4, 0.8, 1.2, 1.6])
+    assert limiter.remaining(1.7) == 0
+    assert limiter.reset(1.7) == pytest.approx(0.3)
+
+
+# -- the headers on the wire -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("switch", "on_200", "on_429"),
+    [(False, False, False), (True, False, True), ("429", False, True), ("all", True, True)],
+)
+async def test_ratelimit_headers_switch(switch: bool | str, on_200: bool, on_429: bool) -> None:
+    """Off: none; True or "429": on 429s only; "all": on every /v1 answer."""
+    config = SandboxConfig(rate=(2, 2.0), ratelimit_headers=switch)  # type: ignore[arg-type]
+    async with run_sandbox(config) as sandbox, aiohttp.ClientSession() as session:
+        answers = []
+        for _ in range(3):
+            async with session.get(
+                f"{sandbox.url}/v1/user_detail/0", headers={"X-Access-Token": "sandbox-demo-pat"}
+            ) as response:
+                answers.append((response.status, dict(response.headers)))
+    (s1, h1), (s2, h2), (s3, h3) = answers
+    assert (s1, s2, s3) == (200, 200, 429)
+    assert ("X-RateLimit-Remaining" in h1) is on_200
+    assert ("X-RateLimit-Remaining" in h3) is on_429
+    if on_200:
+        assert h1["RateLimit-Policy"] == "2;w=2"
+        assert h1["RateLimit"].startswith("limit=2, remaining=1, reset=")
+        assert (h1["X-RateLimit-Limit"], h1["X-RateLimit-Remaining"]) == ("2", "1")
+        assert h2["X-RateLimit-Remaining"] == "0"
+    if on_429:
+        assert h3["X-RateLimit-Remaining"] == "0"
+        assert int(h3["X-RateLimit-Reset"]) > 1e9
+
+
+def test_ratelimit_headers_read_back() -> None:
+    """What the sandbox sends, the pacer reads."""
+    limiter = FixedWindow(4, 2.0)
+    hits(limiter, [0.1, 0.2])
+    said = read_hints(ratelimit_headers(limiter, 0.3, wall=1e9), now=1e9)
+    assert (said.limit, said.window, said.remaining) == (4, 2.0, 2)
+    assert said.reset == pytest.approx(2.0)  # 1.7 s, rounded up to whole seconds

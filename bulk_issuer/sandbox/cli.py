@@ -235,8 +235,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     limit.add_argument(
         "--ratelimit-headers",
-        action="store_true",
-        help="also send RateLimit, RateLimit-Policy and X-RateLimit-Reset on 429s",
+        nargs="?",
+        const="429",
+        default=False,
+        # "off" is False, so that `if config.ratelimit_headers` still reads as before.
+        type=lambda mode: False if mode == "off" else mode,
+        choices=[False, "429", "all"],
+        metavar="{off,429,all}",
+        help="send RateLimit, RateLimit-Policy and X-RateLimit-* headers: on 429s (the flag "
+        "alone, or 429) or on every /v1 answer (all); default off",
     )
 
     auth = parser.add_argument_group("authentication")

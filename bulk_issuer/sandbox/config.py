@@ -173,8 +173,9 @@ class SandboxConfig:
         rate: N requests per P seconds on every ``/v1`` request; None is unlimited.
         rate_model: how the limit is enforced (see ``bulk_issuer.sandbox.limits``).
         retry_after: how a 429 says when to come back: delta seconds, an HTTP-date, or not.
-        ratelimit_headers: also send ``RateLimit``, ``RateLimit-Policy`` and
-            ``X-RateLimit-Reset`` on 429s.
+        ratelimit_headers: send ``RateLimit``, ``RateLimit-Policy`` and
+            ``X-RateLimit-Limit/-Remaining/-Reset``: ``False`` never, ``True`` or ``"429"``
+            on 429s only, ``"all"`` on every ``/v1`` answer (``sandbox.ratelimit_headers``).
         latency: (low, high) uniform random delay before a request is counted and handled,
             simulating network arrival jitter.
         fault_rate: chance an issue call answers a random 500/502/503/504, committing nothing.
@@ -225,7 +226,7 @@ class SandboxConfig:
     rate: tuple[int, float] | None = (5, 2.0)
     rate_model: RateModelName = "fixed"
     retry_after: Literal["seconds", "date", "none"] = "seconds"
-    ratelimit_headers: bool = False
+    ratelimit_headers: bool | Literal["429", "all"] = False
     latency: tuple[float, float] = (0.0, 0.0)
     fault_rate: float = 0.0
     drop_before_rate: float = 0.0

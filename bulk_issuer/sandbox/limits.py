@@ -1,8 +1,10 @@
 """Server-side rate limit models for the sandbox: N requests per P seconds.
 
-Each model answers two questions at a moment ``now`` (seconds on the event loop clock):
-``hit(now)`` records a request and says whether it is accepted, and ``retry_after(now)``
-says how long until a request would be accepted. The models are the ones a FastAPI
+Each model answers these questions at a moment ``now`` (seconds on the event loop clock):
+``hit(now)`` records a request and says whether it is accepted, ``retry_after(now)``
+says how long until a request would be accepted, ``remaining(now)`` how many more would be
+accepted right now, and ``reset(now)`` how long until the window (or its oldest request)
+is done: what the rate-limit headers report. The models are the ones a FastAPI
 service is likely to run (the ``limits`` library behind slowapi, or a token bucket), so a
 client rehearsing against the sandbox can be checked against each of them.
 
@@ -53,6 +55,14 @@ class RateLimitModel(Protocol):
         """Seconds from ``now`` until a request would be accepted (0.0 if it would be now)."""
         ...
 
+    def remaining(self, now: float) -> int:
+        """How many more requests would be accepted at ``now``, sent back to back."""
+        ...
+
+    def reset(self, now: float) -> float:
+        """Seconds from ``now`` until the window, or the oldest request in it, is done."""
+        ...
+
 
 def _check(limit: int, period: float) -> None:
     if limit < 1:
@@ -99,6 +109,16 @@ class FixedWindow:
             return 0.0
         return max(0.0, (window + 1) * self.period - now)
 
+    def remaining(self, now: float) -> int:
+        """Hits left in the current window."""
+        self._roll(now)
+        return max(0, self.limit - self._count)
+
+    def reset(self, now: float) -> float:
+        """Seconds until the current window ends."""
+        window = self._roll(now)
+        return max(0.0, (window + 1) * self.period - now)
+
 
 class MovingWindow:
     """A log of accepted hits: accept while fewer than ``limit`` fall in (now - period, now].
@@ -135,6 +155,16 @@ class MovingWindow:
         if len(self._log) < self.limit:
             return 0.0
         return max(0.0, self._log[-self.limit] + self.period - now)
+
+    def remaining(self, now: float) -> int:
+        """Free places in the window ending at ``now``."""
+        self._expire(now)
+        return max(0, self.limit - len(self._log))
+
+    def reset(self, now: float) -> float:
+        """Seconds until the oldest logged hit leaves the window (``limits``' reset time)."""
+        self._expire(now)
+        return max(0.0, self._log[0] + self.period - now) if self._log else 0.0
 
 
 class SlidingWindowCounter:
@@ -190,6 +220,20 @@ class SlidingWindowCounter:
         to_next = (window + 1) * self.period - now
         return to_next + max(0.0, self.period * (1 - self.limit / current)) + _MARGIN
 
+    def remaining(self, now: float) -> int:
+        """Hits the weighted count leaves room for."""
+        _, elapsed, previous, current = self._state(now)
+        weighted = self._weighted(previous, elapsed, current)
+        return max(0, self.limit - math.floor(weighted + _EPS))
+
+    def reset(self, now: float) -> float:
+        """Seconds until a hit is accepted when full, else until the current window ends."""
+        wait = self.retry_after(now)
+        if wait > 0:
+            return wait
+        window = math.floor((now + _EPS) / self.period)
+        return max(0.0, (window + 1) * self.period - now)
+
 
 class TokenBucket:
     """A token bucket of ``limit`` tokens refilled at ``limit / period`` per second, full at start.
@@ -230,6 +274,16 @@ class TokenBucket:
         if self._tokens + _EPS >= 1.0:
             return 0.0
         return (1.0 - self._tokens) * self.period / self.limit
+
+    def remaining(self, now: float) -> int:
+        """Whole tokens in the bucket."""
+        self._refill(now)
+        return max(0, math.floor(self._tokens + _EPS))
+
+    def reset(self, now: float) -> float:
+        """Seconds until the bucket is full again."""
+        self._refill(now)
+        return max(0.0, (self.limit - self._tokens) * self.period / self.limit)
 
 
 MODELS: dict[str, type[FixedWindow | MovingWindow | SlidingWindowCounter | TokenBucket]] = {

@@ -81,6 +81,10 @@ async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamRespon
         # aiohttp's own 404/405 (no such route, wrong method): FastAPI answers them in JSON.
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = web.json_response({"detail": exc.reason}, status=exc.status, headers=headers)
+    if api and sandbox.config.ratelimit_headers:
+        from bulk_issuer.sandbox.ratelimit_headers import add_ratelimit_headers
+
+        add_ratelimit_headers(sandbox, response)
 
     config = sandbox.config
     hung = api and ("any" in config.hang or kind in config.hang)
