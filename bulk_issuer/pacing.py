@@ -10,27 +10,53 @@ import heapq
 import itertools
 import math
 import re
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
 
-__all__ = ["DEFAULT_RATE", "Pacer", "Rate"]
+__all__ = ["DEFAULT_MARGIN", "DEFAULT_RATE", "Pacer", "Rate", "ServerHints", "read_hints"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]*)\s*$")
 
-#: How much of a window the pacer gives up to network jitter: requests that leave evenly
-#: spaced arrive up to a few tens of milliseconds apart from that spacing, and a server
-#: judges arrivals. 75 ms per window covers 30-90 ms of one-way latency.
+#: How much of a window the pacer gives up to network jitter before it has seen an answer
+#: (and for good, if it is never told of answers): requests that leave evenly spaced arrive
+#: up to a few tens of milliseconds apart from that spacing, and a server judges arrivals.
+#: 75 ms per window covers 30-90 ms of one-way latency.
 DEFAULT_MARGIN = 0.075
-
-#: When the server is stricter than configured, each rate-limit episode widens the gap
-#: by this factor, up to `_MAX_SLOWDOWN` times the configured gap.
-_SLOWDOWN = 1.15
 
 #: A send this much later than its slot is ordinary event-loop delay, not worth a push.
 _SEND_TOLERANCE = 0.005
+#: What every window keeps beyond the arrival bound, for clock granularity.
+_SAFETY = 0.002
+#: How much slower than the measured window bound the even grid runs, so that a late
+#: answer delays one request rather than every request after it.
+_GRID_SLACK = 0.005
+#: The least spacing between two sends, as a share of the even spacing at the limit. A
+#: request held back by a late answer may catch up only where the server is known to count
+#: whole windows afresh (a fixed window, a token bucket); a sliding-window counter weighs
+#: the previous window as if its requests had been even, and refuses any catching up.
+_MIN_SPACING = 1.0
+_CATCH_UP_SPACING = 0.5
+#: Answers needed before round trips are trusted at all.
+_MIN_SAMPLES = 4
+#: The assumed way in grows by this share of the fastest round trip ...
+_PROBE_STEP = 0.25
+#: ... after this many clean answers in a row.
+_PROBE_EVERY = 4
+#: After a 429 that no limit explains, every window gives up this share more of its period.
+_WIDEN = 0.05
 _MAX_SLOWDOWN = 4.0
+
+_UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+# slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
+_DETAIL_RE = re.compile(r"(\d+)\s*(?:per|/)\s*(\d+(?:\.\d+)?)?\s*(second|minute|hour|day)s?\b")
+_INT_RE = re.compile(r"^\s*(\d+)")
+_NUMBER = r"(\d+(?:\.\d+)?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,24 +117,180 @@ class Rate:
 DEFAULT_RATE = Rate(5, 2.0)
 
 
-class Pacer:
-    """Spaces every request evenly, just under the server's limit, and pauses on a 429.
+@dataclass(frozen=True, slots=True)
+class ServerHints:
+    """What one answer says about the server's rate limit; None where it says nothing.
 
-    Even spacing is the one schedule that no common server limiter rejects: a burst of
-    `requests` followed by a steady trickle (what `aiolimiter.AsyncLimiter(5, 2)` does) puts
-    up to twice the budget into the first window, which fixed and moving windows refuse.
-    The gap is `(period + margin) / requests`, so that no window of `period` seconds holds
-    more than `requests` arrivals even when each arrives up to `margin` late.
+    Attributes:
+        limit: requests the server allows per window.
+        window: the window, in seconds.
+        remaining: requests still allowed now.
+        reset: seconds until the window (or the oldest request in it) is done.
+    """
+
+    limit: int | None = None
+    window: float | None = None
+    remaining: int | None = None
+    reset: float | None = None
+
+
+def read_hints(
+    headers: Mapping[str, str], detail: str | None = None, *, now: float | None = None
+) -> ServerHints:
+    """Read the rate-limit headers of an answer, and a 429's detail text.
+
+    Understands the IETF draft (`RateLimit: limit=5, remaining=0, reset=1` or
+    `"default";r=0;t=1`, `RateLimit-Policy: 5;w=2` or `"default";q=5;w=2`, and the older
+    `RateLimit-Limit/-Remaining/-Reset`), the `X-RateLimit-Limit/-Remaining/-Reset` that
+    slowapi and most gateways send (reset as seconds or as an epoch timestamp), and
+    slowapi's 429 text `Rate limit exceeded: 4 per 2 second`.
+
+    Args:
+        headers: the answer's headers (a case-insensitive mapping, as aiohttp gives).
+        detail: the answer's detail text, if any.
+        now: the wall-clock time as a Unix timestamp, for epoch resets; default now.
+    """
+    limit = window = remaining = reset = None
+    policy = headers.get("RateLimit-Policy")
+    if policy:
+        limit, window = _strictest_policy(policy)
+    draft = (headers.get("RateLimit") or "").lower()
+    if draft:
+        limit = limit if limit is not None else _int_field(draft, "limit", "q")
+        remaining = _int_field(draft, "remaining", "r")
+        reset = _float_field(draft, "reset", "t")
+    old_limit = headers.get("RateLimit-Limit")
+    if old_limit and limit is None:
+        limit, window = _strictest_policy(old_limit)
+    remaining = remaining if remaining is not None else _int(headers.get("RateLimit-Remaining"))
+    reset = reset if reset is not None else _number(headers.get("RateLimit-Reset"))
+    limit = limit if limit is not None else _int(headers.get("X-RateLimit-Limit"))
+    remaining = remaining if remaining is not None else _int(headers.get("X-RateLimit-Remaining"))
+    if reset is None and (x_reset := _number(headers.get("X-RateLimit-Reset"))) is not None:
+        # A duration is never a billion seconds long; an epoch timestamp always is.
+        wall = time.time() if now is None else now
+        reset = max(x_reset - wall, 0.0) if x_reset > 1e9 else x_reset
+    if detail and (match := _DETAIL_RE.search(detail.lower())):
+        said = (int(match.group(1)), float(match.group(2) or 1) * _UNIT_SECONDS[match.group(3)])
+        if limit is None or window is None:
+            limit, window = said
+    return ServerHints(limit, window, remaining, reset)
+
+
+def _strictest_policy(text: str) -> tuple[int | None, float | None]:
+    """The policy item allowing the fewest requests per second (limit, window)."""
+    best: tuple[int | None, float | None] = (None, None)
+    best_rate = math.inf
+    for item in text.lower().split(","):
+        quota = _int_field(item, "q") if "q=" in item else _int(item.split(";")[0])
+        if quota is None:
+            continue
+        window = _float_field(item, "w")
+        rate = quota / window if window else math.inf
+        if best[0] is None or rate < best_rate:
+            best, best_rate = (quota, window), rate
+    return best
+
+
+def _field(text: str, *names: str) -> str | None:
+    for name in names:
+        match = re.search(rf"(?:^|[,;\s]){name}\s*=\s*{_NUMBER}", text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _int_field(text: str, *names: str) -> int | None:
+    value = _field(text, *names)
+    return None if value is None else int(float(value))
+
+
+def _float_field(text: str, *names: str) -> float | None:
+    value = _field(text, *names)
+    return None if value is None else float(value)
+
+
+def _int(value: str | None) -> int | None:
+    match = _INT_RE.match(value or "")
+    return int(match.group(1)) if match else None
+
+
+def _number(value: str | None) -> float | None:
+    match = re.match(rf"^\s*{_NUMBER}\s*$", value or "")
+    return float(match.group(1)) if match else None
+
+
+@dataclass(slots=True, eq=False)
+class _Send:
+    """One slot handed out: when its request left, and when its answer came back."""
+
+    owner: Pacer
+    slot: float
+    at: float
+    answered: float | None = None
+    rejected: bool = False
+
+
+# The slot the current task took last: its request's send and answer are noted on it.
+# aiohttp's trace hook and the client's call to `observe` run in the task that acquired.
+_CURRENT: ContextVar[_Send | None] = ContextVar("bulk_issuer_pacer_send", default=None)
+
+
+class _RoundTrips:
+    """The fastest and slowest round trips seen, and how many."""
+
+    __slots__ = ("count", "high", "low")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.low = math.inf
+        self.high = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.low = min(self.low, seconds)
+        self.high = max(self.high, seconds)
+
+    def floor(self) -> float:
+        """A lower bound of every round trip: the fastest one seen, less its expected excess.
+
+        The least of n draws lies (high - low) / (n - 1) above the true floor on average
+        (for a uniform spread), so that much is taken off.
+        """
+        if self.count < _MIN_SAMPLES:
+            return 0.0
+        return max(0.0, self.low - (self.high - self.low) / (self.count - 1))
+
+
+class Pacer:
+    """Spaces every request so that no window of the server's holds more than its limit.
+
+    The server judges arrivals, and an arrival lies between the moment a request left and
+    the moment its answer came back. So a request may leave only once the `requests`-th
+    latest arrival among the earlier ones is surely a whole `period` behind the moment it
+    itself can arrive at the earliest: the answers say when those arrived (at the latest),
+    and the fastest round trip seen says how soon a request can be there. That bound
+    follows the network as observed; nothing is a constant per window. How much of the
+    fastest round trip counts as the way in is probed upward after clean answers and cut
+    back on a 429 that no limit explains (one such 429 per run at most).
+
+    Requests also leave on an even grid just slower than that bound (a late answer delays
+    one request, not every later one) and never closer than half the even spacing, so
+    that sliding-window counters, which assume even traffic, accept them too. Until
+    answers are observed (`observe`), every arrival is assumed up to `margin` late: the
+    even spacing `(period + margin) / requests` of earlier versions.
+
+    A stricter server is learned: from `RateLimit-Policy`/`RateLimit`/`X-RateLimit-Limit`
+    headers on any answer, from a 429's detail (`Rate limit exceeded: 4 per 2 second`), or
+    else from how many requests of ours the server can have counted when it refused one.
+    The configured limit is never exceeded, whatever is learned.
 
     Waiters are released one per slot by a single timer, urgent ones (token refreshes)
-    first. Slots sit on a fixed grid (`previous slot + gap`), so a timer that fires a
-    millisecond late does not push every later request back: the long-run rate is exactly
-    `1 / gap`. (aiolimiter's leaky bucket measures from each wake-up, and it spins under
-    fake loop time with concurrent waiters; the benchmarks still run it as the baseline.)
+    first.
 
     Args:
         rate: the server's budget; `None` sends as fast as the workers go.
-        margin: seconds of arrival jitter each window must absorb.
+        margin: seconds of arrival jitter each window must absorb until answers are seen.
 
     Raises:
         ValueError: a negative margin.
@@ -120,18 +302,60 @@ class Pacer:
         self.rate = rate
         self.sent = 0
         self.rate_limited = 0
-        self._base_gap = 0.0 if rate is None else (rate.period + margin) / rate.requests
-        self._gap = self._base_gap
-        self._next_slot = -math.inf
+        self._margin = margin
+        self._learned: Rate | None = None
+        self._told = False  # the learned limit was said by the server, not counted
+        self._extra = 0.0  # seconds per window added after 429s that no limit explains
+        self._trips = _RoundTrips()
+        self._share = 0.0  # of the fastest round trip, assumed to be the way in
+        self._probing = True
+        self._clean = 0
+        self._excess: float | None = None
+        self._changed_at = -math.inf
+        self._saw_429 = False
+        self._forgets = False  # the server was seen to count a window afresh
+        depth = 2 * (rate.requests if rate is not None else 1) + 8
+        self._sends: deque[_Send] = deque(maxlen=depth)
+        self._next_slot = -math.inf  # the even grid
+        self._last_slot = -math.inf
         self._resume_at = -math.inf
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[_Send | None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
 
+    # -- what the pacer knows --------------------------------------------------------------
+
+    @property
+    def limit(self) -> Rate | None:
+        """The budget in force: the configured one, or a stricter one learned from the server."""
+        return self._learned or self.rate
+
+    @property
+    def margin(self) -> float:
+        """Seconds per window given up to arrival jitter, as now measured."""
+        if self._timed() and self._excess is not None:
+            return max(self._excess, 0.0) + _GRID_SLACK + self._extra
+        return self._margin + self._extra
+
     @property
     def gap(self) -> float:
-        """The current spacing between two requests, in seconds."""
-        return self._gap
+        """The current even spacing between two requests, in seconds."""
+        budgets = self._budgets()
+        if not budgets:
+            return 0.0
+        margin = self.margin
+        gap = max((b.period + margin) / b.requests for b in budgets)
+        return min(gap, _MAX_SLOWDOWN * max(b.period / b.requests for b in budgets))
+
+    def _budgets(self) -> list[Rate]:
+        if self.rate is None:
+            return []
+        return [self.rate] if self._learned is None else [self.rate, self._learned]
+
+    def _timed(self) -> bool:
+        return self._trips.count >= _MIN_SAMPLES
+
+    # -- the calls the client makes --------------------------------------------------------
 
     async def acquire(self, *, urgent: bool = False) -> None:
         """Wait for this request's slot. Call it right before each request is sent.
@@ -139,20 +363,25 @@ class Pacer:
         Args:
             urgent: go before every ordinary waiter (a token refresh that all of them need).
         """
-        loop = asyncio.get_running_loop()
-        if not self._waiters and loop.time() >= self._slot():
-            self._take(loop.time())
+        if self.rate is None:
+            self.sent += 1
             return
-        waiter = loop.create_future()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._waiters and now >= self._slot():
+            _CURRENT.set(self._reserve(now, idle=True))
+            return
+        waiter: asyncio.Future[_Send | None] = loop.create_future()
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), waiter))
         self._arm(loop)
         try:
-            await waiter
+            send = await waiter
         except BaseException:
             # Cancelled while waiting: its place in the heap is skipped. Cancelled after
             # being released: that slot goes unused, which only errs on the slow side.
             waiter.cancel()
             raise
+        _CURRENT.set(send)
 
     def note_sent(self) -> None:
         """Note that a request's headers just went out on the wire.
@@ -161,9 +390,55 @@ class Pacer:
         loop was busy) pushes the next slot to a full gap after it: otherwise the next
         request, on a warm connection, would arrive closer behind it than the gap.
         """
-        floor = _now() + self._gap - _SEND_TOLERANCE
+        if self.rate is None:
+            return
+        now = _now()
+        send = _CURRENT.get()
+        if send is not None and send.owner is self and send.answered is None:
+            send.at = max(send.at, now)
+            if now - send.slot <= _SEND_TOLERANCE:
+                return  # on time for its slot (which may lie off the grid on purpose)
+        floor = now + self.gap - _SEND_TOLERANCE
         if floor > self._next_slot:
             self._next_slot = floor
+
+    def observe(self, status: int, headers: Mapping[str, str], detail: str | None = None) -> None:
+        """Take in one answer (any endpoint, any status), before the client acts on it.
+
+        Its arrival says when the request reached the server at the latest; its headers
+        (or a 429's detail) may say the server's limit and how much room is left.
+
+        Args:
+            status: the HTTP status.
+            headers: the answer's headers.
+            detail: the answer's detail text, if any (what a 429 says).
+        """
+        if self.rate is None:
+            return
+        now = _now()
+        send = _CURRENT.get()
+        if send is not None and (send.owner is not self or send.answered is not None):
+            send = None
+        if send is not None:
+            send.answered = now
+            self._trips.add(now - send.at)
+        hints = read_hints(headers, detail)
+        changed = self._learn_limit(hints, now)
+        if status == 429:
+            self._saw_429 = True
+            if send is not None:
+                send.rejected = True
+            if not changed:
+                self._learn_from_429(send, hints, now)
+        else:
+            if send is not None:
+                self._clean += 1
+                if self._probing and self._clean >= _PROBE_EVERY and self._timed():
+                    self._clean = 0
+                    self._share = min(1.0, self._share + _PROBE_STEP)
+            self._room_left(send, hints, now)
+            self._judge_windows(send, hints)
+        self._rearm()
 
     def pause(self, seconds: float) -> None:
         """Hold every request for a while (a server asked to come back later).
@@ -171,16 +446,13 @@ class Pacer:
         Args:
             seconds: how long from now; at least one even spacing.
         """
-        resume = _now() + max(seconds, self._gap)
+        resume = _now() + max(seconds, self.gap)
         if resume > self._resume_at:
             self._resume_at = resume
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-                self._arm(asyncio.get_running_loop())
+            self._rearm()
 
     def rate_limited_for(self, retry_after: float | None) -> float:
-        """Take a 429: pause every sender, and slow down unless already paused for one.
+        """Take a 429: pause every sender (and learn from it, if `observe` did not).
 
         Args:
             retry_after: the seconds the server asked for, if it said.
@@ -190,31 +462,207 @@ class Pacer:
         """
         self.rate_limited += 1
         now = _now()
-        if now >= self._resume_at and self.rate is not None:
-            # The first 429 of an episode: the server is stricter than our spacing, so
-            # widen it for good; answers to requests already on the wire do not count twice.
-            self._gap = min(self._gap * _SLOWDOWN, self._base_gap * _MAX_SLOWDOWN)
+        if not self._saw_429 and self.rate is not None:
+            send = _CURRENT.get()
+            mine = send if send is not None and send.owner is self else None
+            self._learn_from_429(mine, ServerHints(), now)
+        self._saw_429 = False
         pause = retry_after if retry_after is not None else self._default_pause()
         self.pause(pause)
         return max(self._resume_at - now, 0.0)
 
+    # -- learning ---------------------------------------------------------------------------
+
+    def _learn_limit(self, hints: ServerHints, now: float) -> bool:
+        """Adopt a limit the server stated, if stricter than the configured one; True if new."""
+        assert self.rate is not None
+        if hints.limit is None or hints.limit < 1:
+            return False
+        said = Rate(hints.limit, hints.window or self.rate.period)
+        if said.per_second >= self.rate.per_second and said.requests >= self.rate.requests:
+            if self._learned is not None and self._told:
+                self._learned = None  # the server now allows the configured limit again
+            return False
+        if said == self._learned and self._told:
+            return False
+        self._learned, self._told = said, True
+        self._changed_at = now
+        return True
+
+    def _learn_from_429(self, send: _Send | None, hints: ServerHints, now: float) -> None:
+        assert self.rate is not None
+        if send is not None and send.at < self._changed_at:
+            return  # sent before the last lesson: nothing new
+        if send is None and now < self._resume_at:
+            return  # one lesson per episode when the pacer cannot tell the requests apart
+        self._changed_at = now
+        limit = self.limit
+        assert limit is not None
+        counted = self._counted(send, now, limit.period, itself=False)
+        if send is not None and 0 < counted < limit.requests and hints.limit is None:
+            # The server refused with fewer of ours in its window than we allow ourselves:
+            # its limit is at most that many (the spacing at which the 429s stop).
+            self._learned, self._told = Rate(counted, limit.period), False
+            return
+        # Our own count fits the limit: the way in was shorter than assumed, or someone else
+        # spends the budget. Stop probing, step back, and give every window a little more.
+        self._probing = False
+        self._share = max(0.0, self._share - 2 * _PROBE_STEP)
+        self._extra = min(self._extra + _WIDEN * limit.period, limit.period)
+
+    def _room_left(self, send: _Send | None, hints: ServerHints, now: float) -> None:
+        """When the server says it is full and our own requests do not explain it, wait."""
+        if hints.remaining != 0 or hints.reset is None:
+            return
+        limit = self.limit
+        assert limit is not None
+        # A sliding-window counter may say full a request early: only a clear excess counts.
+        if self._counted(send, now, limit.period, itself=True) + 1 < (
+            hints.limit or limit.requests
+        ):
+            self.pause(hints.reset)
+
+    def _judge_windows(self, send: _Send | None, hints: ServerHints) -> None:
+        """Note when the server counts a window afresh while surely holding ours in the last one.
+
+        A server that says one request (this one) is in its window while at least half a
+        window of ours surely arrived within the period before forgets whole windows: a fixed
+        window or a token bucket, never a moving window or a sliding-window counter.
+        """
+        if self._forgets or send is None or hints.remaining is None:
+            return
+        limit = self.limit
+        assert limit is not None
+        allowed = hints.limit or limit.requests
+        if allowed - hints.remaining != 1:
+            return
+        lead = self._lead()
+        unanswered = self._unanswered()
+        latest = send.answered if send.answered is not None else send.at + unanswered
+        period = hints.window or limit.period
+        surely = sum(
+            1
+            for other in self._sends
+            if other is not send
+            and not other.rejected
+            and other.at + lead > latest - period
+            and (other.answered or other.at + unanswered) <= send.at + lead
+        )
+        if surely >= max(3, allowed // 2 + 1):
+            self._forgets = True
+
+    def _counted(self, send: _Send | None, now: float, period: float, *, itself: bool) -> int:
+        """At most how many of our requests the server's window ending at `send` held."""
+        earliest = (send.at if send is not None else now) + self._lead()
+        unanswered = self._unanswered()
+        others = sum(
+            1
+            for other in self._sends
+            if other is not send
+            and other.at <= now
+            and (other.answered or other.at + unanswered) > earliest - period
+        )
+        return others + (1 if itself and send is not None else 0)
+
     def _default_pause(self) -> float:
-        # Without a hint, wait out one whole window of the configured budget.
-        return self.rate.period if self.rate is not None else 1.0
+        # Without a hint, wait out one whole window of the budget in force.
+        limit = self.limit
+        return limit.period if limit is not None else 1.0
+
+    # -- the schedule -----------------------------------------------------------------------
+
+    def _lead(self) -> float:
+        """How soon after leaving a request is assumed to reach the server, at the earliest."""
+        return self._share * self._trips.floor()
+
+    def _unanswered(self) -> float:
+        """How late after leaving a request without an answer yet may arrive."""
+        if not self._timed():
+            return self._margin
+        return max(1.5 * self._trips.high, self._margin)
+
+    def _window_bound(self) -> tuple[float, float]:
+        """The earliest the next request may leave for every budget's window, and its excess.
+
+        Returns:
+            (time, excess): the bound, and how far it lies beyond one period after the
+            send it waits for (the margin this window needs, as measured).
+        """
+        lead = self._lead()
+        unanswered = self._unanswered()
+        timed = self._timed()
+        # Before any answer, each slot is assumed to arrive up to the margin after it: the
+        # even grid of earlier versions, which pushes itself for sends late on the wire.
+        safety = _SAFETY if timed else 0.0
+        bound, excess, widest = -math.inf, 0.0, -1.0
+        for budget in self._budgets():
+            n = budget.requests
+            if len(self._sends) < n:
+                continue
+            arrived = _nth_largest(
+                n,
+                [
+                    s.answered
+                    if s.answered is not None
+                    else (s.at if timed else s.slot) + unanswered
+                    for s in self._sends
+                ],
+            )
+            left = _nth_largest(n, (s.at for s in self._sends))
+            window = arrived + budget.period - lead + safety + self._extra
+            bound = max(bound, window, left + budget.period + _SAFETY)
+            gap = budget.period / n
+            if gap > widest:
+                widest, excess = gap, window - left - budget.period - self._extra
+        return bound, excess
 
     def _slot(self) -> float:
-        return max(self._next_slot, self._resume_at)
+        """The earliest the next request may leave."""
+        share = _CATCH_UP_SPACING if self._forgets else _MIN_SPACING
+        least = self._last_slot + share * self._even()
+        return max(self._next_slot, least, self._resume_at, self._window_bound()[0])
 
-    def _take(self, now: float) -> None:
-        slot = self._slot()
-        # Stay on the grid unless the pacer sat idle: then the grid restarts now.
-        start = slot if now - slot < self._gap else now
-        self._next_slot = start + self._gap
+    def _even(self) -> float:
+        """The even spacing at the limit in force (no margin)."""
+        return min(b.period / b.requests for b in self._budgets())
+
+    def _reserve(self, now: float, *, idle: bool) -> _Send:
+        """Take the slot at `now`: the one place the schedule's state changes.
+
+        Args:
+            now: the loop time, at or after `_slot()`.
+            idle: nobody was waiting when the slot came; the grid restarts from now.
+        """
+        gap = self.gap
+        limit = self.limit
+        assert limit is not None
+        if self._timed() and len(self._sends) >= limit.requests:
+            excess = self._window_bound()[1]
+            weight = 1.0 / max(8, 2 * limit.requests)
+            previous = excess if self._excess is None else self._excess
+            self._excess = previous + weight * (excess - previous)
+        if idle and now - self._next_slot >= gap:
+            self._next_slot = now + gap  # the pacer sat idle: the grid restarts now
+        else:
+            # A slot held back by the window bound does not move the grid: the requests
+            # after it catch up (no closer than `_MIN_SPACING`), at most a gap behind.
+            self._next_slot = max(self._next_slot + gap, now - gap)
+        self._last_slot = now
+        send = _Send(self, now, now)
+        self._sends.append(send)
         self.sent += 1
+        return send
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None and self._waiters:
             self._timer = loop.call_at(max(self._slot(), loop.time()), self._release, loop)
+
+    def _rearm(self) -> None:
+        """The slot may have moved (an answer came, a pause began): set the timer anew."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._arm(asyncio.get_running_loop())
 
     def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -222,11 +670,15 @@ class Pacer:
             heapq.heappop(self._waiters)
         # A timer may fire a hair early (the loop's clock resolution): a microsecond is
         # nothing next to the margin, and refusing it would spin.
-        if self._waiters and loop.time() + 1e-6 >= self._slot():
+        now = loop.time()
+        if self._waiters and now + 1e-6 >= self._slot():
             _, _, waiter = heapq.heappop(self._waiters)
-            waiter.set_result(None)
-            self._take(loop.time())
+            waiter.set_result(self._reserve(max(now, self._slot()), idle=False))
         self._arm(loop)
+
+
+def _nth_largest(n: int, values: Iterable[float]) -> float:
+    return heapq.nlargest(n, values)[-1]
 
 
 def _now() -> float:

@@ -1,0 +1,254 @@
+"""The pacer learns the server: round trips, rate-limit headers, a 429's detail, its spacing.
+
+Every run goes through a sandbox on a loopback socket, on fake loop time, and is judged on
+the server's arrival log: never more than the limit in any window.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from bulk_issuer.pacing import DEFAULT_MARGIN, Pacer, Rate, ServerHints, read_hints
+from bulk_issuer.retry import retry_after
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
+from tests.conftest import most_in_window
+
+pytestmark = pytest.mark.looptime
+
+PAT = "sandbox-demo-pat"
+MODELS = ["fixed", "moving", "sliding", "bucket"]
+
+
+async def issue_all(
+    sandbox: Sandbox, pacer: Pacer, n: int, *, workers: int = 4, detail: bool = True
+) -> int:
+    """Issue n learners through `pacer` as the engine's client does; the 429s it saw."""
+    seen = 0
+
+    async def headers_sent(*_: object) -> None:
+        pacer.note_sent()
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_headers_sent.append(headers_sent)
+    pending = iter(range(n))
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
+
+        async def work() -> None:
+            nonlocal seen
+            for i in pending:
+                while True:
+                    await pacer.acquire()
+                    async with session.put(
+                        f"{sandbox.url}/v1/badge/51/issue",
+                        json={"recipient_firstname": "Zoë", "recipient_email": f"l{i}@ex.org"},
+                        headers={"X-Access-Token": PAT},
+                    ) as response:
+                        body: Any = json.loads(await response.read())
+                        status, headers = response.status, response.headers
+                    said = body.get("detail") if status == 429 and detail else None
+                    pacer.observe(status, headers, said)
+                    if status != 429:
+                        break
+                    seen += 1
+                    await anyio.sleep(pacer.rate_limited_for(retry_after(headers)))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(work)
+    return seen
+
+
+def arrivals(sandbox: Sandbox) -> list[float]:
+    """When each request reached the server."""
+    return [r.arrived_at for r in sandbox.requests]
+
+
+def config(
+    rate: tuple[int, float], model: str, headers: bool | str = "all", seed: int = 1
+) -> SandboxConfig:
+    """A strict sandbox with 30-90 ms of arrival latency."""
+    return SandboxConfig(
+        rate=rate,
+        rate_model=model,  # type: ignore[arg-type]
+        latency=(0.03, 0.09),
+        ratelimit_headers=headers,  # type: ignore[arg-type]
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("headers", ["all", False])
+@pytest.mark.parametrize("model", MODELS)
+async def test_no_429_at_the_documented_limit(model: str, headers: bool | str) -> None:
+    """At 5/2s, with or without headers, no window of the server's sees more than 5."""
+    async with run_sandbox(config((5, 2.0), model, headers)) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 80)
+    assert sandbox.rejected_429 == 0
+    assert most_in_window(arrivals(sandbox), 2.0) <= 5
+    assert pacer.margin < DEFAULT_MARGIN  # learned from the round trips
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_no_429_at_fifty_a_second(model: str) -> None:
+    """At 50/1s, where arrivals overtake each other, still never more than 50 in a second."""
+    async with run_sandbox(config((50, 1.0), model)) as sandbox:
+        await issue_all(sandbox, Pacer(Rate(50, 1.0)), 400, workers=16)
+    assert sandbox.rejected_429 == 0
+    assert most_in_window(arrivals(sandbox), 1.0) <= 50
+
+
+async def test_closer_to_the_limit_than_a_fixed_margin() -> None:
+    """Once the round trips are known, the pace beats (period + 75 ms) / requests."""
+    async with run_sandbox(config((5, 2.0), "moving")) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 100)
+    times = arrivals(sandbox)[50:]
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved > 5 / (2.0 + DEFAULT_MARGIN)
+    assert achieved <= 2.5
+
+
+async def test_a_stricter_server_is_learned_from_its_headers_without_a_429() -> None:
+    """A server at 4/2s that says so in its headers is never answered over its limit."""
+    async with run_sandbox(config((4, 2.0), "moving")) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 30)
+    assert sandbox.rejected_429 == 0
+    assert pacer.limit == Rate(4, 2.0)
+    assert most_in_window(arrivals(sandbox), 2.0) <= 4
+
+
+@pytest.mark.parametrize("model", ["fixed", "moving"])
+async def test_a_stricter_server_is_learned_from_one_429s_detail(model: str) -> None:
+    """Without headers, slowapi's `4 per 2 second` costs one 429, and then none."""
+    async with run_sandbox(config((4, 2.0), model, headers=False)) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 30)
+    assert sandbox.rejected_429 == 1
+    assert pacer.limit == Rate(4, 2.0)
+    after = [r.arrived_at for r in sandbox.requests if r.status != 429][5:]
+    assert most_in_window(after, 2.0) <= 4
+
+
+async def test_a_stricter_server_is_learned_from_where_the_429s_stop() -> None:
+    """With nothing said but 429, the count of ours in the refused window is the limit."""
+    async with run_sandbox(config((4, 2.0), "moving", headers=False)) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 40, detail=False)
+    assert 1 <= sandbox.rejected_429 <= 3
+    limit = pacer.limit
+    assert limit is not None
+    assert limit.per_second <= 2.0
+    assert limit.per_second >= 0.97 * 2.0 or limit == Rate(4, 2.0)
+    last_429 = max(r.arrived_at for r in sandbox.requests if r.status == 429)
+    assert most_in_window([t for t in arrivals(sandbox) if t > last_429], 2.0) <= 4
+
+
+async def test_never_faster_than_configured_when_the_server_allows_more() -> None:
+    """A server that says 10 per 2 s does not talk the pacer past the 5 it was given."""
+    async with run_sandbox(config((10, 2.0), "moving")) as sandbox:
+        pacer = Pacer(Rate(5, 2.0))
+        await issue_all(sandbox, pacer, 30)
+    assert pacer.limit == Rate(5, 2.0)
+    assert most_in_window(arrivals(sandbox), 2.0) <= 5
+
+
+async def test_someone_else_spending_the_budget_pauses_until_the_reset() -> None:
+    """A server full with none of ours in its window: nobody sends before its reset."""
+    pacer = Pacer(Rate(5, 2.0))
+    start = anyio.current_time()
+    pacer.observe(
+        200, {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1.5"}
+    )
+    await pacer.acquire()
+    assert anyio.current_time() - start >= 1.5
+
+
+async def test_a_full_window_of_our_own_does_not_pause() -> None:
+    """remaining=0 right after our own five is what the limit looks like: no pause."""
+    pacer = Pacer(Rate(5, 2.0))
+    for left in range(4, -1, -1):
+        await pacer.acquire()
+        await anyio.sleep(0.05)
+        pacer.observe(200, {"RateLimit": f"limit=5, remaining={left}, reset=2"})
+    before = anyio.current_time()
+    await pacer.acquire()
+    assert anyio.current_time() - before < 1.0
+
+
+async def test_an_unexplained_429_widens_once_and_stops_the_probe() -> None:
+    """A 429 our own count does not explain costs a little pace, once per episode."""
+    pacer = Pacer(Rate(5, 2.0))
+    for _ in range(12):
+        await pacer.acquire()
+        await anyio.sleep(0.04)
+        pacer.observe(200, {})
+    margin = pacer.margin
+    await pacer.acquire()
+    await anyio.sleep(0.04)
+    pacer.observe(429, {}, "Rate limit exceeded: 5 per 2 second")
+    pacer.rate_limited_for(1.0)
+    pacer.rate_limited_for(1.0)  # another answer of the same episode
+    assert pacer.limit == Rate(5, 2.0)
+    assert margin < pacer.margin <= margin + 0.1 + 0.01
+
+
+async def test_tasks_keep_their_own_round_trips() -> None:
+    """Answers observed out of order are matched to their own sends (per task)."""
+    pacer = Pacer(Rate(50, 1.0))
+
+    async def one(delay: float) -> None:
+        await pacer.acquire()
+        await anyio.sleep(delay)
+        pacer.observe(200, {})
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, 0.09 - 0.003 * i)
+    assert pacer.margin < 0.09
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail", "expected"),
+    [
+        (
+            {"RateLimit-Policy": "4;w=2", "RateLimit": "limit=4, remaining=1, reset=1"},
+            None,
+            ServerHints(4, 2.0, 1, 1.0),
+        ),
+        (
+            {"RateLimit-Policy": '"default";q=100;w=60', "RateLimit": '"default";r=7;t=30'},
+            None,
+            ServerHints(100, 60.0, 7, 30.0),
+        ),
+        ({"RateLimit-Policy": "5;w=2, 100;w=60"}, None, ServerHints(100, 60.0)),
+        (
+            {"RateLimit-Limit": "10", "RateLimit-Remaining": "3", "RateLimit-Reset": "4"},
+            None,
+            ServerHints(10, None, 3, 4.0),
+        ),
+        (
+            {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1"},
+            None,
+            ServerHints(5, None, 2, 1.0),
+        ),
+        ({"X-RateLimit-Reset": "1000000030"}, None, ServerHints(reset=30.0)),
+        ({}, "Rate limit exceeded: 4 per 2 second", ServerHints(4, 2.0)),
+        ({}, "Rate limit exceeded: 150 per 1 minute", ServerHints(150, 60.0)),
+        ({"X-RateLimit-Limit": "4"}, "Rate limit exceeded: 4 per 2 second", ServerHints(4, 2.0)),
+        ({"Retry-After": "3"}, "Too many requests", ServerHints()),
+    ],
+)
+def test_read_hints(headers: dict[str, str], detail: str | None, expected: ServerHints) -> None:
+    """Both header families, both draft spellings, and slowapi's wording are read."""
+    assert read_hints(headers, detail, now=1_000_000_000.0) == expected
+
+
+def test_read_hints_ignores_nonsense() -> None:
+    """Garbage headers say nothing rather than raise."""
+    assert read_hints({"RateLimit": "soon", "X-RateLimit-Limit": "many"}) == ServerHints()
