@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from benchmarks import baselines, overhead, pacing, reading
+from benchmarks import baselines, learning, overhead, pacing, reading
 from benchmarks._common import Report, machine, write_json
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "pacing": pacing.run,
+    "learning": learning.run,
     "baselines": baselines.run,
     "overhead": overhead.run,
     "reading": reading.run,
