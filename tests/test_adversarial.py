@@ -34,6 +34,7 @@ from bulk_issuer import (
     UnavailableError,
 )
 from bulk_issuer.cli import main
+from bulk_issuer.console import Console
 from bulk_issuer.errors import StoppedError, exit_status
 from bulk_issuer.events import ApiTrouble, Event, HoldersLoaded, Waiting
 from bulk_issuer.journal import Journal, State
@@ -851,6 +852,16 @@ async def test_6_an_absurd_retry_after_stops_with_a_readable_message(value: str,
     message = str(caught.value)
     assert said in message
     assert len(message) < 300
+
+
+def test_6_a_long_wait_is_shown_at_the_default_verbosity(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Point 6: the command line shows a Waiting event without -v (and not with -q)."""
+    Console(quiet=False, verbose=0, mask=str)(Waiting(30.0, "HTTP 429"))
+    assert "waiting 30s: HTTP 429" in capsys.readouterr().err
+    Console(quiet=True, verbose=0, mask=str)(Waiting(30.0, "HTTP 429"))
+    assert capsys.readouterr().err == ""
 
 
 # -- 7. a fatal stop keeps the answers already on the wire ------------------------------------
