@@ -759,6 +759,37 @@ async def test_5_a_host_that_answers_nothing_is_not_called_unreachable(kind: str
     assert sandbox.issued_by_api == 0
 
 
+@pytest.mark.looptime
+async def test_5_the_api_going_away_mid_run_stops_with_nobody_failed(tmp_path: Path) -> None:
+    """Point 5 after a good start: the server goes away at 4 s; the run stops after the
+    outage limit (exit 4), its issued count is the server's, nobody failed or `sending`."""
+    journal = tmp_path / "run.db"
+    box: dict[str, Sandbox] = {}
+    ready = anyio.Event()
+
+    async def serve_for_a_while() -> None:
+        async with run_sandbox(SandboxConfig(latency=(0.05, 0.1))) as sandbox:
+            box["sandbox"] = sandbox
+            ready.set()
+            await anyio.sleep(4)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_for_a_while)
+        await ready.wait()
+        start = anyio.current_time()
+        with pytest.raises(UnavailableError, match="refused") as caught:
+            await issue(box["sandbox"], cohort(30), journal=journal)
+        took = anyio.current_time() - start
+    assert took <= RetryPolicy().outage + 30
+    assert exit_status(caught.value) == 4
+    summary = caught.value.summary
+    assert summary is not None
+    assert summary.total == 30
+    assert summary.failed == 0
+    assert 0 < summary.issued == box["sandbox"].issued_by_api
+    assert set(journal_states(journal).values()) <= {State.ISSUED}
+
+
 # -- 6. Retry-After: capped, shown, and a clean stop past the cap -----------------------------
 
 
