@@ -229,8 +229,11 @@ class TokenManager:
                 if age < self._lifetime:
                     self._observed_lifetime = max(age * 0.8, 1.0)
             token = await self._login(self._auth)
-            lifetime = token_lifetime(token.reveal()) or DEFAULT_TOKEN_LIFETIME
-            if self._observed_lifetime is not None:
+            said = token_lifetime(token.reveal())
+            lifetime = said or DEFAULT_TOKEN_LIFETIME
+            if said is None and self._observed_lifetime is not None:
+                # Only a token that does not say how long it lives is assumed to live as
+                # long as the one a 401 cut short; a JWT's own `exp` is believed.
                 lifetime = min(lifetime, self._observed_lifetime)
             self._fetched_at = started
             self._token, self._lifetime = token, lifetime

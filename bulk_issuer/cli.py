@@ -32,6 +32,7 @@ from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, check_base_url, mask
 from .console import Console, plural
+from .coordination import IN_PROCESS, choose
 from .engine import BadgeIssuer, Preflight
 from .errors import (
     EXIT_BUG,
@@ -96,6 +97,8 @@ class IssueSettings:
     policy: RetryPolicy
     allow_duplicates: bool
     options: ReadOptions
+    #: `--coordinator`: None for the local store, `memory`, or a Redis URL.
+    coordinator: str | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,6 +232,14 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument(
         "--allow-duplicates", action="store_true", help="do not check who already holds the badge"
     )
+    issue.add_argument(
+        "--coordinator",
+        metavar="URL",
+        default=os.environ.get("BULK_ISSUER_COORDINATOR"),
+        help="share the account's rate budget and claims with runs on other hosts: "
+        "redis://HOST:PORT/DB or rediss://... (env BULK_ISSUER_COORDINATOR); default: "
+        "every run on this machine, through a local store ('memory': this run only)",
+    )
     issue.add_argument("--delimiter", help="force the CSV delimiter (default: detected)")
     issue.add_argument("--encoding", help="force the file's encoding (default: detected)")
     issue.add_argument("--date-format", help="strptime format of date columns, e.g. %%d/%%m/%%Y")
@@ -306,6 +317,11 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         raise UsageError(str(exc)) from None
     if args.offline and not args.dry_run:
         raise UsageError("--offline goes with --dry-run (a run must talk to the API)")
+    coordinator = (args.coordinator or "").strip() or None
+    try:
+        choose(coordinator, base_url=base_url, identity="")  # the spec's form only
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.no_journal or args.file == "-":
         journal = Path(args.journal) if args.journal else None
     elif args.journal:
@@ -335,6 +351,7 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         policy=RetryPolicy(attempts=args.attempts, resend_unconfirmed=args.resend_unconfirmed),
         allow_duplicates=args.allow_duplicates,
         options=_read_options(args),
+        coordinator=coordinator,
     )
 
 
@@ -526,6 +543,8 @@ def _issue_run(
         on_event=during_run,
         logger=False,
         read_options=settings.options,
+        # A dry run sends nothing: it needs no shared budget nor claims.
+        coordinator=IN_PROCESS if settings.dry_run else settings.coordinator,
     )
     started_wall = time.time()
     plan: Summary | None = None
@@ -597,6 +616,12 @@ def _issue_run(
     console.summary(summary, _title(settings, "Issued"), dry_run=False)
     for line in accounting.written:
         console.say(line)
+    if accounting.unconfirmed:
+        console.warn(
+            f"{plural(accounting.unconfirmed, 'learner')} unconfirmed: a send went unanswered "
+            "and the server could not say whether it issued the badge. Rerun the same command "
+            "to ask again; --resend-unconfirmed sends them anyway (they may then hold it twice)"
+        )
     left = (
         f"{plural(accounting.not_holding, 'learner')} of {accounting.rows} "
         f"{'does' if accounting.not_holding == 1 else 'do'} not hold the badge yet"

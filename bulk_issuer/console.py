@@ -110,7 +110,7 @@ class Console:
             elif event.reason not in self._troubles:
                 # Once per kind of trouble, not once per request.
                 self._troubles.add(event.reason)
-                self.warn(f"{event.host}: {event.reason}; retrying")
+                self.warn(f"{event.host}: {event.reason}; waiting it out")
         elif isinstance(event, LookupUnavailable):
             self.warn(
                 f"cannot look up issued badges ({event.reason}); a learner whose send goes "

@@ -642,12 +642,6 @@ async def test_4_issue_endpoint_refusing_for_ever_stops_with_nobody_failed(statu
     assert sandbox.issued_by_api == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth.TokenManager.refresh applies the lifetime learnt from one 401 to JWTs too "
-    "(its comment says: only to tokens that do not say how long they live): every later "
-    "request is preceded by a login",
-)
 @pytest.mark.looptime
 async def test_4_a_401_mid_run_refreshes_the_token_once_and_goes_on() -> None:
     """Point 4: a 401 to an issue call with a login: one new token, the same call resent
