@@ -173,6 +173,9 @@ class Journal:
         except sqlite3.Error as exc:
             if pending is not None and not pending.done():
                 pending.set_exception(exc)
+                # Every send waiting for this commit raises it; marked as seen so that a
+                # commit nobody waits for any more is not reported again as unretrieved.
+                pending.exception()
             elif pending is None:
                 raise
         else:
