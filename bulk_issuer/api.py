@@ -13,6 +13,7 @@ from typing import Any
 from .auth import Auth
 from .client import DEFAULT_BASE_URL
 from .cohort import LearnerInput
+from .coordination import Coordinator
 from .engine import BadgeIssuer
 from .events import Event, Logger
 from .journal import Journal
@@ -40,6 +41,7 @@ async def issue_badges(
     logger: Logger | logging.Logger | None = None,
     read_options: ReadOptions | None = None,
     margin: float = DEFAULT_MARGIN,
+    coordinator: str | Coordinator | None = None,
 ) -> Summary:
     """Issue `badge_id` to every learner and return the counts.
 
@@ -61,6 +63,9 @@ async def issue_badges(
             library prints nothing unless the application configured structlog or logging.
         read_options: how to read files (delimiter, encoding, column map, sheet, ...).
         margin: seconds of network jitter the pacer leaves in every window.
+        coordinator: where the account's budget and claims are shared: None (every run
+            on this machine, the default), `"redis://HOST:PORT/DB"` (every host) or
+            `"memory"` (this call only); see `BadgeIssuer`.
 
     Returns:
         The counts: every row is in exactly one of issued, already_held, skipped, failed,
@@ -86,6 +91,7 @@ async def issue_badges(
         logger=logger,
         read_options=read_options,
         margin=margin,
+        coordinator=coordinator,
     ) as issuer:
         return await issuer.run(learners, badge_id=badge_id)
 
@@ -106,6 +112,7 @@ def issue_badges_sync(
     logger: Logger | logging.Logger | None = None,
     read_options: ReadOptions | None = None,
     margin: float = DEFAULT_MARGIN,
+    coordinator: str | Coordinator | None = None,
 ) -> Summary:
     """`issue_badges` for synchronous code: a script, a notebook, a framework's sync view.
 
@@ -134,6 +141,9 @@ def issue_badges_sync(
             library prints nothing unless the application configured structlog or logging.
         read_options: how to read files (delimiter, encoding, column map, sheet, ...).
         margin: seconds of network jitter the pacer leaves in every window.
+        coordinator: where the account's budget and claims are shared: None (every run
+            on this machine, the default), `"redis://HOST:PORT/DB"` (every host) or
+            `"memory"` (this call only); see `BadgeIssuer`.
 
     Returns:
         The counts: every row is in exactly one of issued, already_held, skipped, failed,
@@ -161,6 +171,7 @@ def issue_badges_sync(
         logger=logger,
         read_options=read_options,
         margin=margin,
+        coordinator=coordinator,
     )
     try:
         asyncio.get_running_loop()

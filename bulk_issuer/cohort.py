@@ -25,7 +25,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from .client import Stopping
 from .errors import StoppedError
 from .events import HoldersLoaded
-from .executor import Badge, Context, Job, already_done, settle
+from .executor import Badge, Context, Job, already_done, claim, settle
 from .flow import LearnerFlow
 from .journal import State
 from .learners import Learner, Row
@@ -179,10 +179,14 @@ class Cohort:
                 if self.stopping.is_set():
                     self._not_attempted(job)
                     continue
+                # Another run of the account may hold it, or have done it.
+                verify = await claim(self.ctx, job)
+                if isinstance(verify, Outcome):
+                    continue
                 flow = LearnerFlow(
                     attempts=self.policy.attempts,
                     backoff=self.policy.backoff,
-                    verify_first=job.entry is not None and _is_sending(job),
+                    verify_first=verify or (job.entry is not None and _is_sending(job)),
                     resend_unconfirmed=self.policy.resend_unconfirmed,
                 )
                 with anyio.CancelScope() as scope:

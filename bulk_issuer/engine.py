@@ -23,6 +23,7 @@ import anyio
 from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, NavigatrClient, Stopping, new_session
 from .cohort import Cohort, LearnerInput, describe_source, invalid_outcome, rows_of
+from .coordination import IN_PROCESS, ClaimLedger, Coordinator, SharedSlots, choose
 from .errors import CredentialsRejected, FatalError, InputError, StoppedError
 from .events import (
     Event,
@@ -34,7 +35,7 @@ from .events import (
     default_logger,
     fan_out,
 )
-from .executor import Badge, Context, Job, already_done, settle
+from .executor import Badge, Context, Job, already_done, claim, settle
 from .flow import LearnerFlow
 from .journal import Journal, State
 from .learners import Learner, Row
@@ -112,6 +113,12 @@ class BadgeIssuer:
             structlog, or to the standard `bulk_issuer` logger if logging has a handler.
         read_options: how to read files (delimiter, encoding, column map, consent column).
         margin: seconds of network jitter the pacer leaves in every window.
+        coordinator: where the account's pacing budget and claims on learners are shared
+            with every other run of the same account (API base URL and credentials):
+            None or `"local"` for every run on this machine (an SQLite file under the
+            user's data directory, the default); `"redis://HOST:PORT/DB"` (or
+            `rediss://`) for every host; `"memory"` for this issuer only. A
+            `Coordinator` object is used as given (its owner opens and closes it).
 
     Raises:
         ValueError: an argument is out of range.
@@ -132,6 +139,7 @@ class BadgeIssuer:
         logger: Logger | logging.Logger | Literal[False] | None = None,
         read_options: ReadOptions | None = None,
         margin: float = DEFAULT_MARGIN,
+        coordinator: str | Coordinator | None = None,
     ) -> None:
         if not isinstance(auth, PasswordAuth | PersonalAccessToken):
             raise ValueError("auth must be a PersonalAccessToken or a PasswordAuth")
@@ -145,6 +153,20 @@ class BadgeIssuer:
         self.read_options = read_options or ReadOptions()
         self._auth = auth
         self._base_url = base_url
+        identity = (
+            auth.token.reveal()
+            if isinstance(auth, PersonalAccessToken)
+            else auth.username.strip().lower()
+        )
+        #: The account's shared store; None: this issuer only, at no cost.
+        self._coordinator: Coordinator | None = (
+            None
+            if coordinator == IN_PROCESS
+            else choose(coordinator, base_url=base_url, identity=identity)
+        )
+        self._owns_coordinator = coordinator is None or isinstance(coordinator, str)
+        self._claims: ClaimLedger | None = None
+        self._slots: SharedSlots | None = None
         self._journal_arg = journal
         chosen = default_logger() if logger is None else logger if logger is not False else None
         outcome_sink = None
@@ -173,6 +195,20 @@ class BadgeIssuer:
 
     async def __aenter__(self) -> BadgeIssuer:
         self._stopping = anyio.Event()
+        coordinator = self._coordinator
+        if coordinator is not None:
+            # Before anything else: a coordinator that cannot be had stops here, with
+            # nothing sent and nothing opened.
+            if self._owns_coordinator:
+                await coordinator.open()
+            self._claims = ClaimLedger(coordinator)
+            try:
+                await self._claims.start(self._coordinator_lost)
+            except BaseException:
+                await self._close_coordinator()
+                raise
+            if self.rate is not None:
+                self._slots = SharedSlots(coordinator)
         self._journal = _open_journal(self._journal_arg)
         self._session = new_session(self.workers + 2, self.pacer)
         client = NavigatrClient(
@@ -190,11 +226,28 @@ class BadgeIssuer:
             lookups=AssertionLookup(client, self._emit),
             emit=self._emit,
             on_stop=self.stop,
+            claims=self._claims,
         )
         return self
 
+    def _coordinator_lost(self, error: StoppedError) -> None:
+        """The shared store stopped answering: stop taking learners (exit 4 on the CLI)."""
+        if self._ctx is not None:
+            self._ctx.stop_with(error)
+
+    async def _close_coordinator(self) -> None:
+        with anyio.CancelScope(shield=True):
+            claims, self._claims = self._claims, None
+            if claims is not None:
+                await claims.stop()
+            self._slots = None
+            if self._coordinator is not None and self._owns_coordinator:
+                await self._coordinator.close()
+
     async def __aexit__(self, *exc_info: object) -> None:
         try:
+            # The outcomes still queued for the shared ledger are written first.
+            await self._close_coordinator()
             if self._journal is not None and not isinstance(self._journal_arg, Journal):
                 self._journal.close()
         finally:
@@ -530,10 +583,15 @@ class BadgeIssuer:
             attempts=entry.attempts if entry else 0,
             stored=entry is not None,
         )
+        # Another run of the account may hold it, or have done it.
+        verify = await claim(ctx, job)
+        if isinstance(verify, Outcome):
+            await ctx.journal.committed()
+            return verify
         flow = LearnerFlow(
             attempts=self.policy.attempts,
             backoff=self.policy.backoff,
-            verify_first=entry is not None and entry.state is State.SENDING,
+            verify_first=verify or (entry is not None and entry.state is State.SENDING),
             resend_unconfirmed=self.policy.resend_unconfirmed,
         )
         outcome = await settle(ctx, job, flow)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from .client import Answer, NavigatrClient, NoReply, NotSent, Stopping
+from .coordination import ClaimLedger, Ending, Verdict
 from .errors import CredentialsRejected, FatalError, StoppedError
 from .events import Event, RetryScheduled
 from .flow import Finish, LearnerFlow, Send, Verify, Wait
@@ -23,7 +24,7 @@ from .lookups import AssertionLookup, Holders
 from .outcomes import Outcome, Status
 from .retry import RequestRetry
 
-__all__ = ["Badge", "Context", "Job", "already_done", "settle"]
+__all__ = ["Badge", "Context", "Job", "already_done", "claim", "settle"]
 
 #: The journal state each final status is recorded as (None: nothing recorded).
 _STATES: dict[Status, State | None] = {
@@ -33,6 +34,16 @@ _STATES: dict[Status, State | None] = {
     Status.UNCONFIRMED: State.SENDING,
     Status.NOT_ATTEMPTED: None,
 }
+
+#: How a claimed learner is left in the account's shared ledger, by final status.
+_ENDINGS: dict[Status, Ending] = {
+    Status.ISSUED: Ending.ISSUED,
+    Status.HELD: Ending.HELD,
+    Status.UNCONFIRMED: Ending.UNCONFIRMED,
+}
+
+#: The reason of a learner that another run of the account issued (or found holding it).
+DONE_BY_ANOTHER_RUN = "done by another run"
 
 
 @dataclass(slots=True)
@@ -59,6 +70,8 @@ class Context:
     #: Why the run stopped, once it must: a fatal answer or the API unavailable.
     stopped: StoppedError | None = None
     on_stop: Callable[[], None] = lambda: None
+    #: The account's shared claims (None: this process only, as before coordination).
+    claims: ClaimLedger | None = None
 
     def stop_with(self, error: StoppedError) -> None:
         """Stop the run for `error` (the first reason wins)."""
@@ -82,6 +95,8 @@ class Job:
     stored: bool = False
     #: A send of this run may have been processed (it went unanswered).
     maybe_sent: bool = False
+    #: This run holds the learner's claim in the account's shared ledger.
+    claimed: bool = False
 
 
 def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
@@ -127,6 +142,55 @@ def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None,
             entry,
         )
     return None, entry
+
+
+async def claim(ctx: Context, job: Job) -> Outcome | bool:
+    """Claim the learner in the account's shared ledger before its first send.
+
+    While another live run holds it, wait for that run's outcome. Call before building
+    the learner's flow.
+
+    Returns:
+        The outcome when nothing is to be sent (done by another run, or the run stopped
+        meanwhile; already emitted); else whether to ask the server first (an earlier
+        claimant may have sent it: it died, or its send went unanswered).
+    """
+    if ctx.claims is None:
+        return False
+    try:
+        got = await ctx.claims.take(job.badge_id, job.learner.key, ctx.client.stopping)
+    except StoppedError as exc:
+        ctx.stop_with(exc)
+        got = None
+    if got is None:
+        if job.entry is not None and job.entry.state is State.SENDING:
+            why = "the run stopped; an earlier send is still unconfirmed"
+            return _record(ctx, job, Finish(Status.UNCONFIRMED, reason=why))
+        why = "the run stopped before it was sent"
+        return _record(ctx, job, Finish(Status.NOT_ATTEMPTED, reason=why))
+    if got.verdict is Verdict.DONE:
+        # In this run's journal too, so that its results and reruns count it as holding.
+        ctx.journal.mark(
+            job.badge_id,
+            job.learner.key,
+            State.HELD,
+            row=job.row.number,
+            email=job.learner.email,
+            fields=None if job.stored else job.row.fields,
+            reason=DONE_BY_ANOTHER_RUN,
+        )
+        outcome = _outcome(
+            job.row,
+            job.badge_id,
+            Status.SKIPPED,
+            attempts=job.attempts,
+            reason=DONE_BY_ANOTHER_RUN,
+            queued=True,
+        )
+        ctx.emit(outcome)
+        return outcome
+    job.claimed = True
+    return got.verify
 
 
 async def settle(ctx: Context, job: Job, flow: LearnerFlow) -> Outcome:
@@ -234,6 +298,14 @@ async def _exchange_loop(
             fields=None if job.stored else job.row.fields,
         )
         job.stored = True
+        if job.claimed and job.sends == 1 and ctx.claims is not None:
+            # The shared ledger too knows before the first send leaves that it may be
+            # processed: should this run die, the next claimant asks the server first.
+            try:
+                await ctx.claims.sending(job.badge_id, job.learner.key)
+            except StoppedError:
+                job.attempts -= 1
+                raise
         # The send is on disk before the request leaves.
         await ctx.journal.committed()
         if client.stopping.is_set():
@@ -298,6 +370,12 @@ def _record(ctx: Context, job: Job, finish: Finish) -> Outcome:
         # Not attempted after all (a 401/403/404 stopped the run): every send of this run
         # was answered and refused, so the learner stands as before, not `sending`.
         ctx.journal.restore(job.badge_id, job.learner.key, job.entry)
+    if job.claimed and ctx.claims is not None:
+        job.claimed = False
+        ending = _ENDINGS.get(finish.status, Ending.RELEASED)
+        if job.maybe_sent and ending is Ending.RELEASED:
+            ending = Ending.UNCONFIRMED  # the next claimant asks the server first
+        ctx.claims.settle(job.badge_id, job.learner.key, ending)
     outcome = _outcome(
         job.row,
         job.badge_id,

@@ -18,6 +18,16 @@ import structlog
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The runs of this session share budgets and claims in a folder of its own, not in the
+    user's data directory (where `platformdirs` puts the local coordination store)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     """Each test starts with structlog's default configuration."""

@@ -184,13 +184,15 @@ async def test_claims(stores: Factory) -> None:
 
 
 async def test_redis_lease_expires_and_renewal_keeps_it(redis_url: str) -> None:  # noqa: F811
-    """A dead run's claim lapses with its lease (taken over with a lookup first); a live run's
-    renewals keep its claim past the lease."""
+    """A dead run's claim lapses with its lease (taken over with a lookup first if it had
+    begun sending); a live run's renewals keep its claim past the lease."""
     a, b = RedisCoordinator(redis_url, ACCOUNT), RedisCoordinator(redis_url, ACCOUNT)
     await a.open()
     await b.open()
     try:
         await a.claim(51, "dead", "run-a", 0.2)
+        await a.sending(51, "dead", "run-a")
+        await a.claim(51, "never-sent", "run-a", 0.2)
         await a.claim(51, "alive", "run-a", 0.2)
         for _ in range(4):
             await anyio.sleep(0.1)
@@ -203,14 +205,17 @@ async def test_redis_lease_expires_and_renewal_keeps_it(redis_url: str) -> None:
         await anyio.sleep(0.3)
         taken = await b.claim(51, "dead", "run-b", 30)
         assert (taken.verdict, taken.verify) == (Verdict.GRANTED, True)
+        # Claimed, but it died before its first send: nothing to ask.
+        quiet = await b.claim(51, "never-sent", "run-b", 30)
+        assert (quiet.verdict, quiet.verify) == (Verdict.GRANTED, False)
     finally:
         await a.close()
         await b.close()
 
 
 async def test_local_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    """The local store takes over a claim whose process is gone at once, with a lookup first;
-    a live process's claim is held even past nothing."""
+    """The local store takes over a claim whose process is gone at once (with a lookup first
+    if it had begun sending); a live process's claim is held."""
     store = LocalCoordinator(ACCOUNT, tmp_path)
     await store.open()
     try:
@@ -222,16 +227,20 @@ async def test_local_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> No
         )
         gone_pid = int(gone.stdout)
         db = store._connection()
-        db.execute(
-            "INSERT INTO claims VALUES (51, 'k', 'dead-run', NULL, ?, ?, ?, ?)",
-            (store._host, gone_pid, time.time() + 30, time.time()),
-        )
+        for learner, ending in (("k", "sending"), ("q", None)):
+            db.execute(
+                "INSERT INTO claims VALUES (51, ?, 'dead-run', ?, ?, ?, ?, ?)",
+                (learner, ending, store._host, gone_pid, time.time() + 30, time.time()),
+            )
         taken = await store.claim(51, "k", "run-b", 30)
         assert (taken.verdict, taken.verify) == (Verdict.GRANTED, True)
+        # It died before sending that one: taken over with nothing to ask.
+        quiet = await store.claim(51, "q", "run-b", 30)
+        assert (quiet.verdict, quiet.verify) == (Verdict.GRANTED, False)
         live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: ASYNC220
         try:
             db.execute(
-                "INSERT INTO claims VALUES (51, 'm', 'live-run', NULL, ?, ?, ?, ?)",
+                "INSERT INTO claims VALUES (51, 'm', 'live-run', 'sending', ?, ?, ?, ?)",
                 (store._host, live.pid, time.time() + 30, time.time()),
             )
             assert (await store.claim(51, "m", "run-b", 30)).verdict is Verdict.HELD

@@ -27,6 +27,9 @@ from .protocol import Claim, Ending, Verdict
 
 __all__ = ["LocalCoordinator", "default_folder"]
 
+#: A claim whose run is about to send (or has sent) the learner.
+_SENDING = "sending"
+
 #: Settled claims are remembered this long: concurrent runs need them; a later run finds
 #: the learner among the badge's holders.
 RETAIN = 86400.0
@@ -40,14 +43,14 @@ CREATE TABLE IF NOT EXISTS claims (
     badge_id   INTEGER NOT NULL,
     learner    TEXT    NOT NULL,
     run_id     TEXT    NOT NULL,
-    ending     TEXT,               -- NULL while claimed
+    ending     TEXT,               -- NULL while claimed, 'sending' once a send may leave
     host       TEXT    NOT NULL,
     pid        INTEGER NOT NULL,
     expires_at REAL    NOT NULL,
     at         REAL    NOT NULL,
     PRIMARY KEY (badge_id, learner)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS claims_by_run ON claims (run_id) WHERE ending IS NULL;
+CREATE INDEX IF NOT EXISTS claims_by_run ON claims (run_id);
 """
 
 
@@ -193,11 +196,12 @@ class LocalCoordinator:
                 if at >= since:
                     return Claim(Verdict.DONE, holder)
             elif holder != run_id:
-                if ending is None and expires_at > now and self._alive(host, pid):
+                live = ending in (None, _SENDING)
+                if live and expires_at > now and self._alive(host, pid):
                     return Claim(Verdict.HELD, holder)
-                # A dead run's claim, or a send that went unanswered: it may have been
-                # processed, so the server is asked first.
-                verify = True
+                # A dead run that may have sent it, or a send that went unanswered: it may
+                # have been processed, so the server is asked first.
+                verify = ending in (_SENDING, Ending.UNCONFIRMED)
         db.execute(
             "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
             (badge_id, learner, run_id, self._host, self._pid, now + lease, now),
@@ -209,12 +213,24 @@ class LocalCoordinator:
             return True  # another machine's (or namespace's) process: the lease decides
         return _process_alive(pid)
 
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+        """Note a send; see `Coordinator.sending`."""
+        try:
+            self._connection().execute(
+                "UPDATE claims SET ending = ? WHERE badge_id = ? AND learner = ? AND run_id = ?"
+                " AND ending IS NULL",
+                (_SENDING, badge_id, learner_key, run_id),
+            )
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend this run's claims; see `Coordinator.renew`."""
         try:
             self._connection().execute(
-                "UPDATE claims SET expires_at = ? WHERE run_id = ? AND ending IS NULL",
-                (time.time() + lease_seconds, run_id),
+                "UPDATE claims SET expires_at = ? WHERE run_id = ?"
+                " AND (ending IS NULL OR ending = ?)",
+                (time.time() + lease_seconds, run_id, _SENDING),
             )
         except sqlite3.Error as exc:
             raise self._fail(exc) from None

@@ -23,6 +23,7 @@ class InProcessCoordinator:
         self._pace = PaceState()
         # (badge, learner) -> (run, ending or None while claimed, when)
         self._claims: dict[tuple[int, str], tuple[str, Ending | None, float]] = {}
+        self._sending: set[tuple[int, str]] = set()
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -66,7 +67,12 @@ class InProcessCoordinator:
         if ending is None:
             return Claim(Verdict.HELD, holder)
         self._claims[key] = (run_id, None, now)
+        self._sending.discard(key)
         return Claim(Verdict.GRANTED, verify=ending is Ending.UNCONFIRMED and holder != run_id)
+
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+        """Note a send; see `Coordinator.sending` (kept for symmetry: no run dies alone here)."""
+        self._sending.add((badge_id, learner_key))
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Nothing expires in one process."""
@@ -77,6 +83,7 @@ class InProcessCoordinator:
         found = self._claims.get(key)
         if found is not None and found[0] != run_id:
             return
+        self._sending.discard(key)
         if ending is Ending.RELEASED:
             self._claims.pop(key, None)
         else:

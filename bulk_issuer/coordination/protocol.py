@@ -112,6 +112,11 @@ class Coordinator(Protocol):
         """
         ...
 
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+        """Note that `run_id` is about to send a learner it claimed: from now on, should the
+        run die, the next claimant asks the server first."""
+        ...
+
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend every claim `run_id` holds (the run is alive)."""
         ...

@@ -3,9 +3,9 @@
 Slots are reserved in one Lua script on Redis's own clock (`TIME`), so hosts whose clocks
 disagree still share one even grid; the script is the GCRA of `gcra.py`, in microseconds.
 A claim is a key set with `SET NX PX` (a lease the run renews while it is alive) beside a
-record of how the learner was left (`issued`, `held`, `unconfirmed`, or `tried` while a
-run holds it), which outlives the lease for a day. Every key of an account shares one
-hash tag, so a cluster keeps them on one node.
+record of how the learner was left (`issued`, `held`, `unconfirmed`; `claimed`, then
+`sending` once a send may leave, while a run holds it), which outlives the lease for a day.
+Every key of an account shares one hash tag, so a cluster keeps them on one node.
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local rec = redis.call('GET', KEYS[2])
 local who = nil
+local what = nil
 if rec then
   local a = string.find(rec, ':', 1, true)
   local b = string.find(rec, ':', a + 1, true)
-  local what = string.sub(rec, 1, a - 1)
+  what = string.sub(rec, 1, a - 1)
   local at = tonumber(string.sub(rec, a + 1, b - 1))
   who = string.sub(rec, b + 1)
   if what == 'issued' or what == 'held' then
@@ -92,8 +93,8 @@ else
   redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
 local verify = '0'
-if who and who ~= ARGV[1] then verify = '1' end
-redis.call('SET', KEYS[2], 'tried:' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
+if who and who ~= ARGV[1] and (what == 'sending' or what == 'unconfirmed') then verify = '1' end
+redis.call('SET', KEYS[2], 'claimed:' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
 return {'granted', verify}
 """
 
@@ -103,7 +104,7 @@ local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 if ARGV[2] == 'released' then
   local rec = redis.call('GET', KEYS[2])
-  if rec and string.sub(rec, 1, 6) == 'tried:'
+  if rec and (string.sub(rec, 1, 8) == 'claimed:' or string.sub(rec, 1, 8) == 'sending:')
      and string.sub(rec, -string.len(ARGV[1]) - 1) == ':' .. ARGV[1] then
     redis.call('DEL', KEYS[2])
   end
@@ -111,6 +112,15 @@ else
   redis.call('SET', KEYS[2], ARGV[2] .. ':' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS: claim, record. ARGV: run, retain s.
+_SENDING = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('SET', KEYS[2], 'sending:' .. now .. ':' .. ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
@@ -179,6 +189,7 @@ class RedisCoordinator:
             ("rate_limited", _RATE_LIMITED),
             ("claim", _CLAIM),
             ("settle", _SETTLE),
+            ("sending", _SENDING),
             ("renew", _RENEW),
         ):
             self._scripts[name] = client.register_script(text)
@@ -262,6 +273,10 @@ class RedisCoordinator:
             self._mine[(badge_id, learner_key)] = keys[0]
             return Claim(Verdict.GRANTED, verify=detail == "1")
         return Claim(Verdict(verdict), detail)
+
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+        """Note a send; see `Coordinator.sending`."""
+        await self._run("sending", self._keys(badge_id, learner_key), [run_id, RETAIN])
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend this run's claims; see `Coordinator.renew`."""

@@ -207,6 +207,20 @@ class ClaimLedger:
             if stopping.is_set():
                 return None
 
+    async def sending(self, badge_id: int, learner_key: str) -> None:
+        """Note, before its first send leaves, that a claimed learner may be processed.
+
+        Raises:
+            UnavailableError: the store cannot be reached (the send must not leave).
+        """
+        if self.lost is not None:
+            raise self.lost
+        try:
+            await self.coordinator.sending(badge_id, learner_hash(learner_key), self.run_id)
+        except UnavailableError as exc:
+            self._lose(exc)
+            raise
+
     def settle(self, badge_id: int, learner_key: str, ending: Ending) -> None:
         """Record how this run left a learner it claimed (written in the background)."""
         if self._queue is not None and self.lost is None:
