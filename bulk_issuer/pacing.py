@@ -51,6 +51,8 @@ _PROBE_EVERY = 4
 #: After a 429 that no limit explains, every window gives up this share more of its period.
 _WIDEN = 0.05
 _MAX_SLOWDOWN = 4.0
+#: The loop's lateness is remembered as a maximum that fades by this factor per slot.
+_LAG_DECAY = 0.98
 
 _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 # slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
@@ -275,10 +277,12 @@ class Pacer:
     back on a 429 that no limit explains (one such 429 per run at most).
 
     Requests also leave on an even grid just slower than that bound (a late answer delays
-    one request, not every later one) and never closer than half the even spacing, so
-    that sliding-window counters, which assume even traffic, accept them too. Until
-    answers are observed (`observe`), every arrival is assumed up to `margin` late: the
-    even spacing `(period + margin) / requests` of earlier versions.
+    one request, not every later one), and never closer together than the even spacing at
+    the limit, so that sliding-window counters, which assume even traffic, accept them too;
+    where the headers show that the server counts each window afresh (a fixed window, a
+    token bucket), a request held back may catch up at half that spacing. Until answers
+    are observed (`observe`), every arrival is assumed up to `margin` late: the even
+    spacing `(period + margin) / requests` of earlier versions.
 
     A stricter server is learned: from `RateLimit-Policy`/`RateLimit`/`X-RateLimit-Limit`
     headers on any answer, from a 429's detail (`Rate limit exceeded: 4 per 2 second`), or
@@ -322,6 +326,8 @@ class Pacer:
         self._waiters: list[tuple[int, int, asyncio.Future[_Send | None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = -math.inf
+        self._lag = 0.0  # how late the loop has lately run this pacer's timer
 
     # -- what the pacer knows --------------------------------------------------------------
 
@@ -388,17 +394,22 @@ class Pacer:
 
         A request that left late for its slot (it had to open a connection first, or the
         loop was busy) pushes the next slot to a full gap after it: otherwise the next
-        request, on a warm connection, would arrive closer behind it than the gap.
+        request, on a warm connection, would arrive closer behind it than the gap. Only
+        the lateness beyond the least of the last few counts: a delay every request has
+        (the client's own steps between slot and wire) shifts them all alike.
         """
         if self.rate is None:
             return
         now = _now()
         send = _CURRENT.get()
+        leaves = now  # when the next request would leave, were its slot now
         if send is not None and send.owner is self and send.answered is None:
             send.at = max(send.at, now)
-            if now - send.slot <= _SEND_TOLERANCE:
+            usual = min((s.at - s.slot for s in self._sends if s is not send), default=0.0)
+            if now - send.slot - usual <= _SEND_TOLERANCE:
                 return  # on time for its slot (which may lie off the grid on purpose)
-        floor = now + self.gap - _SEND_TOLERANCE
+            leaves = now - usual
+        floor = leaves + self.gap - _SEND_TOLERANCE
         if floor > self._next_slot:
             self._next_slot = floor
 
@@ -507,8 +518,10 @@ class Pacer:
         # Our own count fits the limit: the way in was shorter than assumed, or someone else
         # spends the budget. Stop probing, step back, and give every window a little more.
         self._probing = False
-        self._share = max(0.0, self._share - 2 * _PROBE_STEP)
-        self._extra = min(self._extra + _WIDEN * limit.period, limit.period)
+        if self._share > 0:
+            self._share = max(0.0, self._share - 2 * _PROBE_STEP)  # the probe went too far
+        else:
+            self._extra = min(self._extra + _WIDEN * limit.period, limit.period)
 
     def _room_left(self, send: _Send | None, hints: ServerHints, now: float) -> None:
         """When the server says it is full and our own requests do not explain it, wait."""
@@ -593,7 +606,9 @@ class Pacer:
         timed = self._timed()
         # Before any answer, each slot is assumed to arrive up to the margin after it: the
         # even grid of earlier versions, which pushes itself for sends late on the wire.
-        safety = _SAFETY if timed else 0.0
+        # A busy loop answers late on both sides: what looked like the way in may partly
+        # have been the way back, so the bound keeps twice the loop's recent lateness.
+        safety = _SAFETY + 2 * self._lag if timed else 0.0
         bound, excess, widest = -math.inf, 0.0, -1.0
         for budget in self._budgets():
             n = budget.requests
@@ -655,7 +670,8 @@ class Pacer:
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None and self._waiters:
-            self._timer = loop.call_at(max(self._slot(), loop.time()), self._release, loop)
+            self._timer_at = max(self._slot(), loop.time())
+            self._timer = loop.call_at(self._timer_at, self._release, loop)
 
     def _rearm(self) -> None:
         """The slot may have moved (an answer came, a pause began): set the timer anew."""
@@ -666,6 +682,7 @@ class Pacer:
 
     def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
+        self._lag = max(loop.time() - self._timer_at, self._lag * _LAG_DECAY)
         while self._waiters and self._waiters[0][2].done():
             heapq.heappop(self._waiters)
         # A timer may fire a hair early (the loop's clock resolution): a microsecond is
