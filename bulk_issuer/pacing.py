@@ -15,8 +15,12 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from .coordination import SharedSlots
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_RATE", "Pacer", "Rate", "ServerHints", "read_hints"]
 
@@ -306,6 +310,10 @@ class Pacer:
         self.rate = rate
         self.sent = 0
         self.rate_limited = 0
+        #: The account's slots shared with other processes and hosts (coordination):
+        #: after this pacer's own slot, each request also takes the account's next one,
+        #: this pacer's gap after the last; None for this process alone (no cost).
+        self.shared: SharedSlots | None = None
         self._margin = margin
         self._learned: Rate | None = None
         self._told = False  # the learned limit was said by the server, not counted
@@ -370,12 +378,17 @@ class Pacer:
             urgent: go before every ordinary waiter (a token refresh that all of them need).
         """
         if self.rate is None:
+            # No pace to keep, but a server's pause (a 429's Retry-After) still holds.
+            while (wait := self._resume_at - _now()) > 0:
+                await asyncio.sleep(wait)
             self.sent += 1
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self._waiters and now >= self._slot():
             _CURRENT.set(self._reserve(now, idle=True))
+            if self.shared is not None:
+                await self.shared.acquire(self.gap, urgent=urgent)
             return
         waiter: asyncio.Future[_Send | None] = loop.create_future()
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), waiter))
@@ -388,6 +401,8 @@ class Pacer:
             waiter.cancel()
             raise
         _CURRENT.set(send)
+        if self.shared is not None:
+            await self.shared.acquire(self.gap, urgent=urgent)
 
     def note_sent(self) -> None:
         """Note that a request's headers just went out on the wire.
@@ -480,6 +495,9 @@ class Pacer:
         self._saw_429 = False
         pause = retry_after if retry_after is not None else self._default_pause()
         self.pause(pause)
+        if self.shared is not None:
+            # Every other process of the account pauses too, and widens its gap.
+            self.shared.rate_limited(max(self._resume_at - now, 0.0), self.gap)
         return max(self._resume_at - now, 0.0)
 
     # -- learning ---------------------------------------------------------------------------
