@@ -11,13 +11,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from benchmarks import baselines, learning, overhead, pacing, reading
+from benchmarks import baselines, coordination, learning, overhead, pacing, reading
 from benchmarks._common import Report, machine, write_json
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "pacing": pacing.run,
     "learning": learning.run,
     "baselines": baselines.run,
+    "coordination": coordination.run,
     "overhead": overhead.run,
     "reading": reading.run,
 }

@@ -115,10 +115,11 @@ class BadgeIssuer:
         margin: seconds of network jitter the pacer leaves in every window.
         coordinator: where the account's pacing budget and claims on learners are shared
             with every other run of the same account (API base URL and credentials):
-            None or `"local"` for every run on this machine (an SQLite file under the
-            user's data directory, the default); `"redis://HOST:PORT/DB"` (or
-            `rediss://`) for every host; `"memory"` for this issuer only. A
-            `Coordinator` object is used as given (its owner opens and closes it).
+            `"local"` for every run on this machine (an SQLite file under the user's data
+            directory); `"redis://HOST:PORT/DB"` (or `rediss://`) for every host;
+            `"memory"` for this issuer only. None: `$BULK_ISSUER_COORDINATOR`, else
+            `"local"`. A `Coordinator` object is used as given (its owner opens and
+            closes it).
 
     Raises:
         ValueError: an argument is out of range.
@@ -158,6 +159,8 @@ class BadgeIssuer:
             if isinstance(auth, PersonalAccessToken)
             else auth.username.strip().lower()
         )
+        if coordinator is None:
+            coordinator = os.environ.get("BULK_ISSUER_COORDINATOR", "").strip() or None
         #: The account's shared store; None: this issuer only, at no cost.
         self._coordinator: Coordinator | None = (
             None
@@ -166,7 +169,6 @@ class BadgeIssuer:
         )
         self._owns_coordinator = coordinator is None or isinstance(coordinator, str)
         self._claims: ClaimLedger | None = None
-        self._slots: SharedSlots | None = None
         self._journal_arg = journal
         chosen = default_logger() if logger is None else logger if logger is not False else None
         outcome_sink = None
@@ -208,7 +210,7 @@ class BadgeIssuer:
                 await self._close_coordinator()
                 raise
             if self.rate is not None:
-                self._slots = SharedSlots(coordinator)
+                self.pacer.shared = SharedSlots(coordinator)
         self._journal = _open_journal(self._journal_arg)
         self._session = new_session(self.workers + 2, self.pacer)
         client = NavigatrClient(
@@ -240,7 +242,7 @@ class BadgeIssuer:
             claims, self._claims = self._claims, None
             if claims is not None:
                 await claims.stop()
-            self._slots = None
+            self.pacer.shared = None
             if self._coordinator is not None and self._owns_coordinator:
                 await self._coordinator.close()
 

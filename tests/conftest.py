@@ -29,6 +29,16 @@ def _own_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _in_process_under_fake_time(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fake loop time cannot move the clock other processes share: a test on it keeps its
+    budget and claims in the process (`BadgeIssuer`'s default when told so by the env)."""
+    if request.node.get_closest_marker("looptime") is not None:
+        monkeypatch.setenv("BULK_ISSUER_COORDINATOR", "memory")
+
+
+@pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     """Each test starts with structlog's default configuration."""
     structlog.reset_defaults()
