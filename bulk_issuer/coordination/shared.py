@@ -8,7 +8,8 @@ one slot, and a shared pause reaches every process within one slot.
 
 `ClaimLedger` claims each learner before its first send, waits while another live run
 holds it, renews this run's leases, and records how each learner was left. Settlements
-are written by a background task, so that recording an outcome never waits on the store.
+are written by a background task, in batches, so that recording an outcome never waits
+on the store.
 """
 
 from __future__ import annotations
@@ -119,14 +120,15 @@ class ClaimLedger:
         #: Set once the store failed; every later claim raises it.
         self.lost: UnavailableError | None = None
         self._on_lost: Callable[[UnavailableError], None] = lambda _: None
-        self._queue: asyncio.Queue[tuple[int, str, Ending]] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[int, str, Ending]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         #: When this run began, on the store's clock: learners settled before are not
         #: reported done by another run (the run's own holders lookup covers them).
         self.since = -math.inf
 
     async def start(self, on_lost: Callable[[UnavailableError], None]) -> None:
-        """Start renewing leases and writing settlements; `on_lost` hears of a lost store.
+        """Start renewing leases; `on_lost` hears of a lost store.
 
         Raises:
             UnavailableError: the store cannot be reached.
@@ -134,50 +136,52 @@ class ClaimLedger:
         # A second's allowance for the resolution of the clocks involved.
         self.since = await self.coordinator.clock() - 1.0
         self._on_lost = on_lost
-        self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._background())
+        self._renewing = asyncio.get_running_loop().create_task(self._renew())
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Write the settlements still queued (for up to `grace` seconds), then stop."""
-        task, self._task = self._task, None
-        if task is None:
+        """Write the settlements still pending (for up to `grace` seconds), then stop."""
+        renewing, self._renewing = self._renewing, None
+        if renewing is None:
             return
-        queue = self._queue
-        if queue is not None and self.lost is None:
-            with anyio.move_on_after(grace, shield=True):
-                await queue.join()
-        task.cancel()
+        with anyio.move_on_after(grace, shield=True):
+            while self._flushing is not None and self.lost is None:
+                await asyncio.shield(self._flushing)
+        renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await renewing
 
     def _lose(self, exc: UnavailableError) -> None:
         if self.lost is None:
             self.lost = exc
             self._on_lost(exc)
 
-    async def _background(self) -> None:
-        assert self._queue is not None
+    async def _renew(self) -> None:
         every = self.lease * _RENEW_SHARE
-        renew_at = anyio.current_time() + every
         while True:
-            item = None
-            with anyio.move_on_after(max(renew_at - anyio.current_time(), 0)):
-                item = await self._queue.get()
+            await asyncio.sleep(every)
+            if self.lost is not None:
+                continue
             try:
-                if item is not None:
-                    if self.lost is None:
-                        await self.coordinator.settle(item[0], item[1], self.run_id, item[2])
-                    continue
-                renew_at = anyio.current_time() + every
-                if self.lost is None:
-                    await self.coordinator.renew(self.run_id, self.lease)
+                await self.coordinator.renew(self.run_id, self.lease)
             except UnavailableError as exc:
                 self._lose(exc)
             except Exception:  # a bug must not stop the renewals
                 _log.exception("coordination.failed")
-            finally:
-                if item is not None:
-                    self._queue.task_done()
+
+    async def _flush(self) -> None:
+        # Everything settled since the last flush goes in one pass: one task per batch,
+        # not per learner.
+        try:
+            while self._pending and self.lost is None:
+                batch, self._pending = self._pending, []
+                for badge_id, key, ending in batch:
+                    await self.coordinator.settle(badge_id, key, self.run_id, ending)
+        except UnavailableError as exc:
+            self._lose(exc)
+        except Exception:
+            _log.exception("coordination.failed")
+        finally:
+            self._flushing = None
 
     async def take(self, badge_id: int, learner_key: str, stopping: anyio.Event) -> Claim | None:
         """Claim a learner; while another live run holds it, wait for its outcome.
@@ -223,5 +227,8 @@ class ClaimLedger:
 
     def settle(self, badge_id: int, learner_key: str, ending: Ending) -> None:
         """Record how this run left a learner it claimed (written in the background)."""
-        if self._queue is not None and self.lost is None:
-            self._queue.put_nowait((badge_id, learner_hash(learner_key), ending))
+        if self._renewing is None or self.lost is not None:
+            return
+        self._pending.append((badge_id, learner_hash(learner_key), ending))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
