@@ -370,3 +370,14 @@ def test_choose_and_account_keys(tmp_path: Path) -> None:
     assert "pw" not in redis.name
     with pytest.raises(ValueError, match="redis://"):
         choose("http://nope", base_url="x", identity="y")
+
+
+async def test_local_store_that_cannot_be_opened_says_how_to_go_on(tmp_path: Path) -> None:
+    """A data directory that cannot hold the store: UnavailableError (exit 4) naming the file
+    and the ways around it."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    store = LocalCoordinator(ACCOUNT, blocker / "bulk-issuer")
+    with pytest.raises(UnavailableError, match="--coordinator memory") as caught:
+        await store.open()
+    assert caught.value.exit_status == 4

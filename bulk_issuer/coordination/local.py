@@ -90,7 +90,10 @@ class LocalCoordinator:
             )
         except (OSError, sqlite3.Error) as exc:
             raise UnavailableError(
-                f"the {self.name} cannot be opened: {exc}", host=str(self.path)
+                f"the {self.name} cannot be opened: {exc}; set XDG_DATA_HOME to a writable "
+                "folder, or run with --coordinator memory (this run alone: no budget or "
+                "claims shared with other runs)",
+                host=str(self.path),
             ) from None
         self._db = db
 
