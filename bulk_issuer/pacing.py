@@ -56,7 +56,7 @@ _PROBE_EVERY = 4
 _WIDEN = 0.05
 _MAX_SLOWDOWN = 4.0
 #: The loop's lateness is remembered as a maximum that fades by this factor per slot.
-_LAG_DECAY = 0.98
+_LAG_DECAY = 0.9
 
 _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 # slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
@@ -378,8 +378,9 @@ class Pacer:
             urgent: go before every ordinary waiter (a token refresh that all of them need).
         """
         if self.rate is None:
-            # No pace to keep, but a server's pause (a 429's Retry-After) still holds.
-            while (wait := self._resume_at - _now()) > 0:
+            # No pace to keep, but a server's pause (a 429's Retry-After) still holds; it
+            # may grow while this sleeps, hence the loop rather than an Event.
+            while (wait := self._resume_at - _now()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             self.sent += 1
             return
@@ -625,8 +626,8 @@ class Pacer:
         # Before any answer, each slot is assumed to arrive up to the margin after it: the
         # even grid of earlier versions, which pushes itself for sends late on the wire.
         # A busy loop answers late on both sides: what looked like the way in may partly
-        # have been the way back, so the bound keeps twice the loop's recent lateness.
-        safety = _SAFETY + 2 * self._lag if timed else 0.0
+        # have been the way back, so the bound keeps the loop's recent lateness too.
+        safety = _SAFETY + self._lag if timed else 0.0
         bound, excess, widest = -math.inf, 0.0, -1.0
         for budget in self._budgets():
             n = budget.requests

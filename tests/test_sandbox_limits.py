@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 
 import aiohttp
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from bulk_issuer.pacing import read_hints
 from bulk_issuer.sandbox import SandboxConfig, run_sandbox
+from bulk_issuer.sandbox import cli as sandbox_cli
 from bulk_issuer.sandbox.limits import (
     FixedWindow,
     MovingWindow,
@@ -263,3 +265,19 @@ def test_ratelimit_headers_read_back() -> None:
     said = read_hints(ratelimit_headers(limiter, 0.3, wall=1e9), now=1e9)
     assert (said.limit, said.window, said.remaining) == (4, 2.0, 2)
     assert said.reset == pytest.approx(2.0)  # 1.7 s, rounded up to whole seconds
+
+
+@pytest.mark.parametrize(
+    ("argv", "switch"),
+    [
+        ([], False),
+        (["--ratelimit-headers"], "429"),
+        (["--ratelimit-headers", "all"], "all"),
+        (["--ratelimit-headers", "off"], False),
+    ],
+)
+def test_ratelimit_headers_flag(argv: list[str], switch: bool | str) -> None:
+    """`--ratelimit-headers [off|429|all]`: the flag alone means on 429s, as it did."""
+    parser = argparse.ArgumentParser()
+    sandbox_cli.add_arguments(parser)
+    assert sandbox_cli.config_from_args(parser.parse_args(argv)).ratelimit_headers == switch
