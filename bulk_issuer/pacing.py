@@ -543,7 +543,11 @@ class Pacer:
             self._extra = min(self._extra + _WIDEN * limit.period, limit.period)
 
     def _room_left(self, send: _Send | None, hints: ServerHints, now: float) -> None:
-        """When the server says it is full and our own requests do not explain it, wait."""
+        """When the server says it is full and our own requests do not explain it, wait.
+
+        Someone else spends the budget: nobody sends before the reset, or one window at
+        most (a longer quota is for 429s and the client's retry policy to report).
+        """
         if hints.remaining != 0 or hints.reset is None:
             return
         limit = self.limit
@@ -552,7 +556,7 @@ class Pacer:
         if self._counted(send, now, limit.period, itself=True) + 1 < (
             hints.limit or limit.requests
         ):
-            self.pause(hints.reset)
+            self.pause(min(hints.reset, limit.period))
 
     def _judge_windows(self, send: _Send | None, hints: ServerHints) -> None:
         """Note when the server counts a window afresh while surely holding ours in the last one.

@@ -169,6 +169,15 @@ async def test_someone_else_spending_the_budget_pauses_until_the_reset() -> None
     assert anyio.current_time() - start >= 1.5
 
 
+async def test_a_long_quota_reset_pauses_one_window_at_most() -> None:
+    """An hour-long reset is for 429s and the retry policy: the pacer holds one window."""
+    pacer = Pacer(Rate(5, 2.0))
+    start = anyio.current_time()
+    pacer.observe(200, {"RateLimit": "limit=1000, remaining=0, reset=3600"})
+    await pacer.acquire()
+    assert 0 < anyio.current_time() - start <= 2.0
+
+
 async def test_a_full_window_of_our_own_does_not_pause() -> None:
     """remaining=0 right after our own five is what the limit looks like: no pause."""
     pacer = Pacer(Rate(5, 2.0))
