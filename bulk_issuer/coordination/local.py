@@ -2,10 +2,12 @@
 
 Every run of one account on this machine (commands, services, library instances) opens
 the same file, so they share one slot schedule and one claim ledger with no set-up.
-Each operation is one short `BEGIN IMMEDIATE` transaction: SQLite's write lock is what
-makes a reservation or a claim atomic across processes. Commits are not flushed to disk
-(`synchronous=NORMAL`): a power cut may forget the last slots and claims, which only
-costs a lookup (the journal of each run is the durable record).
+Every operation runs in a short `BEGIN IMMEDIATE` transaction: SQLite's write lock is what
+makes a reservation or a claim atomic across processes. The writes a process asks for in
+one turn of its event loop share one transaction and one commit (a group commit).
+Commits are not flushed to disk (`synchronous=NORMAL`): a power cut may forget the last
+slots and claims, which only costs a lookup (the journal of each run is the durable
+record).
 
 A claim names its run's process; a claim whose process has died (kill -9) is taken over
 at once, with a lookup first. A lease bounds the rest (a process in another PID
@@ -14,18 +16,23 @@ namespace, a reused PID).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..errors import UnavailableError
 from .gcra import PaceState, rate_limited, reserve
 from .protocol import Claim, Ending, Verdict
 
 __all__ = ["LocalCoordinator", "default_folder"]
+
+_T = TypeVar("_T")
 
 #: A claim whose run is about to send (or has sent) the learner.
 _SENDING = "sending"
@@ -73,6 +80,7 @@ class LocalCoordinator:
         self.path = (folder or default_folder()) / f"{account}.db"
         self.name = f"local store {self.path}"
         self._db: sqlite3.Connection | None = None
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
@@ -111,44 +119,60 @@ class LocalCoordinator:
     def _fail(self, exc: BaseException) -> UnavailableError:
         return UnavailableError(f"the {self.name} failed: {exc}", host=str(self.path))
 
-    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
-        """Reserve the next slot; see `Coordinator.reserve`."""
+    async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `op` in a write transaction, together with every other write of this process
+        asked for in the same turn of the event loop (one commit for all of them)."""
+        self._connection()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+        self._batch.append((op, done))
+        if len(self._batch) == 1:
+            loop.call_soon(self._commit)
+        return await done
+
+    def _commit(self) -> None:
+        batch, self._batch = self._batch, []
         db = self._connection()
+        results: list[object] = []
         try:
+            # IMMEDIATE: the write lock is taken before anything is read, so that what a
+            # claim or a reservation reads cannot change before it writes.
             db.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
-                row = db.execute(
-                    "SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1"
-                ).fetchone()
-                state = PaceState(*row) if row else PaceState()
-                at, after = reserve(state, now, interval)
-                _store(db, after)
+                results = [op(db) for op, _ in batch]
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        return at - now
+        except Exception as exc:
+            # Every caller of the batch hears of it; a bug must not leave one waiting.
+            error = self._fail(exc) if isinstance(exc, sqlite3.Error) else exc
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
+
+    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+        """Reserve the next slot; see `Coordinator.reserve`."""
+
+        def op(db: sqlite3.Connection) -> float:
+            now = time.time()
+            at, after = reserve(_pace(db), now, interval)
+            _store(db, after)
+            return at - now
+
+        return await self._write(op)
 
     async def rate_limited(self, pause: float, interval: float) -> None:
         """Pause and widen; see `Coordinator.rate_limited`."""
-        db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1"
-                ).fetchone()
-                state = PaceState(*row) if row else PaceState()
-                _store(db, rate_limited(state, time.time(), pause, interval))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
+
+        def op(db: sqlite3.Connection) -> None:
+            _store(db, rate_limited(_pace(db), time.time(), pause, interval))
+
+        await self._write(op)
 
     async def clock(self) -> float:
         """This machine's wall clock, which every process here shares."""
@@ -164,26 +188,9 @@ class LocalCoordinator:
         since: float = -math.inf,
     ) -> Claim:
         """Claim a learner; see `Coordinator.claim`."""
-        db = self._connection()
-        now = time.time()
-        try:
-            # The common case, a learner nobody has claimed, in one statement.
-            fresh = db.execute(
-                "INSERT INTO claims VALUES (?, ?, ?, NULL, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (badge_id, learner_key, run_id, self._host, self._pid, now + lease_seconds, now),
-            )
-            if fresh.rowcount == 1:
-                return Claim(Verdict.GRANTED)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                claim = self._claim(db, badge_id, learner_key, run_id, lease_seconds, since)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
-        return claim
+        return await self._write(
+            lambda db: self._claim(db, badge_id, learner_key, run_id, lease_seconds, since)
+        )
 
     def _claim(
         self,
@@ -195,6 +202,13 @@ class LocalCoordinator:
         since: float,
     ) -> Claim:
         now = time.time()
+        # The common case, a learner nobody has claimed, in one statement.
+        fresh = db.execute(
+            "INSERT INTO claims VALUES (?, ?, ?, NULL, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (badge_id, learner, run_id, self._host, self._pid, now + lease, now),
+        )
+        if fresh.rowcount == 1:
+            return Claim(Verdict.GRANTED)
         row = db.execute(
             "SELECT run_id, ending, host, pid, expires_at, at FROM claims "
             "WHERE badge_id = ? AND learner = ?",
@@ -226,30 +240,28 @@ class LocalCoordinator:
 
     async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
         """Note a send; see `Coordinator.sending`."""
-        try:
-            self._connection().execute(
+        await self._write(
+            lambda db: db.execute(
                 "UPDATE claims SET ending = ? WHERE badge_id = ? AND learner = ? AND run_id = ?"
                 " AND ending IS NULL",
                 (_SENDING, badge_id, learner_key, run_id),
             )
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
+        )
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend this run's claims; see `Coordinator.renew`."""
-        try:
-            self._connection().execute(
+        await self._write(
+            lambda db: db.execute(
                 "UPDATE claims SET expires_at = ? WHERE run_id = ?"
                 " AND (ending IS NULL OR ending = ?)",
                 (time.time() + lease_seconds, run_id, _SENDING),
             )
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
+        )
 
     async def settle(self, badge_id: int, learner_key: str, run_id: str, ending: Ending) -> None:
         """Record how a run left a learner; see `Coordinator.settle`."""
-        db = self._connection()
-        try:
+
+        def op(db: sqlite3.Connection) -> None:
             if ending is Ending.RELEASED:
                 db.execute(
                     "DELETE FROM claims WHERE badge_id = ? AND learner = ? AND run_id = ?",
@@ -261,8 +273,13 @@ class LocalCoordinator:
                     "WHERE badge_id = ? AND learner = ? AND run_id = ?",
                     (ending.value, time.time(), badge_id, learner_key, run_id),
                 )
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from None
+
+        await self._write(op)
+
+
+def _pace(db: sqlite3.Connection) -> PaceState:
+    row = db.execute("SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1").fetchone()
+    return PaceState(*row) if row else PaceState()
 
 
 def _store(db: sqlite3.Connection, state: PaceState) -> None:
