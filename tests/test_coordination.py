@@ -381,3 +381,55 @@ async def test_local_store_that_cannot_be_opened_says_how_to_go_on(tmp_path: Pat
     with pytest.raises(UnavailableError, match="--coordinator memory") as caught:
         await store.open()
     assert caught.value.exit_status == 4
+
+
+async def test_urgent_reservation_goes_before_queued_ones(tmp_path: Path) -> None:
+    """A token refresh does not queue behind the process's other waiters: it takes the
+    account's next slot, ahead of every request still waiting in its process."""
+    gate = SharedSlots(LocalCoordinator(ACCOUNT, tmp_path))
+    await gate.coordinator.open()
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        await gate.acquire(0.05, urgent=urgent)
+        order.append(name)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for name in "abcd":
+                tg.start_soon(take, name, False)
+            await anyio.sleep(0.01)
+            tg.start_soon(take, "token", True)
+        assert order.index("token") <= 2
+        assert order[-1] == "d"
+    finally:
+        await gate.coordinator.close()
+
+
+async def test_a_429_in_one_pacer_pauses_and_widens_another(tmp_path: Path) -> None:
+    """Two pacers of one account (two processes) on the local store: a 429 taken by one
+    holds the other's next request for the pause, and spaces its later ones wider."""
+    from bulk_issuer.pacing import Pacer, Rate
+
+    pacers = [Pacer(Rate(20, 1.0)) for _ in range(2)]
+    for pacer in pacers:
+        pacer.shared = SharedSlots(LocalCoordinator(ACCOUNT, tmp_path))
+        await pacer.shared.coordinator.open()
+    try:
+        first, second = pacers
+        await first.acquire()
+        first.rate_limited_for(0.4)
+        await anyio.sleep(0.05)  # the news reaches the store in the background
+        started = time.monotonic()
+        await second.acquire()
+        waited = time.monotonic() - started
+        assert 0.3 <= waited <= 0.5
+        begun = time.monotonic()
+        for _ in range(3):
+            await second.acquire()
+        spacing = (time.monotonic() - begun) / 3
+        assert spacing >= second.gap * 1.1
+    finally:
+        for pacer in pacers:
+            assert pacer.shared is not None
+            await pacer.shared.coordinator.close()
