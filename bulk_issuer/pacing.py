@@ -46,6 +46,10 @@ _GRID_SLACK = 0.005
 #: the previous window as if its requests had been even, and refuses any catching up.
 _MIN_SPACING = 1.0
 _CATCH_UP_SPACING = 0.5
+#: Answers in a row whose count is exactly ours before a server counts as a moving window.
+_AGREED = 30
+#: The floor of round trips lies this many expected gaps below the fastest seen.
+_FLOOR_SPREADS = 3.0
 #: Answers needed before round trips are trusted at all.
 _MIN_SAMPLES = 4
 #: The assumed way in grows by this share of the fastest round trip ...
@@ -258,14 +262,15 @@ class _RoundTrips:
         self.high = max(self.high, seconds)
 
     def floor(self) -> float:
-        """A lower bound of every round trip: the fastest one seen, less its expected excess.
+        """A lower bound of every round trip: the fastest one seen, less a margin for luck.
 
         The least of n draws lies (high - low) / (n - 1) above the true floor on average
-        (for a uniform spread), so that much is taken off.
+        (for a uniform spread); three times that is taken off, so that a few early samples
+        do not promise a faster way in than there is.
         """
         if self.count < _MIN_SAMPLES:
             return 0.0
-        return max(0.0, self.low - (self.high - self.low) / (self.count - 1))
+        return max(0.0, self.low - _FLOOR_SPREADS * (self.high - self.low) / (self.count - 1))
 
 
 class Pacer:
@@ -283,8 +288,9 @@ class Pacer:
     Requests also leave on an even grid just slower than that bound (a late answer delays
     one request, not every later one), and never closer together than the even spacing at
     the limit, so that sliding-window counters, which assume even traffic, accept them too;
-    where the headers show that the server counts each window afresh (a fixed window, a
-    token bucket), a request held back may catch up at half that spacing. Until answers
+    where the headers' counts show a server that counts each window afresh (a fixed
+    window, a token bucket) or counts exactly our arrivals (a moving window), a request
+    held back may catch up at half that spacing. Until answers
     are observed (`observe`), every arrival is assumed up to `margin` late: the even
     spacing `(period + margin) / requests` of earlier versions.
 
@@ -326,6 +332,8 @@ class Pacer:
         self._changed_at = -math.inf
         self._saw_429 = False
         self._forgets = False  # the server was seen to count a window afresh
+        self._agreed = 0  # answers in a row whose count was exactly ours (a moving window)
+        self._smooth = False  # the server counted more than ours: never catch up
         depth = 2 * (rate.requests if rate is not None else 1) + 8
         self._sends: deque[_Send] = deque(maxlen=depth)
         self._next_slot = -math.inf  # the even grid
@@ -559,33 +567,44 @@ class Pacer:
             self.pause(min(hints.reset, limit.period))
 
     def _judge_windows(self, send: _Send | None, hints: ServerHints) -> None:
-        """Note when the server counts a window afresh while surely holding ours in the last one.
+        """Tell from the server's own count whether a held-back request may catch up.
 
-        A server that says one request (this one) is in its window while at least half a
-        window of ours surely arrived within the period before forgets whole windows: a fixed
-        window or a token bucket, never a moving window or a sliding-window counter.
+        The count an answer reports (limit - remaining) is set against the requests of ours
+        that surely, and that possibly, arrived in the period before this one. One request
+        (this one) while half a window of ours surely arrived before: the server forgets
+        whole windows (a fixed window, a token bucket). Exactly our count, again and again:
+        a moving window. More than ours can explain: a sliding-window counter (it weighs
+        the previous window as if even) or someone else; then never again.
         """
-        if self._forgets or send is None or hints.remaining is None:
+        if self._smooth or send is None or hints.remaining is None:
             return
         limit = self.limit
         assert limit is not None
         allowed = hints.limit or limit.requests
-        if allowed - hints.remaining != 1:
-            return
+        period = hints.window or limit.period
+        counted = allowed - hints.remaining
         lead = self._lead()
         unanswered = self._unanswered()
+        earliest = send.at + lead
         latest = send.answered if send.answered is not None else send.at + unanswered
-        period = hints.window or limit.period
-        surely = sum(
-            1
-            for other in self._sends
-            if other is not send
-            and not other.rejected
-            and other.at + lead > latest - period
-            and (other.answered or other.at + unanswered) <= send.at + lead
-        )
-        if surely >= max(3, allowed // 2 + 1):
+        surely = possibly = 1
+        for other in self._sends:
+            if other is send:
+                continue
+            low = other.at + lead
+            high = other.answered if other.answered is not None else other.at + unanswered
+            if not other.rejected and low > latest - period and high <= earliest:
+                surely += 1
+            if high > earliest - period and low <= latest:
+                possibly += 1
+        if counted > possibly:
+            self._smooth, self._forgets, self._agreed = True, False, 0
+        elif counted == 1 and surely > max(3, allowed // 2 + 1):
             self._forgets = True
+        elif counted == surely == possibly:
+            self._agreed += 1
+        else:
+            self._agreed = 0
 
     def _counted(self, send: _Send | None, now: float, period: float, *, itself: bool) -> int:
         """At most how many of our requests the server's window ending at `send` held."""
@@ -656,7 +675,8 @@ class Pacer:
 
     def _slot(self) -> float:
         """The earliest the next request may leave."""
-        share = _CATCH_UP_SPACING if self._forgets else _MIN_SPACING
+        catch_up = self._forgets or self._agreed >= _AGREED
+        share = _CATCH_UP_SPACING if catch_up and not self._smooth else _MIN_SPACING
         least = self._last_slot + share * self._even()
         return max(self._next_slot, least, self._resume_at, self._window_bound()[0])
 

@@ -113,6 +113,19 @@ async def test_closer_to_the_limit_than_a_fixed_margin() -> None:
     assert achieved <= 2.5
 
 
+@pytest.mark.parametrize("model", ["fixed", "moving"])
+async def test_headers_that_show_the_window_let_late_requests_catch_up(model: str) -> None:
+    """Where the counts show a fixed or moving window, the pace is closer than without them."""
+    achieved = {}
+    for headers in ("all", False):
+        async with run_sandbox(config((5, 2.0), model, headers, seed=7)) as sandbox:
+            await issue_all(sandbox, Pacer(Rate(5, 2.0)), 150)
+        assert sandbox.rejected_429 == 0
+        times = arrivals(sandbox)[60:]
+        achieved[headers] = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved["all"] > achieved[False]
+
+
 async def test_a_stricter_server_is_learned_from_its_headers_without_a_429() -> None:
     """A server at 4/2s that says so in its headers is never answered over its limit."""
     async with run_sandbox(config((4, 2.0), "moving")) as sandbox:
