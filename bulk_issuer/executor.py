@@ -298,16 +298,17 @@ async def _exchange_loop(
             fields=None if job.stored else job.row.fields,
         )
         job.stored = True
+        # The send is on disk before the request leaves.
+        await ctx.journal.committed()
         if job.claimed and job.sends == 1 and ctx.claims is not None:
             # The shared ledger too knows before the first send leaves that it may be
             # processed: should this run die, the next claimant asks the server first.
+            # (After the journal: a ledger that says so implies a journal that does.)
             try:
                 await ctx.claims.sending(job.badge_id, job.learner.key)
             except StoppedError:
                 job.attempts -= 1
                 raise
-        # The send is on disk before the request leaves.
-        await ctx.journal.committed()
         if client.stopping.is_set():
             # Stopped while the mark was committed: the request has not left, and must not
             # (`_exchange` restores the learner's journal entry).
@@ -375,7 +376,7 @@ def _record(ctx: Context, job: Job, finish: Finish) -> Outcome:
         ending = _ENDINGS.get(finish.status, Ending.RELEASED)
         if job.maybe_sent and ending is Ending.RELEASED:
             ending = Ending.UNCONFIRMED  # the next claimant asks the server first
-        ctx.claims.settle(job.badge_id, job.learner.key, ending)
+        ctx.claims.settle(job.badge_id, job.learner.key, ending, after=ctx.journal.committed)
     outcome = _outcome(
         job.row,
         job.badge_id,

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -121,6 +121,7 @@ class ClaimLedger:
         self.lost: UnavailableError | None = None
         self._on_lost: Callable[[UnavailableError], None] = lambda _: None
         self._pending: list[tuple[int, str, Ending]] = []
+        self._after: Callable[[], Awaitable[None]] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[None] | None = None
         #: When this run began, on the store's clock: learners settled before are not
@@ -173,6 +174,8 @@ class ClaimLedger:
         # not per learner.
         try:
             while self._pending and self.lost is None:
+                if self._after is not None:
+                    await self._after()
                 batch, self._pending = self._pending, []
                 for badge_id, key, ending in batch:
                     await self.coordinator.settle(badge_id, key, self.run_id, ending)
@@ -225,8 +228,25 @@ class ClaimLedger:
             self._lose(exc)
             raise
 
-    def settle(self, badge_id: int, learner_key: str, ending: Ending) -> None:
-        """Record how this run left a learner it claimed (written in the background)."""
+    def settle(
+        self,
+        badge_id: int,
+        learner_key: str,
+        ending: Ending,
+        *,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Record how this run left a learner it claimed (written in the background).
+
+        Args:
+            badge_id: the badge.
+            learner_key: the learner's key.
+            ending: how the run left it.
+            after: awaited before the ledger is written (the run's journal commit), so
+                that the ledger never says more than the run's own journal.
+        """
+        if after is not None:
+            self._after = after
         if self._renewing is None or self.lost is not None:
             return
         self._pending.append((badge_id, learner_hash(learner_key), ending))
