@@ -433,3 +433,31 @@ async def test_a_429_in_one_pacer_pauses_and_widens_another(tmp_path: Path) -> N
         for pacer in pacers:
             assert pacer.shared is not None
             await pacer.shared.coordinator.close()
+
+
+_OPEN_AT_ONCE = """
+import asyncio, sys, time
+from pathlib import Path
+from bulk_issuer.coordination import LocalCoordinator
+
+async def main() -> None:
+    while time.time() < float(sys.argv[2]):
+        pass
+    store = LocalCoordinator("acct", Path(sys.argv[1]))
+    await store.open()
+    await store.reserve(0.01)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+def test_runs_starting_at_the_same_instant_all_open_the_store(tmp_path: Path) -> None:
+    """Six processes creating the same new store at once all open it (the first run of an
+    account on a machine races the others to create the file and switch it to WAL)."""
+    at = time.time() + 1.0
+    children = [
+        subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(tmp_path / "s"), str(at)])
+        for _ in range(6)
+    ]
+    assert [child.wait(30) for child in children] == [0] * 6

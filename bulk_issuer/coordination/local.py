@@ -34,6 +34,9 @@ __all__ = ["LocalCoordinator", "default_folder"]
 
 _T = TypeVar("_T")
 
+#: Seconds a run waits for others that are creating the same store at the same instant.
+_OPEN_PATIENCE = 10.0
+
 #: A claim whose run is about to send (or has sent) the learner.
 _SENDING = "sending"
 
@@ -86,9 +89,24 @@ class LocalCoordinator:
 
     async def open(self) -> None:
         """Create or open the file; `UnavailableError` if it cannot be written."""
+        deadline = time.monotonic() + _OPEN_PATIENCE
+        while True:
+            try:
+                self._db = self._connect()
+                return
+            except sqlite3.OperationalError as exc:
+                # Runs started at the same instant race to create the file and switch it
+                # to WAL; SQLite's busy handler does not cover that switch: try again.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise self._unopened(exc) from None
+            except (OSError, sqlite3.Error) as exc:
+                raise self._unopened(exc) from None
+            await asyncio.sleep(0.02)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
@@ -96,14 +114,18 @@ class LocalCoordinator:
                 "DELETE FROM claims WHERE at < ? AND (ending IS NOT NULL OR expires_at < ?)",
                 (time.time() - RETAIN, time.time() - RETAIN),
             )
-        except (OSError, sqlite3.Error) as exc:
-            raise UnavailableError(
-                f"the {self.name} cannot be opened: {exc}; set XDG_DATA_HOME to a writable "
-                "folder, or run with --coordinator memory (this run alone: no budget or "
-                "claims shared with other runs)",
-                host=str(self.path),
-            ) from None
-        self._db = db
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _unopened(self, exc: BaseException) -> UnavailableError:
+        return UnavailableError(
+            f"the {self.name} cannot be opened: {exc}; set XDG_DATA_HOME to a writable "
+            "folder, or run with --coordinator memory (this run alone: no budget or "
+            "claims shared with other runs)",
+            host=str(self.path),
+        )
 
     async def close(self) -> None:
         """Close the file."""
