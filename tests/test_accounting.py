@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bulk_issuer.cli import main
-from bulk_issuer.sandbox import Sandbox, SandboxConfig
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer
 from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
 
 PAT = "sandbox-demo-pat"
@@ -299,3 +299,21 @@ def test_secrets_echoed_by_the_server_reach_no_output(
     assert "not valid" in everything  # the echo itself did reach the outputs, masked
     for secret in (secret_pat, "wrong-password-never-shown", "demo-password", *tokens):
         assert secret not in everything
+
+
+def test_a_decomposed_address_after_a_lost_reply_is_issued_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`zoe\\u0308@...` typed decomposed (NFD): sent, journaled and looked up in NFC, so a
+    reply lost after the server issued it is verified, not sent again; a rerun without
+    the journal finds the learner among the holders."""
+    nfd = "zoe\u0308@example.org"
+    cohort = write_cohort(tmp_path / "cohort.csv", [("Zoe\u0308", "Mu\u0308ller", nfd)])
+    lost = ScriptedAnswer("issue", 500, commit=True, times=1)
+    with sandbox_thread(SandboxConfig(rate=None, scripted=[lost])) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--no-journal")) == 0
+        assert issue_count(sandbox) == 1
+        assert [a["recipient_email"] for a in sandbox.assertions] == ["zo\u00eb@example.org"]
+    out = capsys.readouterr().out
+    assert re.search(r"already held\s+1", out)
