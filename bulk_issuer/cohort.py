@@ -183,11 +183,8 @@ class Cohort:
                 verify = await claim(self.ctx, job)
                 if isinstance(verify, Outcome):
                     continue
-                flow = LearnerFlow(
-                    attempts=self.policy.attempts,
-                    backoff=self.policy.backoff,
-                    verify_first=verify or (job.entry is not None and _is_sending(job)),
-                    resend_unconfirmed=self.policy.resend_unconfirmed,
+                flow = LearnerFlow.under(
+                    self.policy, verify_first=verify or (job.entry is not None and _is_sending(job))
                 )
                 with anyio.CancelScope() as scope:
                     self._on_wire.add(scope)

@@ -590,11 +590,9 @@ class BadgeIssuer:
         if isinstance(verify, Outcome):
             await ctx.journal.committed()
             return verify
-        flow = LearnerFlow(
-            attempts=self.policy.attempts,
-            backoff=self.policy.backoff,
+        flow = LearnerFlow.under(
+            self.policy,
             verify_first=verify or (entry is not None and entry.state is State.SENDING),
-            resend_unconfirmed=self.policy.resend_unconfirmed,
         )
         outcome = await settle(ctx, job, flow)
         await ctx.journal.committed()

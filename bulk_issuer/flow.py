@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .outcomes import Status
+from .retry import RetryPolicy
 
 __all__ = [
     "Action",
@@ -144,6 +145,24 @@ class LearnerFlow:
         self._conflict: tuple[int, str] | None = None
         self._last: tuple[int | None, str] = (None, "no answer")
         self._flags: list[str] = []
+
+    @classmethod
+    def under(cls, policy: RetryPolicy, *, verify_first: bool) -> LearnerFlow:
+        """A flow with the attempts, backoff and resend rule of `policy`.
+
+        Args:
+            policy: the run's retry policy.
+            verify_first: an earlier send went unanswered (journal or shared ledger).
+
+        Returns:
+            A new flow, not yet started.
+        """
+        return cls(
+            attempts=policy.attempts,
+            backoff=policy.backoff,
+            verify_first=verify_first,
+            resend_unconfirmed=policy.resend_unconfirmed,
+        )
 
     def start(self) -> Action:
         """The first action."""
