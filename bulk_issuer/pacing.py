@@ -320,6 +320,7 @@ class Pacer:
         #: after this pacer's own slot, each request also takes the account's next one,
         #: this pacer's gap after the last; None for this process alone (no cost).
         self.shared: SharedSlots | None = None
+        self._gap_before_429 = 0.0
         self._margin = margin
         self._learned: Rate | None = None
         self._told = False  # the learned limit was said by the server, not counted
@@ -458,6 +459,10 @@ class Pacer:
             send.answered = now
             self._trips.add(now - send.at)
         hints = read_hints(headers, detail)
+        if status == 429:
+            # What the account's other processes are told to widen from (rate_limited_for):
+            # the gap before this 429 taught anything, so a lesson is not applied twice.
+            self._gap_before_429 = self.gap
         changed = self._learn_limit(hints, now)
         if status == 429:
             self._saw_429 = True
@@ -497,6 +502,7 @@ class Pacer:
         """
         self.rate_limited += 1
         now = _now()
+        before = self._gap_before_429 if self._saw_429 else self.gap
         if not self._saw_429 and self.rate is not None:
             send = _CURRENT.get()
             mine = send if send is not None and send.owner is self else None
@@ -505,8 +511,9 @@ class Pacer:
         pause = retry_after if retry_after is not None else self._default_pause()
         self.pause(pause)
         if self.shared is not None:
-            # Every other process of the account pauses too, and widens its gap.
-            self.shared.rate_limited(max(self._resume_at - now, 0.0), self.gap)
+            # Every other process of the account pauses too, and widens its gap from what
+            # it was before this 429 (a limit it taught this pacer is already in its gap).
+            self.shared.rate_limited(max(self._resume_at - now, 0.0), before)
         return max(self._resume_at - now, 0.0)
 
     # -- learning ---------------------------------------------------------------------------
