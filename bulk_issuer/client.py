@@ -22,6 +22,7 @@ import math
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -435,7 +436,7 @@ class NavigatrClient:
             raise UnavailableError(
                 f"the server at {self.host} asked to wait {_duration(step.wait)} "
                 f"({step.why}), longer than the {_duration(self.policy.max_wait)} this run "
-                f"waits; rerun after that",
+                f"waits; rerun the same command after {_wall_clock_after(step.wait)}",
                 host=self.host,
                 retry_after=step.wait,
             )
@@ -668,6 +669,14 @@ def _spellings(secret: str) -> tuple[str, ...]:
         quote(secret, safe=""),
     }
     return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _wall_clock_after(seconds: float) -> str:
+    """The time of day `seconds` from now, in UTC, for "rerun after ..."."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + seconds))
+    except (OverflowError, OSError, ValueError):
+        return "the time the server gave"
 
 
 def _duration(seconds: float) -> str:

@@ -802,7 +802,7 @@ async def test_6_an_hour_long_retry_after_stops_cleanly(status: int) -> None:
     assert exit_status(caught.value) == 4
     assert caught.value.retry_after == 3600
     assert "1.0 h" in str(caught.value)
-    assert "rerun after" in str(caught.value)
+    assert "rerun the same command after" in str(caught.value)
     summary = caught.value.summary
     assert summary is not None
     assert summary.total == 10
@@ -820,7 +820,7 @@ async def test_6_an_hour_long_retry_after_elsewhere_stops_cleanly(kind: str, sta
     hour = ScriptedAnswer(kind, status, headers={"Retry-After": "3600"})  # type: ignore[arg-type]
     async with run_sandbox(SandboxConfig(scripted=[hour])) as sandbox:
         start = anyio.current_time()
-        with pytest.raises(UnavailableError, match="rerun after") as caught:
+        with pytest.raises(UnavailableError, match="rerun the same command after") as caught:
             await issue(sandbox, cohort(5), auth=PasswordAuth(USER, PASSWORD))
         took = anyio.current_time() - start
     assert took < 30
