@@ -479,11 +479,6 @@ class NavigatrClient:
         self._health_after(kind, None, why, reached=True)
         return self._health.in_outage(kind)
 
-    def note_answered(self, path: str) -> None:
-        """An issue call drew an answer that shows the endpoint works."""
-        if self._health.good(_kind(path)):
-            self._emit(ApiTrouble(self.host, "answering again", recovered=True))
-
     def _health_after(
         self, kind: str, answer: Answer | None, problem: str | None, *, reached: bool = False
     ) -> None:

@@ -121,7 +121,6 @@ class Cohort:
         ctx = self.ctx
         outcome = invalid_outcome(row, self.badge_id)
         if outcome is not None:
-            ctx.journal.mark_invalid(row.number, row.fields, outcome.reason or "")
             ctx.emit(outcome)
             return None
         learner = row.learner

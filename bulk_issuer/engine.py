@@ -426,7 +426,6 @@ class BadgeIssuer:
         started = anyio.current_time()
         counters = (client.requests, client.token_calls, self.pacer.rate_limited, client.retries)
         ctx.fresh_journal = ctx.journal.is_empty()
-        ctx.journal.start_validation()
         ctx.stopped = None
         ctx.emit(
             RunStarted(

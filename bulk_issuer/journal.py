@@ -56,11 +56,6 @@ CREATE TABLE IF NOT EXISTS learners (
     updated_at   REAL    NOT NULL,
     PRIMARY KEY (badge_id, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS invalid (
-    row    INTEGER PRIMARY KEY,
-    fields TEXT,
-    reason TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -355,35 +350,18 @@ class Journal:
             ),
         )
 
-    def start_validation(self) -> None:
-        """Forget the invalid rows of the previous run: this run reads the file anew."""
-        self._write("DELETE FROM invalid", ())
-
-    def mark_invalid(self, row: int, fields: Mapping[str, str], reason: str) -> None:
-        """Record an input row that was not sent because it is invalid or a duplicate.
-
-        Args:
-            row: its row in the input.
-            fields: its columns and values, for the failures file.
-            reason: what is wrong with it.
-        """
-        self._write(
-            "INSERT OR REPLACE INTO invalid (row, fields, reason) VALUES (?, ?, ?)",
-            (row, _dumps(fields), reason),
-        )
-
     def counts(self) -> dict[str, int]:
-        """How many learners stand in each state, plus `invalid` rows of the last run.
+        """How many learners stand in each state (invalid rows are not learners: `report`
+        finds them by reading the input again).
 
         Returns:
-            state (`sending`, `issued`, `already_held`, `failed`, and `invalid`) -> count.
+            state (`sending`, `issued`, `already_held`, `failed`) -> count.
         """
         counts = {str(state): 0 for state in State}
         for state, number in self._db.execute(
             "SELECT state, count(*) FROM learners GROUP BY state"
         ):
             counts[state] = number
-        counts["invalid"] = self._db.execute("SELECT count(*) FROM invalid").fetchone()[0]
         return counts
 
     def entries(self, *states: State) -> Iterator[Entry]:
@@ -400,15 +378,6 @@ class Journal:
             f"SELECT * FROM learners{where} ORDER BY row", [str(s) for s in states]
         )
         return (_entry(found) for found in cursor)
-
-    def invalid_rows(self) -> Iterator[tuple[int, Mapping[str, str], str]]:
-        """The last run's invalid rows.
-
-        Yields:
-            (row, input fields, reason), in row order.
-        """
-        for found in self._db.execute("SELECT row, fields, reason FROM invalid ORDER BY row"):
-            yield found["row"], json.loads(found["fields"] or "{}"), found["reason"]
 
 
 def _entry(found: sqlite3.Row) -> Entry:

@@ -53,8 +53,6 @@ class Accounting:
     invalid: int = 0
     unconfirmed: int = 0
     not_attempted: int = 0
-    failures_path: Path | None = None
-    successes_path: Path | None = None
     written: list[str] = field(default_factory=list)
 
     @property
@@ -138,7 +136,6 @@ def account(
         path = Path(failures)
         if tally.not_holding:
             os.replace(staging, path)
-            tally.failures_path = path
             tally.written.append(
                 f"Rows not issued ({tally.not_holding}): {path} "
                 "(fix them and feed the file back, or rerun the same command)"
@@ -151,7 +148,6 @@ def account(
                     f"Removed {path}: every row of an earlier run's failures now holds the badge"
                 )
     if successes:
-        tally.successes_path = Path(successes)
         tally.written.append(
             f"Holding the badge ({tally.issued + tally.already_held}): {successes}"
         )
