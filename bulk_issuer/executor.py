@@ -285,7 +285,9 @@ async def _exchange_loop(
 ) -> Finish | Send | Verify | Wait:
     client = ctx.client
     while True:
-        ticket = await client.slot(again=retry.limited > 0)
+        # Everything durable is written before the slot is taken, so that the request
+        # leaves the moment its slot comes: a commit between the two would make it late,
+        # and a late request pushes every later one (the pacer keeps the gap after it).
         job.attempts += 1
         job.sends += 1
         ctx.journal.mark_sending(
@@ -309,9 +311,19 @@ async def _exchange_loop(
             except StoppedError:
                 job.attempts -= 1
                 raise
+        try:
+            ticket = await client.slot(again=retry.limited > 0)
+        except BaseException as exc:
+            # Stopped, cancelled or refused a login while waiting: the request has not
+            # left. `_exchange` restores the journal entry after a stop; a cancellation
+            # is put back here.
+            job.attempts -= 1
+            if not isinstance(exc, Stopping | StoppedError) and not job.maybe_sent:
+                ctx.journal.restore(job.badge_id, job.learner.key, job.entry)
+                job.stored = job.entry is not None
+            raise
         if client.stopping.is_set():
-            # Stopped while the mark was committed: the request has not left, and must not
-            # (`_exchange` restores the learner's journal entry).
+            # Stopped as the slot came: the request has not left, and must not.
             job.attempts -= 1
             raise Stopping
         outcome: Answer | NotSent

@@ -345,6 +345,7 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = -math.inf
         self._lag = 0.0  # how late the loop has lately run this pacer's timer
+        self._sharing = 0  # ordinary requests waiting for the account's slot (0 or 1)
 
     # -- what the pacer knows --------------------------------------------------------------
 
@@ -395,10 +396,11 @@ class Pacer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if not self._waiters and now >= self._slot():
-            _CURRENT.set(self._reserve(now, idle=True))
+        if not self._waiters and not self._sharing and now >= self._slot():
+            mine = self._reserve(now, idle=True)
+            _CURRENT.set(mine)
             if self.shared is not None:
-                await self.shared.acquire(self.gap, urgent=urgent)
+                await self._take_shared(mine, urgent=urgent)
             return
         waiter: asyncio.Future[_Send | None] = loop.create_future()
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), waiter))
@@ -411,8 +413,36 @@ class Pacer:
             waiter.cancel()
             raise
         _CURRENT.set(send)
-        if self.shared is not None:
-            await self.shared.acquire(self.gap, urgent=urgent)
+        if self.shared is not None and send is not None:
+            await self._take_shared(send, urgent=urgent)
+
+    async def _take_shared(self, send: _Send, *, urgent: bool) -> None:
+        """Take the account's slot after this pacer's own.
+
+        No other ordinary request of this pacer gets its own slot meanwhile: a slot handed
+        out while another waits for the account's would be judged on sends that have not
+        left. A slot the account gives later than the pacer's becomes the request's slot,
+        and the next one keeps a whole gap after it, as after any late send.
+        """
+        assert self.shared is not None
+        if urgent:
+            await self.shared.acquire(self.gap, urgent=True)
+            return
+        alone = max(b.requests for b in self._budgets())
+        self._sharing += 1
+        try:
+            await self.shared.acquire(self.gap, alone=alone)
+        finally:
+            self._sharing -= 1
+            now = _now()
+            if now - send.slot > _SEND_TOLERANCE and send.answered is None:
+                send.slot = send.at = now
+                self._last_slot = max(self._last_slot, now)
+                self._next_slot = max(self._next_slot, now + self.gap - _SEND_TOLERANCE)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._arm(asyncio.get_running_loop())
 
     def note_sent(self) -> None:
         """Note that a request's headers just went out on the wire.
@@ -718,8 +748,12 @@ class Pacer:
         self.sent += 1
         return send
 
+    def _held(self) -> bool:
+        """An ordinary waiter is next while a slot of ours waits for the account's."""
+        return bool(self._sharing) and bool(self._waiters) and self._waiters[0][0] != 0
+
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None and self._waiters:
+        if self._timer is None and self._waiters and not self._held():
             self._timer_at = max(self._slot(), loop.time())
             self._timer = loop.call_at(self._timer_at, self._release, loop)
 
@@ -738,7 +772,7 @@ class Pacer:
         # A timer may fire a hair early (the loop's clock resolution): a microsecond is
         # nothing next to the margin, and refusing it would spin.
         now = loop.time()
-        if self._waiters and now + 1e-6 >= self._slot():
+        if self._waiters and not self._held() and now + 1e-6 >= self._slot():
             _, _, waiter = heapq.heappop(self._waiters)
             waiter.set_result(self._reserve(max(now, self._slot()), idle=False))
         self._arm(loop)

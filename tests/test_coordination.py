@@ -96,6 +96,35 @@ def test_gcra_never_closer_than_interval_property() -> None:
         assert min(gaps) >= 0.25 - 1e-9
 
 
+def test_gcra_a_pacer_alone_spaces_itself_property() -> None:
+    """Once the last `alone` slots were one owner's, its next comes when asked (its pacer
+    spaced it); any other slot keeps the previous one's gap; a 429's pause and wider gap
+    hold for everyone."""
+    import random
+
+    rng = random.Random(11)
+    for _ in range(200):
+        state = PaceState()
+        now, previous, streak = 0.0, None, 0
+        for _ in range(60):
+            now += rng.choice([0.0, 0.01, 0.05, 0.3])
+            owner = rng.choice(["a", "a", "a", "b", "c"])
+            if rng.random() < 0.05:
+                state = rate_limited(state, now, pause=0.5, interval=0.25)
+            before = state
+            at, state = reserve(state, now, 0.25, owner, alone=3)
+            assert at >= max(now, before.resume_at)
+            if previous is not None and (previous[0] != owner or streak < 3):
+                assert at >= previous[1] + 0.25 - 1e-9
+            elif previous is not None:
+                widened = now < before.floor_until
+                assert at == pytest.approx(
+                    max(now, before.resume_at, previous[1] + (before.floor if widened else 0))
+                )
+            streak = streak + 1 if previous is not None and previous[0] == owner else 1
+            previous = (owner, at)
+
+
 # -- every store: two instances are two processes of one account ----------------------------
 
 Factory = Callable[[], Coordinator]
@@ -129,6 +158,32 @@ async def test_reservations_across_processes(stores: Factory) -> None:
         # Each slot is one interval after the previous (less the time the call took).
         assert min(gaps) >= 0.05 - 0.005
         assert max(gaps) <= 0.05 + 0.02
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_process_alone_is_not_held_by_the_grid(stores: Factory) -> None:
+    """After `alone` slots of one owner in a row, its next come when asked; another owner's
+    slot still waits the last one's gap."""
+    first, second = stores(), stores()
+    await first.open()
+    await second.open()
+    try:
+        started = time.monotonic()
+
+        async def slot(store: Coordinator, owner: str) -> float:
+            wait = await store.reserve(0.2, owner=owner, alone=2)
+            return time.monotonic() - started + wait
+
+        a1, a2, a3, a4 = [await slot(first, "a") for _ in range(4)]
+        b1 = await slot(second, "b")
+        assert a1 <= 0.02
+        assert a2 - a1 == pytest.approx(0.2, abs=0.02)  # one slot of its own: the grid
+        # Two in a row: its pacer decides.
+        assert a3 - a2 <= 0.02
+        assert a4 - a3 <= 0.02
+        assert b1 - a4 == pytest.approx(0.2, abs=0.02)
     finally:
         await first.close()
         await second.close()

@@ -7,6 +7,12 @@ With no burst allowance, that is exactly the pacer's even grid, shared: every pr
 the account reserves on the same line, so together they leave `T` apart. The same
 arithmetic runs in Python (local store, in-process) and in the Redis Lua script.
 
+The grid spaces one process's request from another's. Once the last `alone` slots of
+the account (a window's worth of the limit) were all one process's (its `owner`), its own
+pacer has seen every request a server's window can hold: it spaces the next one itself
+(it knows their answers, and may let a request held back catch up) and the grid adds
+nothing, so that a run alone on the account paces exactly as it would with no store.
+
 All times are seconds on the store's clock; nothing here reads a clock or does I/O.
 """
 
@@ -34,28 +40,46 @@ class PaceState:
         resume_at: nothing leaves before this (a 429's pause, shared by every process).
         floor: the least gap any process uses while `now < floor_until` (after a 429).
         floor_until: when the wider gap lapses.
+        owner: who reserved the last slot ("" for nobody known).
+        last: when the last slot was.
+        streak: how many slots in a row, up to the last, `owner` reserved.
     """
 
     tat: float = -math.inf
     resume_at: float = -math.inf
     floor: float = 0.0
     floor_until: float = -math.inf
+    owner: str = ""
+    last: float = -math.inf
+    streak: int = 0
 
 
-def reserve(state: PaceState, now: float, interval: float) -> tuple[float, PaceState]:
+def reserve(
+    state: PaceState, now: float, interval: float, owner: str = "", alone: int = 0
+) -> tuple[float, PaceState]:
     """Reserve the next slot.
 
     Args:
         state: the schedule before.
         now: the store's clock.
         interval: the reserving pacer's gap, in seconds (the emission interval).
+        owner: the reserving pacer's id; "" for one that never spaces itself.
+        alone: after this many slots of its own in a row, the pacer spaces itself; 0 never.
 
     Returns:
         (the slot's time, the schedule after). The caller sleeps `slot - now`.
     """
-    gap = max(interval, state.floor) if now < state.floor_until else interval
-    at = max(now, state.tat, state.resume_at)
-    return at, replace(state, tat=at + gap)
+    widened = now < state.floor_until
+    mine = bool(owner) and owner == state.owner
+    if mine and alone > 0 and state.streak >= alone:
+        # Its pacer has seen every request of the last window: it spaced this one (a
+        # 429's pause and wider gap, which its pacer may not know of, still hold).
+        at = max(now, state.resume_at, state.last + (state.floor if widened else 0.0))
+    else:
+        at = max(now, state.tat, state.resume_at)
+    gap = max(interval, state.floor) if widened else interval
+    streak = state.streak + 1 if mine else 1
+    return at, replace(state, tat=at + gap, owner=owner, last=at, streak=streak)
 
 
 def rate_limited(state: PaceState, now: float, pause: float, interval: float) -> PaceState:
@@ -75,4 +99,6 @@ def rate_limited(state: PaceState, now: float, pause: float, interval: float) ->
         base = max(interval, floor) if now < until else interval
         floor, until = min(base * WIDEN, interval * MAX_WIDEN), now + HOLD_WIDER
     resume = max(state.resume_at, now + pause)
-    return PaceState(max(state.tat, resume), resume, floor, until)
+    return replace(
+        state, tat=max(state.tat, resume), resume_at=resume, floor=floor, floor_until=until
+    )

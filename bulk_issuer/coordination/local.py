@@ -45,9 +45,10 @@ _SENDING = "sending"
 RETAIN = 86400.0
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS pace (
+CREATE TABLE IF NOT EXISTS schedule (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    tat REAL NOT NULL, resume_at REAL NOT NULL, floor REAL NOT NULL, floor_until REAL NOT NULL
+    tat REAL NOT NULL, resume_at REAL NOT NULL, floor REAL NOT NULL, floor_until REAL NOT NULL,
+    owner TEXT NOT NULL, last REAL NOT NULL, streak INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     badge_id   INTEGER NOT NULL,
@@ -177,12 +178,14 @@ class LocalCoordinator:
             if not done.done():
                 done.set_result(result)
 
-    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+    async def reserve(
+        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+    ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
 
         def op(db: sqlite3.Connection) -> float:
             now = time.time()
-            at, after = reserve(_pace(db), now, interval)
+            at, after = reserve(_pace(db), now, interval, owner, alone)
             _store(db, after)
             return at - now
 
@@ -300,18 +303,23 @@ class LocalCoordinator:
 
 
 def _pace(db: sqlite3.Connection) -> PaceState:
-    row = db.execute("SELECT tat, resume_at, floor, floor_until FROM pace WHERE id = 1").fetchone()
+    row = db.execute(
+        "SELECT tat, resume_at, floor, floor_until, owner, last, streak FROM schedule WHERE id = 1"
+    ).fetchone()
     return PaceState(*row) if row else PaceState()
 
 
 def _store(db: sqlite3.Connection, state: PaceState) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO pace VALUES (1, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO schedule VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
         (
             _finite(state.tat),
             _finite(state.resume_at),
             state.floor,
             _finite(state.floor_until),
+            state.owner,
+            _finite(state.last),
+            state.streak,
         ),
     )
 

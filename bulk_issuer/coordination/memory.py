@@ -31,10 +31,12 @@ class InProcessCoordinator:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+    async def reserve(
+        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+    ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
         now = time.monotonic()
-        at, self._pace = reserve(self._pace, now, interval)
+        at, self._pace = reserve(self._pace, now, interval, owner, alone)
         return at - now
 
     async def rate_limited(self, pause: float, interval: float) -> None:

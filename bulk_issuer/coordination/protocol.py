@@ -69,12 +69,17 @@ class Coordinator(Protocol):
         """Let go of the store's connection."""
         ...
 
-    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+    async def reserve(
+        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+    ) -> float:
         """Reserve the account's next slot, `interval` after the one before.
 
         Args:
             interval: the reserving pacer's gap (the GCRA emission interval).
             urgent: a token refresh that every request waits for.
+            owner: the reserving pacer's id.
+            alone: after this many slots of `owner`'s in a row, its pacer spaces its next
+                one by itself (see `gcra.reserve`); 0: never.
 
         Returns:
             Seconds from now until the slot.

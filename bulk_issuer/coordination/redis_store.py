@@ -29,14 +29,28 @@ _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local gap = tonumber(ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until')
+local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until', 'owner', 'last',
+  'streak')
 local tat = tonumber(s[1]) or 0
 local resume = tonumber(s[2]) or 0
 local floor = tonumber(s[3]) or 0
 local untl = tonumber(s[4]) or 0
+local owner = ARGV[3]
+local alone = tonumber(ARGV[4])
+local mine = owner ~= '' and owner == s[5]
+local streak = tonumber(s[7]) or 0
+local at
+if mine and alone > 0 and streak >= alone then
+  local least = tonumber(s[6]) or 0
+  if now < untl then least = least + floor end
+  at = math.max(now, resume, least)
+else
+  at = math.max(now, tat, resume)
+end
+if mine then streak = streak + 1 else streak = 1 end
 if now < untl and floor > gap then gap = floor end
-local at = math.max(now, tat, resume)
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', at + gap))
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', at + gap),
+  'owner', owner, 'last', string.format('%.0f', at), 'streak', streak)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return at - now
 """
@@ -221,10 +235,13 @@ class RedisCoordinator:
             raise RuntimeError("open the coordinator first")
         return await self._call(self._scripts[name](keys=keys, args=args))
 
-    async def reserve(self, interval: float, *, urgent: bool = False) -> float:
+    async def reserve(
+        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+    ) -> float:
         """Reserve the next slot on Redis's clock; see `Coordinator.reserve`."""
         hold = int((HOLD_WIDER + 60) * 1000)
-        wait = await self._run("reserve", [self._prefix + "pace"], [round(interval * _MICRO), hold])
+        args = [round(interval * _MICRO), hold, owner, alone]
+        wait = await self._run("reserve", [self._prefix + "pace"], args)
         return int(wait) / _MICRO
 
     async def rate_limited(self, pause: float, interval: float) -> None:

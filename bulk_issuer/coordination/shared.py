@@ -1,7 +1,9 @@
 """What a run does with a coordinator: take shared slots, and claim, wait for and settle learners.
 
 `SharedSlots` sits behind the pacer: once the pacer's own schedule lets a request go, it
-reserves the account's next slot and sleeps until then. One reservation per process is
+reserves the account's next slot and sleeps until then (once the account's last window
+of slots were all this pacer's, its own schedule alone decides: the grid spaces
+processes, not one process's requests). One reservation per process is
 pending at a time (an urgent one, a token refresh, does not queue behind it), so the
 store's grid never runs ahead of the processes using it, a stopped process wastes at most
 one slot, and a shared pause reaches every process within one slot.
@@ -48,13 +50,22 @@ class SharedSlots:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
+        #: This pacer's id in the store: a slot right after its own last one is spaced by
+        #: the pacer alone, as if nothing else shared the account.
+        self.owner = uuid.uuid4().hex
         self._gate: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Set once the store failed; every later reservation raises it.
         self.lost: UnavailableError | None = None
 
-    async def acquire(self, interval: float, *, urgent: bool = False) -> None:
+    async def acquire(self, interval: float, *, urgent: bool = False, alone: int = 0) -> None:
         """Wait for the account's next slot, `interval` (the pacer's gap) after the last.
+
+        Args:
+            interval: the pacer's gap.
+            urgent: a token refresh, which does not queue behind this process's others.
+            alone: after this many slots of this pacer's in a row on the account (a
+                window's worth), the pacer spaces its requests itself; 0: never.
 
         Raises:
             UnavailableError: the store cannot be reached.
@@ -62,16 +73,18 @@ class SharedSlots:
         if self.lost is not None:
             raise self.lost
         if urgent:
-            await self._wait(interval, urgent=True)
+            await self._wait(interval, urgent=True, alone=0)
             return
         if self._gate is None:
             self._gate = asyncio.Lock()
         async with self._gate:
-            await self._wait(interval, urgent=False)
+            await self._wait(interval, urgent=False, alone=alone)
 
-    async def _wait(self, interval: float, *, urgent: bool) -> None:
+    async def _wait(self, interval: float, *, urgent: bool, alone: int) -> None:
         try:
-            wait = await self.coordinator.reserve(interval, urgent=urgent)
+            wait = await self.coordinator.reserve(
+                interval, urgent=urgent, owner=self.owner, alone=alone
+            )
         except UnavailableError as exc:
             self.lost = self.lost or exc
             raise
