@@ -39,7 +39,7 @@ _SEND_TOLERANCE = 0.005
 _SAFETY = 0.002
 #: How much slower than the measured window bound the even grid runs, so that a late
 #: answer delays one request rather than every request after it.
-_GRID_SLACK = 0.005
+_GRID_SLACK = 0.002
 #: The least spacing between two sends, as a share of the even spacing at the limit. A
 #: request held back by a late answer may catch up only where the server is known to count
 #: whole windows afresh (a fixed window, a token bucket); a sliding-window counter weighs
