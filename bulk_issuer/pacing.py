@@ -39,7 +39,7 @@ _SEND_TOLERANCE = 0.005
 _SAFETY = 0.002
 #: How much slower than the measured window bound the even grid runs, so that a late
 #: answer delays one request rather than every request after it.
-_GRID_SLACK = 0.002
+_GRID_SLACK = 0.005
 #: The least spacing between two sends, as a share of the even spacing at the limit. A
 #: request held back by a late answer may catch up only where the server is known to count
 #: whole windows afresh (a fixed window, a token bucket); a sliding-window counter weighs
@@ -425,13 +425,16 @@ class Pacer:
         and the next one keeps a whole gap after it, as after any late send.
         """
         assert self.shared is not None
+        # How long after this slot the window rule lets our next request go: another
+        # process's next waits as long (it matters after a stretch alone on the account).
+        fence = max(self._window_bound()[0] - send.slot, 0.0)
         if urgent:
-            await self.shared.acquire(self.gap, urgent=True)
+            await self.shared.acquire(self.gap, urgent=True, fence=fence)
             return
         alone = max(b.requests for b in self._budgets())
         self._sharing += 1
         try:
-            await self.shared.acquire(self.gap, alone=alone)
+            await self.shared.acquire(self.gap, alone=alone, fence=fence)
         finally:
             self._sharing -= 1
             now = _now()

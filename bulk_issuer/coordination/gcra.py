@@ -12,6 +12,9 @@ the account (a window's worth of the limit) were all one process's (its `owner`)
 pacer has seen every request a server's window can hold: it spaces the next one itself
 (it knows their answers, and may let a request held back catch up) and the grid adds
 nothing, so that a run alone on the account paces exactly as it would with no store.
+Every reservation also leaves a `fence`: the earliest its pacer's own window rule lets the
+next request go. Another process's slot comes no earlier, so that a run that has had the
+account to itself hands it over without overfilling the window it spaced alone.
 
 All times are seconds on the store's clock; nothing here reads a clock or does I/O.
 """
@@ -43,6 +46,7 @@ class PaceState:
         owner: who reserved the last slot ("" for nobody known).
         last: when the last slot was.
         streak: how many slots in a row, up to the last, `owner` reserved.
+        fence: the earliest another process's slot may be (the last owner's window rule).
     """
 
     tat: float = -math.inf
@@ -52,10 +56,16 @@ class PaceState:
     owner: str = ""
     last: float = -math.inf
     streak: int = 0
+    fence: float = -math.inf
 
 
 def reserve(
-    state: PaceState, now: float, interval: float, owner: str = "", alone: int = 0
+    state: PaceState,
+    now: float,
+    interval: float,
+    owner: str = "",
+    alone: int = 0,
+    fence: float = 0.0,
 ) -> tuple[float, PaceState]:
     """Reserve the next slot.
 
@@ -65,6 +75,8 @@ def reserve(
         interval: the reserving pacer's gap, in seconds (the emission interval).
         owner: the reserving pacer's id; "" for one that never spaces itself.
         alone: after this many slots of its own in a row, the pacer spaces itself; 0 never.
+        fence: seconds after this slot before which its pacer's window rule lets no next
+            request go; another process's next slot waits for it too.
 
     Returns:
         (the slot's time, the schedule after). The caller sleeps `slot - now`.
@@ -76,10 +88,12 @@ def reserve(
         # 429's pause and wider gap, which its pacer may not know of, still hold).
         at = max(now, state.resume_at, state.last + (state.floor if widened else 0.0))
     else:
-        at = max(now, state.tat, state.resume_at)
+        at = max(now, state.tat, state.resume_at, state.fence)
     gap = max(interval, state.floor) if widened else interval
     streak = state.streak + 1 if mine else 1
-    return at, replace(state, tat=at + gap, owner=owner, last=at, streak=streak)
+    return at, replace(
+        state, tat=at + gap, owner=owner, last=at, streak=streak, fence=at + max(fence, 0.0)
+    )
 
 
 def rate_limited(state: PaceState, now: float, pause: float, interval: float) -> PaceState:

@@ -48,7 +48,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     tat REAL NOT NULL, resume_at REAL NOT NULL, floor REAL NOT NULL, floor_until REAL NOT NULL,
-    owner TEXT NOT NULL, last REAL NOT NULL, streak INTEGER NOT NULL
+    owner TEXT NOT NULL, last REAL NOT NULL, streak INTEGER NOT NULL, fence REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     badge_id   INTEGER NOT NULL,
@@ -179,13 +179,19 @@ class LocalCoordinator:
                 done.set_result(result)
 
     async def reserve(
-        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+        self,
+        interval: float,
+        *,
+        urgent: bool = False,
+        owner: str = "",
+        alone: int = 0,
+        fence: float = 0.0,
     ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
 
         def op(db: sqlite3.Connection) -> float:
             now = time.time()
-            at, after = reserve(_pace(db), now, interval, owner, alone)
+            at, after = reserve(_pace(db), now, interval, owner, alone, fence)
             _store(db, after)
             return at - now
 
@@ -304,14 +310,15 @@ class LocalCoordinator:
 
 def _pace(db: sqlite3.Connection) -> PaceState:
     row = db.execute(
-        "SELECT tat, resume_at, floor, floor_until, owner, last, streak FROM schedule WHERE id = 1"
+        "SELECT tat, resume_at, floor, floor_until, owner, last, streak, fence FROM schedule "
+        "WHERE id = 1"
     ).fetchone()
     return PaceState(*row) if row else PaceState()
 
 
 def _store(db: sqlite3.Connection, state: PaceState) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO schedule VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO schedule VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             _finite(state.tat),
             _finite(state.resume_at),
@@ -320,6 +327,7 @@ def _store(db: sqlite3.Connection, state: PaceState) -> None:
             state.owner,
             _finite(state.last),
             state.streak,
+            _finite(state.fence),
         ),
     )
 

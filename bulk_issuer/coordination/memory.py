@@ -32,11 +32,17 @@ class InProcessCoordinator:
         """Nothing to close."""
 
     async def reserve(
-        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+        self,
+        interval: float,
+        *,
+        urgent: bool = False,
+        owner: str = "",
+        alone: int = 0,
+        fence: float = 0.0,
     ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
         now = time.monotonic()
-        at, self._pace = reserve(self._pace, now, interval, owner, alone)
+        at, self._pace = reserve(self._pace, now, interval, owner, alone, fence)
         return at - now
 
     async def rate_limited(self, pause: float, interval: float) -> None:

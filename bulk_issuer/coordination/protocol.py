@@ -70,7 +70,13 @@ class Coordinator(Protocol):
         ...
 
     async def reserve(
-        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+        self,
+        interval: float,
+        *,
+        urgent: bool = False,
+        owner: str = "",
+        alone: int = 0,
+        fence: float = 0.0,
     ) -> float:
         """Reserve the account's next slot, `interval` after the one before.
 
@@ -80,6 +86,8 @@ class Coordinator(Protocol):
             owner: the reserving pacer's id.
             alone: after this many slots of `owner`'s in a row, its pacer spaces its next
                 one by itself (see `gcra.reserve`); 0: never.
+            fence: seconds after this slot before which the pacer's own window rule lets
+                no next request go; another process's next slot waits for it too.
 
         Returns:
             Seconds from now until the slot.

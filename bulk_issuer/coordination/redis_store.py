@@ -30,7 +30,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local gap = tonumber(ARGV[1])
 local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until', 'owner', 'last',
-  'streak')
+  'streak', 'fence')
 local tat = tonumber(s[1]) or 0
 local resume = tonumber(s[2]) or 0
 local floor = tonumber(s[3]) or 0
@@ -45,12 +45,13 @@ if mine and alone > 0 and streak >= alone then
   if now < untl then least = least + floor end
   at = math.max(now, resume, least)
 else
-  at = math.max(now, tat, resume)
+  at = math.max(now, tat, resume, tonumber(s[8]) or 0)
 end
 if mine then streak = streak + 1 else streak = 1 end
 if now < untl and floor > gap then gap = floor end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', at + gap),
-  'owner', owner, 'last', string.format('%.0f', at), 'streak', streak)
+  'owner', owner, 'last', string.format('%.0f', at), 'streak', streak,
+  'fence', string.format('%.0f', at + tonumber(ARGV[5])))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return at - now
 """
@@ -236,11 +237,17 @@ class RedisCoordinator:
         return await self._call(self._scripts[name](keys=keys, args=args))
 
     async def reserve(
-        self, interval: float, *, urgent: bool = False, owner: str = "", alone: int = 0
+        self,
+        interval: float,
+        *,
+        urgent: bool = False,
+        owner: str = "",
+        alone: int = 0,
+        fence: float = 0.0,
     ) -> float:
         """Reserve the next slot on Redis's clock; see `Coordinator.reserve`."""
         hold = int((HOLD_WIDER + 60) * 1000)
-        args = [round(interval * _MICRO), hold, owner, alone]
+        args = [round(interval * _MICRO), hold, owner, alone, round(max(fence, 0.0) * _MICRO)]
         wait = await self._run("reserve", [self._prefix + "pace"], args)
         return int(wait) / _MICRO
 

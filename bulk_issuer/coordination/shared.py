@@ -58,7 +58,9 @@ class SharedSlots:
         #: Set once the store failed; every later reservation raises it.
         self.lost: UnavailableError | None = None
 
-    async def acquire(self, interval: float, *, urgent: bool = False, alone: int = 0) -> None:
+    async def acquire(
+        self, interval: float, *, urgent: bool = False, alone: int = 0, fence: float = 0.0
+    ) -> None:
         """Wait for the account's next slot, `interval` (the pacer's gap) after the last.
 
         Args:
@@ -66,6 +68,8 @@ class SharedSlots:
             urgent: a token refresh, which does not queue behind this process's others.
             alone: after this many slots of this pacer's in a row on the account (a
                 window's worth), the pacer spaces its requests itself; 0: never.
+            fence: seconds after this slot before which the pacer's own window rule lets
+                no next request go; another process's next slot waits for it too.
 
         Raises:
             UnavailableError: the store cannot be reached.
@@ -73,17 +77,17 @@ class SharedSlots:
         if self.lost is not None:
             raise self.lost
         if urgent:
-            await self._wait(interval, urgent=True, alone=0)
+            await self._wait(interval, urgent=True, alone=0, fence=fence)
             return
         if self._gate is None:
             self._gate = asyncio.Lock()
         async with self._gate:
-            await self._wait(interval, urgent=False, alone=alone)
+            await self._wait(interval, urgent=False, alone=alone, fence=fence)
 
-    async def _wait(self, interval: float, *, urgent: bool, alone: int) -> None:
+    async def _wait(self, interval: float, *, urgent: bool, alone: int, fence: float) -> None:
         try:
             wait = await self.coordinator.reserve(
-                interval, urgent=urgent, owner=self.owner, alone=alone
+                interval, urgent=urgent, owner=self.owner, alone=alone, fence=fence
             )
         except UnavailableError as exc:
             self.lost = self.lost or exc
