@@ -125,6 +125,18 @@ def test_gcra_a_pacer_alone_spaces_itself_property() -> None:
             previous = (owner, at)
 
 
+def test_gcra_another_owner_waits_for_the_fence() -> None:
+    """A run that spaced itself alone leaves a fence (its own window rule): the next run's
+    first slot comes no earlier, however far behind the grid's `tat` is."""
+    state = PaceState()
+    for now in (0.0, 0.01, 0.02, 0.03):
+        last, state = reserve(state, now, 0.05, "a", alone=2, fence=0.9)
+    at, state = reserve(state, 0.04, 0.05, "b", alone=2)
+    assert at == pytest.approx(last + 0.9)
+    at2, _ = reserve(state, 0.05, 0.05, "a", alone=2)
+    assert at2 == pytest.approx(at + 0.05)
+
+
 # -- every store: two instances are two processes of one account ----------------------------
 
 Factory = Callable[[], Coordinator]

@@ -88,7 +88,8 @@ def reserve(
         # 429's pause and wider gap, which its pacer may not know of, still hold).
         at = max(now, state.resume_at, state.last + (state.floor if widened else 0.0))
     else:
-        at = max(now, state.tat, state.resume_at, state.fence)
+        # Another process's fence holds it; this pacer's own fence its pacer applied.
+        at = max(now, state.tat, state.resume_at, -math.inf if mine else state.fence)
     gap = max(interval, state.floor) if widened else interval
     streak = state.streak + 1 if mine else 1
     return at, replace(

@@ -45,7 +45,8 @@ if mine and alone > 0 and streak >= alone then
   if now < untl then least = least + floor end
   at = math.max(now, resume, least)
 else
-  at = math.max(now, tat, resume, tonumber(s[8]) or 0)
+  at = math.max(now, tat, resume)
+  if not mine then at = math.max(at, tonumber(s[8]) or 0) end
 end
 if mine then streak = streak + 1 else streak = 1 end
 if now < untl and floor > gap then gap = floor end
