@@ -39,7 +39,7 @@ _SEND_TOLERANCE = 0.005
 _SAFETY = 0.002
 #: How much slower than the measured window bound the even grid runs, so that a late
 #: answer delays one request rather than every request after it.
-_GRID_SLACK = 0.005
+_GRID_SLACK = 0.002
 #: The least spacing between two sends, as a share of the even spacing at the limit. A
 #: request held back by a late answer may catch up only where the server is known to count
 #: whole windows afresh (a fixed window, a token bucket); a sliding-window counter weighs
@@ -371,6 +371,26 @@ class Pacer:
         gap = max((b.period + margin) / b.requests for b in budgets)
         return min(gap, _MAX_SLOWDOWN * max(b.period / b.requests for b in budgets))
 
+    def _shared_gap(self) -> float:
+        """The spacing the account's shared grid keeps after a slot of this pacer's.
+
+        Another process's next request is judged by none of our answers, only by this
+        spacing: so its margin is the whole spread of the way in (the slowest recent round
+        trip less the fastest way in), not the mean excess that the window rule leaves.
+        """
+        budgets = self._budgets()
+        if not budgets or not self._timed():
+            return self.gap
+        recent = max(
+            (s.answered - s.at for s in self._sends if s.answered is not None),
+            default=self._trips.high,
+        )
+        spread = max(recent - self._lead(), 0.0) + _SAFETY + self._lag + _GRID_SLACK
+        spread += self._extra
+        widest = max((b.period + spread) / b.requests for b in budgets)
+        cap = _MAX_SLOWDOWN * max(b.period / b.requests for b in budgets)
+        return max(self.gap, min(widest, cap))
+
     def _budgets(self) -> list[Rate]:
         if self.rate is None:
             return []
@@ -429,12 +449,12 @@ class Pacer:
         # process's next waits as long (it matters after a stretch alone on the account).
         fence = max(self._window_bound()[0] - send.slot, 0.0)
         if urgent:
-            await self.shared.acquire(self.gap, urgent=True, fence=fence)
+            await self.shared.acquire(self._shared_gap(), urgent=True, fence=fence)
             return
         alone = max(b.requests for b in self._budgets())
         self._sharing += 1
         try:
-            await self.shared.acquire(self.gap, alone=alone, fence=fence)
+            await self.shared.acquire(self._shared_gap(), alone=alone, fence=fence)
         finally:
             self._sharing -= 1
             now = _now()
