@@ -50,8 +50,8 @@ class SharedSlots:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
-        #: This pacer's id in the store: a slot right after its own last one is spaced by
-        #: the pacer alone, as if nothing else shared the account.
+        #: This pacer's id in the store: once the account's last window of slots were all
+        #: its own, the pacer spaces its next one alone, as if nothing shared the account.
         self.owner = uuid.uuid4().hex
         self._gate: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
