@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .coordination.gcra import RING, Window
+
 if TYPE_CHECKING:
     from .coordination import SharedSlots
 
@@ -239,6 +241,7 @@ class _Send:
     at: float
     answered: float | None = None
     rejected: bool = False
+    shared_id: str | None = None  # its slot's id in the account's shared store
 
 
 # The slot the current task took last: its request's send and answer are noted on it.
@@ -346,6 +349,8 @@ class Pacer:
         self._timer_at = -math.inf
         self._lag = 0.0  # how late the loop has lately run this pacer's timer
         self._sharing = 0  # ordinary requests waiting for the account's slot (0 or 1)
+        self._shared_ids = itertools.count()
+        self._answers: list[tuple[str, float]] = []  # answered shared slots not yet told
 
     # -- what the pacer knows --------------------------------------------------------------
 
@@ -357,9 +362,19 @@ class Pacer:
     @property
     def margin(self) -> float:
         """Seconds per window given up to arrival jitter, as now measured."""
-        if self._timed() and self._excess is not None:
-            return max(self._excess, 0.0) + _GRID_SLACK + self._extra
+        if self._timed():
+            excess = self._excess if self._excess is not None else self._early_excess()
+            return max(excess, 0.0) + _GRID_SLACK + self._extra
         return self._margin + self._extra
+
+    def _early_excess(self) -> float:
+        """The margin's measure before a whole window of our own sends: how much later than
+        the assumed way in our answers have come on average (a run sharing the account, or
+        a short one, may not send a window's worth for a long while)."""
+        trips = [s.answered - s.at for s in self._sends if s.answered is not None]
+        if not trips:
+            return self._margin
+        return sum(trips) / len(trips) - self._lead() + _SAFETY + self._lag
 
     @property
     def gap(self) -> float:
@@ -370,6 +385,30 @@ class Pacer:
         margin = self.margin
         gap = max((b.period + margin) / b.requests for b in budgets)
         return min(gap, _MAX_SLOWDOWN * max(b.period / b.requests for b in budgets))
+
+    def _shared_window(self, send: _Send) -> Window | None:
+        """This slot's part in the account-wide window rule (see `coordination.gcra`).
+
+        The widest budget's window, the least way in, and the latest this request can
+        arrive; with the answers to our earlier slots since the last reservation.
+        """
+        assert self.shared is not None
+        budget = max(self._budgets(), key=lambda b: b.period / b.requests)
+        if budget.requests > RING:
+            return None
+        send.shared_id = f"{self.shared.owner}:{next(self._shared_ids)}"
+        answers, self._answers = tuple(self._answers), []
+        timed = self._timed()
+        return Window(
+            requests=budget.requests,
+            reach=budget.period
+            - self._lead()
+            + (_SAFETY + self._lag if timed else 0.0)
+            + self._extra,
+            late=self._unanswered() if timed else self._margin,
+            slot_id=send.shared_id,
+            answers=answers,
+        )
 
     def _shared_gap(self) -> float:
         """The spacing the account's shared grid keeps after a slot of this pacer's.
@@ -448,13 +487,17 @@ class Pacer:
         # How long after this slot the window rule lets our next request go: another
         # process's next waits as long (it matters after a stretch alone on the account).
         fence = max(self._window_bound()[0] - send.slot, 0.0)
+        window = self._shared_window(send)
+        # With the window rule shared, the grid keeps this pacer's own even spacing, as
+        # one run alone does; a window too long for the store's ring needs the wider one.
+        interval = self.gap if window is not None else self._shared_gap()
         if urgent:
-            await self.shared.acquire(self._shared_gap(), urgent=True, fence=fence)
+            await self.shared.acquire(interval, urgent=True, fence=fence, window=window)
             return
         alone = max(b.requests for b in self._budgets())
         self._sharing += 1
         try:
-            await self.shared.acquire(self._shared_gap(), alone=alone, fence=fence)
+            await self.shared.acquire(interval, alone=alone, fence=fence, window=window)
         finally:
             self._sharing -= 1
             now = _now()
@@ -511,6 +554,8 @@ class Pacer:
         if send is not None:
             send.answered = now
             self._trips.add(now - send.at)
+            if send.shared_id is not None and len(self._answers) < 4 * RING:
+                self._answers.append((send.shared_id, now - send.slot))
         hints = read_hints(headers, detail)
         if status == 429:
             # What the account's other processes are told to widen from (rate_limited_for):

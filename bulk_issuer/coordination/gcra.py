@@ -16,6 +16,13 @@ Every reservation also leaves a `fence`: the earliest its pacer's own window rul
 next request go. Another process's slot comes no earlier, so that a run that has had the
 account to itself hands it over without overfilling the window it spaced alone.
 
+The window rule itself is shared too (`Window`): the store keeps the account's last
+`RING` slots with the latest each can have reached the server (its slot plus the longest
+way in, until its answer says sooner; answers ride on their process's next reservation).
+A slot comes no sooner than the `requests`-th latest of those arrivals plus the window,
+less the shortest way in: exactly one pacer's rule, over every process's requests. So the
+grid can run at the pacer's own even spacing, as one run alone does.
+
 All times are seconds on the store's clock; nothing here reads a clock or does I/O.
 """
 
@@ -24,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-__all__ = ["HOLD_WIDER", "WIDEN", "PaceState", "rate_limited", "reserve"]
+__all__ = ["HOLD_WIDER", "RING", "WIDEN", "PaceState", "Window", "rate_limited", "reserve"]
 
 #: After the first 429 of an episode every process's gap becomes this much wider ...
 WIDEN = 1.15
@@ -32,6 +39,30 @@ WIDEN = 1.15
 MAX_WIDEN = 4.0
 #: ... for this many seconds after the last 429 (then each pacer's own gap rules again).
 HOLD_WIDER = 600.0
+#: How many of the account's latest slots the store remembers for the window rule: a
+#: window of more requests than this is kept by the grid's spacing alone.
+RING = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A reservation's part in the account-wide window rule.
+
+    Attributes:
+        requests: how many requests the window holds (N).
+        reach: seconds after the N-th latest arrival before a request may leave (the
+            window, less the shortest way in, plus a little for clocks).
+        late: seconds after its slot by which this request surely reached the server.
+        slot_id: this slot's id (unique for the account).
+        answers: (slot id, seconds from that slot to its answer) for slots of this
+            reserver answered since its last reservation.
+    """
+
+    requests: int
+    reach: float
+    late: float
+    slot_id: str
+    answers: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +78,7 @@ class PaceState:
         last: when the last slot was.
         streak: how many slots in a row, up to the last, `owner` reserved.
         fence: the earliest another process's slot may be (the last owner's window rule).
+        ring: the account's latest slots, oldest first: (slot id, slot, reached by).
     """
 
     tat: float = -math.inf
@@ -57,6 +89,7 @@ class PaceState:
     last: float = -math.inf
     streak: int = 0
     fence: float = -math.inf
+    ring: tuple[tuple[str, float, float], ...] = ()
 
 
 def reserve(
@@ -66,6 +99,7 @@ def reserve(
     owner: str = "",
     alone: int = 0,
     fence: float = 0.0,
+    window: Window | None = None,
 ) -> tuple[float, PaceState]:
     """Reserve the next slot.
 
@@ -77,12 +111,14 @@ def reserve(
         alone: after this many slots of its own in a row, the pacer spaces itself; 0 never.
         fence: seconds after this slot before which its pacer's window rule lets no next
             request go; another process's next slot waits for it too.
+        window: the reserver's part in the account-wide window rule; None: no part.
 
     Returns:
         (the slot's time, the schedule after). The caller sleeps `slot - now`.
     """
     widened = now < state.floor_until
     mine = bool(owner) and owner == state.owner
+    ring = _answered(state.ring, window.answers) if window is not None else state.ring
     if mine and alone > 0 and state.streak >= alone:
         # Its pacer has seen every request of the last window: it spaced this one (a
         # 429's pause and wider gap, which its pacer may not know of, still hold).
@@ -90,10 +126,34 @@ def reserve(
     else:
         # Another process's fence holds it; this pacer's own fence its pacer applied.
         at = max(now, state.tat, state.resume_at, -math.inf if mine else state.fence)
+        if window is not None and 0 < window.requests <= len(ring):
+            reached = sorted((entry[2] for entry in ring), reverse=True)
+            at = max(at, reached[window.requests - 1] + window.reach)
+    if window is not None:
+        ring = (*ring, (window.slot_id, at, at + max(window.late, 0.0)))[-RING:]
     gap = max(interval, state.floor) if widened else interval
     streak = state.streak + 1 if mine else 1
     return at, replace(
-        state, tat=at + gap, owner=owner, last=at, streak=streak, fence=at + max(fence, 0.0)
+        state,
+        tat=at + gap,
+        owner=owner,
+        last=at,
+        streak=streak,
+        fence=at + max(fence, 0.0),
+        ring=ring,
+    )
+
+
+def _answered(
+    ring: tuple[tuple[str, float, float], ...], answers: tuple[tuple[str, float], ...]
+) -> tuple[tuple[str, float, float], ...]:
+    """The ring with what answers say: each answered slot reached the server by then."""
+    if not answers:
+        return ring
+    trips = dict(answers)
+    return tuple(
+        (key, at, min(reached, at + max(trips[key], 0.0)) if key in trips else reached)
+        for key, at, reached in ring
     )
 
 

@@ -17,17 +17,19 @@ namespace, a reused PID).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import socket
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import UnavailableError
-from .gcra import PaceState, rate_limited, reserve
+from .gcra import PaceState, Window, rate_limited, reserve
 from .protocol import Claim, Ending, Verdict
 
 __all__ = ["LocalCoordinator", "default_folder"]
@@ -44,11 +46,24 @@ _SENDING = "sending"
 #: the learner among the badge's holders.
 RETAIN = 86400.0
 
+_SCHEDULE_COLUMNS = (
+    "id",
+    "tat",
+    "resume_at",
+    "floor",
+    "floor_until",
+    "owner",
+    "last",
+    "streak",
+    "fence",
+    "ring",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     tat REAL NOT NULL, resume_at REAL NOT NULL, floor REAL NOT NULL, floor_until REAL NOT NULL,
-    owner TEXT NOT NULL, last REAL NOT NULL, streak INTEGER NOT NULL, fence REAL NOT NULL
+    owner TEXT NOT NULL, last REAL NOT NULL, streak INTEGER NOT NULL, fence REAL NOT NULL,
+    ring TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     badge_id   INTEGER NOT NULL,
@@ -110,6 +125,11 @@ class LocalCoordinator:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            columns = [row[1] for row in db.execute("PRAGMA table_info(schedule)")]
+            if columns and columns != list(_SCHEDULE_COLUMNS):
+                # The schedule of an older version: it holds nothing worth keeping beyond a
+                # few seconds, so it is started afresh in this version's shape.
+                db.execute("DROP TABLE schedule")
             db.executescript(_SCHEMA)
             db.execute(
                 "DELETE FROM claims WHERE at < ? AND (ending IS NOT NULL OR expires_at < ?)",
@@ -186,12 +206,13 @@ class LocalCoordinator:
         owner: str = "",
         alone: int = 0,
         fence: float = 0.0,
+        window: Window | None = None,
     ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
 
         def op(db: sqlite3.Connection) -> float:
             now = time.time()
-            at, after = reserve(_pace(db), now, interval, owner, alone, fence)
+            at, after = reserve(_pace(db), now, interval, owner, alone, fence, window)
             _store(db, after)
             return at - now
 
@@ -310,15 +331,18 @@ class LocalCoordinator:
 
 def _pace(db: sqlite3.Connection) -> PaceState:
     row = db.execute(
-        "SELECT tat, resume_at, floor, floor_until, owner, last, streak, fence FROM schedule "
-        "WHERE id = 1"
+        "SELECT tat, resume_at, floor, floor_until, owner, last, streak, fence, ring "
+        "FROM schedule WHERE id = 1"
     ).fetchone()
-    return PaceState(*row) if row else PaceState()
+    if not row:
+        return PaceState()
+    ring = tuple((str(key), float(at), float(by)) for key, at, by in json.loads(row[8]))
+    return replace(PaceState(*row[:8]), ring=ring)
 
 
 def _store(db: sqlite3.Connection, state: PaceState) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO schedule VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO schedule VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             _finite(state.tat),
             _finite(state.resume_at),
@@ -328,6 +352,7 @@ def _store(db: sqlite3.Connection, state: PaceState) -> None:
             _finite(state.last),
             state.streak,
             _finite(state.fence),
+            json.dumps(state.ring),
         ),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from .gcra import PaceState, rate_limited, reserve
+from .gcra import PaceState, Window, rate_limited, reserve
 from .protocol import Claim, Ending, Verdict
 
 __all__ = ["InProcessCoordinator"]
@@ -39,10 +39,11 @@ class InProcessCoordinator:
         owner: str = "",
         alone: int = 0,
         fence: float = 0.0,
+        window: Window | None = None,
     ) -> float:
         """Reserve the next slot; see `Coordinator.reserve`."""
         now = time.monotonic()
-        at, self._pace = reserve(self._pace, now, interval, owner, alone, fence)
+        at, self._pace = reserve(self._pace, now, interval, owner, alone, fence, window)
         return at - now
 
     async def rate_limited(self, pause: float, interval: float) -> None:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from .gcra import Window
+
 __all__ = ["Claim", "Coordinator", "Ending", "Verdict"]
 
 
@@ -77,6 +79,7 @@ class Coordinator(Protocol):
         owner: str = "",
         alone: int = 0,
         fence: float = 0.0,
+        window: Window | None = None,
     ) -> float:
         """Reserve the account's next slot, `interval` after the one before.
 
@@ -88,6 +91,7 @@ class Coordinator(Protocol):
                 one by itself (see `gcra.reserve`); 0: never.
             fence: seconds after this slot before which the pacer's own window rule lets
                 no next request go; another process's next slot waits for it too.
+            window: the reserver's part in the account-wide window rule (`gcra.Window`).
 
         Returns:
             Seconds from now until the slot.

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UnavailableError
-from .gcra import HOLD_WIDER, MAX_WIDEN, WIDEN
+from .gcra import HOLD_WIDER, MAX_WIDEN, RING, WIDEN, Window
 from .protocol import Claim, Ending, Verdict
 
 __all__ = ["RedisCoordinator", "redacted"]
@@ -30,7 +30,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local gap = tonumber(ARGV[1])
 local s = redis.call('HMGET', KEYS[1], 'tat', 'resume', 'floor', 'until', 'owner', 'last',
-  'streak', 'fence')
+  'streak', 'fence', 'ring')
 local tat = tonumber(s[1]) or 0
 local resume = tonumber(s[2]) or 0
 local floor = tonumber(s[3]) or 0
@@ -39,6 +39,22 @@ local owner = ARGV[3]
 local alone = tonumber(ARGV[4])
 local mine = owner ~= '' and owner == s[5]
 local streak = tonumber(s[7]) or 0
+-- The window rule: ARGV 6-10 = requests (0: no part), reach, late, slot id, answers.
+local n = tonumber(ARGV[6])
+local ring = {}
+if s[9] then
+  for key, a, r in string.gmatch(s[9], '([^|;]+)|(%d+)|(%d+)') do
+    ring[#ring + 1] = {key, tonumber(a), tonumber(r)}
+  end
+end
+if n > 0 and ARGV[10] ~= '' then
+  local trips = {}
+  for key, rt in string.gmatch(ARGV[10], '([^|;]+)|(%d+)') do trips[key] = tonumber(rt) end
+  for _, e in ipairs(ring) do
+    local rt = trips[e[1]]
+    if rt then e[3] = math.min(e[3], e[2] + rt) end
+  end
+end
 local at
 if mine and alone > 0 and streak >= alone then
   local least = tonumber(s[6]) or 0
@@ -47,15 +63,32 @@ if mine and alone > 0 and streak >= alone then
 else
   at = math.max(now, tat, resume)
   if not mine then at = math.max(at, tonumber(s[8]) or 0) end
+  if n > 0 and n <= #ring then
+    local reached = {}
+    for i, e in ipairs(ring) do reached[i] = e[3] end
+    table.sort(reached, function(x, y) return x > y end)
+    at = math.max(at, reached[n] + tonumber(ARGV[7]))
+  end
 end
 if mine then streak = streak + 1 else streak = 1 end
 if now < untl and floor > gap then gap = floor end
+local kept = s[9] or ''
+if n > 0 then
+  ring[#ring + 1] = {ARGV[9], at, at + tonumber(ARGV[8])}
+  local parts = {}
+  for i = math.max(1, #ring - RING + 1), #ring do
+    local e = ring[i]
+    parts[#parts + 1] = e[1] .. '|' .. string.format('%.0f', e[2]) .. '|'
+      .. string.format('%.0f', e[3])
+  end
+  kept = table.concat(parts, ';')
+end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', at + gap),
   'owner', owner, 'last', string.format('%.0f', at), 'streak', streak,
-  'fence', string.format('%.0f', at + tonumber(ARGV[5])))
+  'fence', string.format('%.0f', at + tonumber(ARGV[5])), 'ring', kept)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return at - now
-"""
+""".replace("RING", str(RING))
 
 _RATE_LIMITED = """
 local t = redis.call('TIME')
@@ -245,10 +278,30 @@ class RedisCoordinator:
         owner: str = "",
         alone: int = 0,
         fence: float = 0.0,
+        window: Window | None = None,
     ) -> float:
         """Reserve the next slot on Redis's clock; see `Coordinator.reserve`."""
         hold = int((HOLD_WIDER + 60) * 1000)
-        args = [round(interval * _MICRO), hold, owner, alone, round(max(fence, 0.0) * _MICRO)]
+        args: list[object] = [
+            round(interval * _MICRO),
+            hold,
+            owner,
+            alone,
+            round(max(fence, 0.0) * _MICRO),
+        ]
+        if window is None:
+            args += [0, 0, 0, "", ""]
+        else:
+            answers = ";".join(
+                f"{key}|{round(max(trip, 0.0) * _MICRO)}" for key, trip in window.answers
+            )
+            args += [
+                window.requests,
+                round(window.reach * _MICRO),
+                round(max(window.late, 0.0) * _MICRO),
+                window.slot_id,
+                answers,
+            ]
         wait = await self._run("reserve", [self._prefix + "pace"], args)
         return int(wait) / _MICRO
 

@@ -27,6 +27,7 @@ import anyio
 
 from ..errors import UnavailableError
 from .account import learner_hash
+from .gcra import Window
 from .protocol import Claim, Coordinator, Ending, Verdict
 
 __all__ = ["DEFAULT_LEASE", "ClaimLedger", "SharedSlots"]
@@ -59,7 +60,13 @@ class SharedSlots:
         self.lost: UnavailableError | None = None
 
     async def acquire(
-        self, interval: float, *, urgent: bool = False, alone: int = 0, fence: float = 0.0
+        self,
+        interval: float,
+        *,
+        urgent: bool = False,
+        alone: int = 0,
+        fence: float = 0.0,
+        window: Window | None = None,
     ) -> None:
         """Wait for the account's next slot, `interval` (the pacer's gap) after the last.
 
@@ -70,6 +77,7 @@ class SharedSlots:
                 window's worth), the pacer spaces its requests itself; 0: never.
             fence: seconds after this slot before which the pacer's own window rule lets
                 no next request go; another process's next slot waits for it too.
+            window: the pacer's part in the account-wide window rule.
 
         Raises:
             UnavailableError: the store cannot be reached.
@@ -77,17 +85,19 @@ class SharedSlots:
         if self.lost is not None:
             raise self.lost
         if urgent:
-            await self._wait(interval, urgent=True, alone=0, fence=fence)
+            await self._wait(interval, urgent=True, alone=0, fence=fence, window=window)
             return
         if self._gate is None:
             self._gate = asyncio.Lock()
         async with self._gate:
-            await self._wait(interval, urgent=False, alone=alone, fence=fence)
+            await self._wait(interval, urgent=False, alone=alone, fence=fence, window=window)
 
-    async def _wait(self, interval: float, *, urgent: bool, alone: int, fence: float) -> None:
+    async def _wait(
+        self, interval: float, *, urgent: bool, alone: int, fence: float, window: Window | None
+    ) -> None:
         try:
             wait = await self.coordinator.reserve(
-                interval, urgent=urgent, owner=self.owner, alone=alone, fence=fence
+                interval, urgent=urgent, owner=self.owner, alone=alone, fence=fence, window=window
             )
         except UnavailableError as exc:
             self.lost = self.lost or exc
