@@ -27,7 +27,7 @@ from bulk_issuer.coordination import (
     account_key,
     choose,
 )
-from bulk_issuer.coordination.gcra import HOLD_WIDER, WIDEN, rate_limited, reserve
+from bulk_issuer.coordination.gcra import HOLD_WIDER, WIDEN, Window, rate_limited, reserve
 from bulk_issuer.errors import UnavailableError
 from tests.redis_server import RedisServer, own_redis, redis_server, redis_url  # noqa: F401
 
@@ -137,6 +137,26 @@ def test_gcra_another_owner_waits_for_the_fence() -> None:
     assert at2 == pytest.approx(at + 0.05)
 
 
+def test_gcra_window_rule_spans_every_process() -> None:
+    """The N-th latest arrival of the account, whoever sent it, holds the next slot a window
+    back; an answer, told with its process's next reservation, brings its arrival forward."""
+    state = PaceState()
+    slots = []
+    for i in range(4):
+        owner = "ab"[i % 2]
+        window = Window(3, reach=1.0, late=0.5, slot_id=f"{owner}{i}")
+        at, state = reserve(state, 0.0, 0.001, owner, window=window)
+        slots.append(at)
+    # Three slots fill the window; the fourth waits for the third latest (slot 0, reached
+    # by 0.5 at the latest) plus the reach.
+    assert slots == pytest.approx([0.0, 0.001, 0.002, 1.5])
+    told = Window(3, reach=1.0, late=0.5, slot_id="a4", answers=(("a0", 0.01), ("a2", 0.02)))
+    at, state = reserve(state, 0.0, 0.001, "a", window=told)
+    # Reached by: a0 0.01, b1 0.501, a2 0.022, b3 2.0: the third latest is 0.022.
+    assert at == pytest.approx(max(1.5 + 0.001, 0.022 + 1.0))
+    assert [entry[0] for entry in state.ring] == ["a0", "b1", "a2", "b3", "a4"]
+
+
 # -- every store: two instances are two processes of one account ----------------------------
 
 Factory = Callable[[], Coordinator]
@@ -196,6 +216,31 @@ async def test_a_process_alone_is_not_held_by_the_grid(stores: Factory) -> None:
         assert a3 - a2 <= 0.02
         assert a4 - a3 <= 0.02
         assert b1 - a4 == pytest.approx(0.2, abs=0.02)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_window_rule_across_processes(stores: Factory) -> None:
+    """Every store keeps the account's window rule, with answers told on the next slot."""
+    first, second = stores(), stores()
+    await first.open()
+    await second.open()
+    try:
+        started = time.monotonic()
+
+        async def slot(store: Coordinator, owner: str, window: Window) -> float:
+            wait = await store.reserve(0.001, owner=owner, window=window)
+            return time.monotonic() - started + wait
+
+        s0 = await slot(first, "a", Window(2, reach=0.3, late=0.2, slot_id="a0"))
+        s1 = await slot(second, "b", Window(2, reach=0.3, late=0.2, slot_id="b1"))
+        # a0 answered 10 ms after its slot: the window holds a2 until a0's arrival + 0.3,
+        # not until the 0.2 s it could have taken.
+        told = Window(2, reach=0.3, late=0.2, slot_id="a2", answers=(("a0", 0.01),))
+        s2 = await slot(first, "a", told)
+        assert s1 - s0 <= 0.02
+        assert s2 - s0 == pytest.approx(0.31, abs=0.02)
     finally:
         await first.close()
         await second.close()
