@@ -325,6 +325,20 @@ async def test_redis_lease_expires_and_renewal_keeps_it(redis_url: str) -> None:
         await b.close()
 
 
+async def test_local_store_forgets_an_unreadable_ring(tmp_path: Path) -> None:
+    """A ring that cannot be read (a hand-edited file) is started afresh, not a crash."""
+    store = LocalCoordinator(ACCOUNT, tmp_path)
+    await store.open()
+    try:
+        window = Window(2, reach=0.3, late=0.1, slot_id="a0")
+        assert await store.reserve(0.001, owner="a", window=window) <= 0.01
+        store._connection().execute("UPDATE schedule SET ring = 'not json'")
+        again = Window(2, reach=0.3, late=0.1, slot_id="a1")
+        assert await store.reserve(0.001, owner="b", window=again) <= 0.02
+    finally:
+        await store.close()
+
+
 async def test_local_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     """The local store takes over a claim whose process is gone at once (with a lookup first
     if it had begun sending); a live process's claim is held."""

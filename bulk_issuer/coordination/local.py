@@ -336,8 +336,15 @@ def _pace(db: sqlite3.Connection) -> PaceState:
     ).fetchone()
     if not row:
         return PaceState()
-    ring = tuple((str(key), float(at), float(by)) for key, at, by in json.loads(row[8]))
-    return replace(PaceState(*row[:8]), ring=ring)
+    return replace(PaceState(*row[:8]), ring=_ring(row[8]))
+
+
+def _ring(text: str) -> tuple[tuple[str, float, float], ...]:
+    """The stored ring; one that cannot be read is forgotten (it only ever slows runs)."""
+    try:
+        return tuple((str(key), float(at), float(by)) for key, at, by in json.loads(text))
+    except (TypeError, ValueError):
+        return ()
 
 
 def _store(db: sqlite3.Connection, state: PaceState) -> None:
