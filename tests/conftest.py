@@ -18,14 +18,15 @@ import structlog
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _own_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The runs of this session share budgets and claims in a folder of its own, not in the
-    user's data directory (where `platformdirs` puts the local coordination store)."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
-    yield
-    patch.undo()
+@pytest.fixture(autouse=True)
+def _own_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's runs share budgets and claims in a folder of their own, not in the user's
+    data directory (where `platformdirs` puts the local coordination store), nor with the
+    test before: a sandbox started on the port an earlier one had is the same account, and
+    that test's learners, settled a moment ago, would read as done by another run."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
 
 
 @pytest.fixture(autouse=True)
