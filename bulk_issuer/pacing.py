@@ -382,7 +382,9 @@ class Pacer:
         budgets = self._budgets()
         if not budgets:
             return 0.0
-        margin = self.margin
+        # Where the answers show how the server counts (`_catch_up`), the window rule holds
+        # every request to the measured arrivals and the grid need not carry the margin.
+        margin = _GRID_SLACK + self._extra if self._catch_up() else self.margin
         gap = max((b.period + margin) / b.requests for b in budgets)
         return min(gap, _MAX_SLOWDOWN * max(b.period / b.requests for b in budgets))
 
@@ -780,10 +782,14 @@ class Pacer:
 
     def _slot(self) -> float:
         """The earliest the next request may leave."""
-        catch_up = self._forgets or self._agreed >= _AGREED
-        share = _CATCH_UP_SPACING if catch_up and not self._smooth else _MIN_SPACING
+        share = _CATCH_UP_SPACING if self._catch_up() else _MIN_SPACING
         least = self._last_slot + share * self._even()
         return max(self._next_slot, least, self._resume_at, self._window_bound()[0])
+
+    def _catch_up(self) -> bool:
+        """The server counts each window afresh, or exactly our arrivals: a request held
+        back by the window rule may catch up, and the grid may run at the limit."""
+        return (self._forgets or self._agreed >= _AGREED) and not self._smooth and self._timed()
 
     def _even(self) -> float:
         """The even spacing at the limit in force (no margin)."""
