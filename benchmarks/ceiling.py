@@ -37,7 +37,9 @@ class Ceiling:
     rejected: int
 
 
-def _one(count: int, requests: int, period: float, latency: tuple[float, float], seed: int):
+def _one(
+    count: int, requests: int, period: float, latency: tuple[float, float], seed: int
+) -> tuple[float, int]:
     draw = random.Random(seed)
     low, high = latency
     even = period / requests

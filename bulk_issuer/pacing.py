@@ -63,6 +63,11 @@ _WIDEN = 0.05
 _MAX_SLOWDOWN = 4.0
 #: The loop's lateness is remembered as a maximum that fades by this factor per slot.
 _LAG_DECAY = 0.9
+# The server's remaining count is trusted to this many requests less than it says (one
+# server may report it before counting the request, another round a weighted count up).
+_ROOM_CUSHION = 1
+# How many of the latest answers with a remaining count the room rule consults.
+_ROOM_ANSWERS = 4
 
 _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 # slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
@@ -242,6 +247,7 @@ class _Send:
     answered: float | None = None
     rejected: bool = False
     shared_id: str | None = None  # its slot's id in the account's shared store
+    room: int | None = None  # the server's remaining count as its answer said, if trusted
 
 
 # The slot the current task took last: its request's send and answer are noted on it.
@@ -293,14 +299,24 @@ class Pacer:
     the limit, so that sliding-window counters, which assume even traffic, accept them too;
     where the headers' counts show a server that counts each window afresh (a fixed
     window, a token bucket) or counts exactly our arrivals (a moving window), a request
-    held back may catch up at half that spacing. Until answers
-    are observed (`observe`), every arrival is assumed up to `margin` late: the even
-    spacing `(period + margin) / requests` of earlier versions.
+    held back may catch up at half that spacing, and the grid runs at the limit itself
+    (the window rule alone keeps each request safe).
+
+    Where the headers give the server's remaining count for the budget in force, that count
+    is a second, independent rule: it held when its request arrived, and on every common
+    limiter it only grows until the next request counts (a window ends, an old request
+    leaves it, a bucket refills). A request may leave when the count, less every request of
+    ours that may have arrived since and one place in hand, leaves room, even where the
+    window rule would wait: a fixed window starts afresh, a bucket is nearly full. One 429
+    that the counts did not foresee, and they are not relied on again.
+
+    Until answers are observed (`observe`), every arrival is assumed up to `margin` late:
+    the even spacing `(period + margin) / requests` of earlier versions.
 
     A stricter server is learned: from `RateLimit-Policy`/`RateLimit`/`X-RateLimit-Limit`
     headers on any answer, from a 429's detail (`Rate limit exceeded: 4 per 2 second`), or
     else from how many requests of ours the server can have counted when it refused one.
-    The configured limit is never exceeded, whatever is learned.
+    Whatever is learned, the budget in force is never looser than the configured one.
 
     Waiters are released one per slot by a single timer, urgent ones (token refreshes)
     first.
@@ -338,6 +354,7 @@ class Pacer:
         self._forgets = False  # the server was seen to count a window afresh
         self._agreed = 0  # answers in a row whose count was exactly ours (a moving window)
         self._smooth = False  # the server counted more than ours: never catch up
+        self._room_trusted = True  # until a 429 the server's counts did not foresee
         depth = 2 * (rate.requests if rate is not None else 1) + 8
         self._sends: deque[_Send] = deque(maxlen=depth)
         self._next_slot = -math.inf  # the even grid
@@ -578,6 +595,8 @@ class Pacer:
                     self._share = min(1.0, self._share + _PROBE_STEP)
             self._room_left(send, hints, now)
             self._judge_windows(send, hints)
+            if send is not None and self._counts_ours(hints):
+                send.room = hints.remaining
         self._rearm()
 
     def pause(self, seconds: float) -> None:
@@ -650,8 +669,10 @@ class Pacer:
             self._learned, self._told = Rate(counted, limit.period), False
             return
         # Our own count fits the limit: the way in was shorter than assumed, or someone else
-        # spends the budget. Stop probing, step back, and give every window a little more.
+        # spends the budget. Stop probing, step back, and give every window a little more;
+        # the server's remaining counts, which did not foresee it, are no longer relied on.
         self._probing = False
+        self._room_trusted = False
         if self._share > 0:
             self._share = max(0.0, self._share - 2 * _PROBE_STEP)  # the probe went too far
         else:
@@ -783,8 +804,51 @@ class Pacer:
     def _slot(self) -> float:
         """The earliest the next request may leave."""
         share = _CATCH_UP_SPACING if self._catch_up() else _MIN_SPACING
-        least = self._last_slot + share * self._even()
-        return max(self._next_slot, least, self._resume_at, self._window_bound()[0])
+        least = max(self._next_slot, self._last_slot + share * self._even(), self._resume_at)
+        bound = self._window_bound()[0]
+        if bound > least and self._room():
+            return least  # the server's own count leaves room now
+        return max(least, bound)
+
+    def _counts_ours(self, hints: ServerHints) -> bool:
+        """The answer's remaining count is for the budget in force (not another quota)."""
+        limit = self.limit
+        if not self._room_trusted or hints.remaining is None or limit is None:
+            return False
+        if hints.limit != limit.requests:
+            return False
+        return hints.window is None or math.isclose(hints.window, limit.period, rel_tol=1e-3)
+
+    def _room(self) -> bool:
+        """Whether the server's own count leaves room for one more request now.
+
+        An answer's remaining count held at its arrival; on every common limiter it only
+        grows with time until the next request counts (a window ends, old requests leave
+        it, a bucket refills, a previous window weighs less). So a request may leave if
+        that count, less every request of ours that may arrive after that answer's request
+        (and a cushion), still leaves one place, whatever the window rule says.
+        """
+        if not self._room_trusted:
+            return False
+        lead, unanswered = self._lead(), self._unanswered()
+        consulted = 0
+        for known in reversed(self._sends):
+            if known.room is None:
+                continue
+            earliest = known.at + lead
+            after = sum(
+                1
+                for other in self._sends
+                if other is not known
+                and (other.answered if other.answered is not None else other.at + unanswered)
+                > earliest
+            )
+            if known.room - after - _ROOM_CUSHION >= 1:
+                return True
+            consulted += 1
+            if consulted >= _ROOM_ANSWERS:
+                break
+        return False
 
     def _catch_up(self) -> bool:
         """The server counts each window afresh, or exactly our arrivals: a request held

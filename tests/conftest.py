@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import csv
 import inspect
+import math
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,45 @@ def most_in_window(times: Sequence[float], period: float) -> int:
             start += 1
         most = max(most, end - start + 1)
     return most
+
+
+def most_in_server_windows(
+    times: Sequence[float], model: str, requests: int, period: float
+) -> float:
+    """The most requests the server's own windows held, counted from its arrival log.
+
+    Fixed windows (aligned at multiples of the period, as the sandbox's) count what fell
+    in each; a token bucket, what any stretch drew beyond what it refilled meanwhile; a
+    sliding-window counter, its weighted count with each request in it; a moving window,
+    any window of `period` seconds. At most `requests`, whatever the model, if no window
+    was overfilled.
+    """
+    ordered = sorted(times)
+    if model == "fixed":
+        windows = Counter(math.floor(t / period + 1e-9) for t in ordered)
+        return max(windows.values(), default=0)
+    if model == "bucket":
+        refill = requests / period
+        return max(
+            (
+                (j - i + 1) - (ordered[j] - ordered[i]) * refill
+                for i in range(len(ordered))
+                for j in range(i, len(ordered))
+            ),
+            default=0.0,
+        )
+    if model == "sliding":
+        # The previous window weighs as much as it still overlaps the one ending now.
+        counts: Counter[int] = Counter()
+        most = 0
+        for t in ordered:
+            window = math.floor(t / period + 1e-9)
+            weight = (period - (t - window * period)) / period
+            weighted = counts[window - 1] * weight + counts[window]
+            most = max(most, math.floor(weighted + 1e-9) + 1)
+            counts[window] += 1
+        return most
+    return most_in_window(ordered, period)
 
 
 def write_cohort(path: Path, rows: list[tuple[str, str, str]]) -> Path:

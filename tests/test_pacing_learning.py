@@ -16,7 +16,7 @@ import pytest
 from bulk_issuer.pacing import DEFAULT_MARGIN, Pacer, Rate, ServerHints, read_hints
 from bulk_issuer.retry import retry_after
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
-from tests.conftest import most_in_window
+from tests.conftest import most_in_server_windows, most_in_window
 
 pytestmark = pytest.mark.looptime
 
@@ -84,22 +84,29 @@ def config(
 @pytest.mark.parametrize("headers", ["all", False])
 @pytest.mark.parametrize("model", MODELS)
 async def test_no_429_at_the_documented_limit(model: str, headers: bool | str) -> None:
-    """At 5/2s, with or without headers, no window of the server's sees more than 5."""
+    """At 5/2s, with or without headers, no window of the server's sees more than 5.
+
+    (A fixed window's count starts afresh at its end, and its remaining count says so: a
+    request may follow the last one of the window before sooner than a moving window
+    would allow; the server's own windows never hold more than 5.)
+    """
     async with run_sandbox(config((5, 2.0), model, headers)) as sandbox:
         pacer = Pacer(Rate(5, 2.0))
         await issue_all(sandbox, pacer, 80)
     assert sandbox.rejected_429 == 0
-    assert most_in_window(arrivals(sandbox), 2.0) <= 5
+    assert most_in_server_windows(arrivals(sandbox), model, 5, 2.0) <= 5
+    if not headers:
+        assert most_in_window(arrivals(sandbox), 2.0) <= 5
     assert pacer.margin < DEFAULT_MARGIN  # learned from the round trips
 
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_no_429_at_fifty_a_second(model: str) -> None:
-    """At 50/1s, where arrivals overtake each other, still never more than 50 in a second."""
+    """At 50/1s, where arrivals overtake each other, no server window holds over 50."""
     async with run_sandbox(config((50, 1.0), model)) as sandbox:
         await issue_all(sandbox, Pacer(Rate(50, 1.0)), 400, workers=16)
     assert sandbox.rejected_429 == 0
-    assert most_in_window(arrivals(sandbox), 1.0) <= 50
+    assert most_in_server_windows(arrivals(sandbox), model, 50, 1.0) <= 50
 
 
 async def test_closer_to_the_limit_than_a_fixed_margin() -> None:
@@ -124,6 +131,51 @@ async def test_headers_that_show_the_window_let_late_requests_catch_up(model: st
         times = arrivals(sandbox)[60:]
         achieved[headers] = (len(times) - 1) / (times[-1] - times[0])
     assert achieved["all"] > achieved[False]
+
+
+@pytest.mark.parametrize("model", ["fixed", "bucket"])
+async def test_the_servers_remaining_count_lets_requests_go_sooner(model: str) -> None:
+    """At 50/1s a fixed window's or a bucket's remaining count shows room that the
+    moving-window rule cannot assume: the pace is closer to the limit with the headers,
+    and no window of the server's holds more than 50."""
+    achieved = {}
+    for headers in ("all", False):
+        async with run_sandbox(config((50, 1.0), model, headers, seed=3)) as sandbox:
+            await issue_all(sandbox, Pacer(Rate(50, 1.0)), 300, workers=16)
+        assert sandbox.rejected_429 == 0
+        assert most_in_server_windows(arrivals(sandbox), model, 50, 1.0) <= 50
+        times = arrivals(sandbox)
+        achieved[headers] = (len(times) - 1) / (times[-1] - times[0])
+    assert achieved["all"] > 1.01 * achieved[False]
+    assert achieved["all"] <= 50
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_count_written_before_the_request_is_counted_draws_no_429(model: str) -> None:
+    """A server whose remaining count is one too high costs nothing: a place is kept."""
+    settings = config((50, 1.0), model, seed=4)
+    settings.ratelimit_overstate = 1
+    async with run_sandbox(settings) as sandbox:
+        await issue_all(sandbox, Pacer(Rate(50, 1.0)), 300, workers=16)
+    assert sandbox.rejected_429 == 0
+    assert most_in_server_windows(arrivals(sandbox), model, 50, 1.0) <= 50
+
+
+@pytest.mark.parametrize("rate", [(5, 2.0), (50, 1.0)])
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_server_overstating_its_room_costs_one_429_at_most(
+    model: str, rate: tuple[int, float]
+) -> None:
+    """A count that claims more room than there is: one 429 at most, then it is not
+    relied on again, and the server's windows hold the limit from then on."""
+    settings = config(rate, model, seed=5)
+    settings.ratelimit_overstate = 3
+    pacer = Pacer(Rate(*rate))
+    async with run_sandbox(settings) as sandbox:
+        await issue_all(sandbox, pacer, 120 if rate[0] == 5 else 300, workers=16)
+    assert sandbox.rejected_429 <= 1
+    accepted = [r.arrived_at for r in sandbox.requests if r.status != 429]
+    assert most_in_server_windows(accepted, model, *rate) <= rate[0]
 
 
 async def test_a_stricter_server_is_learned_from_its_headers_without_a_429() -> None:

@@ -200,6 +200,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox's options to ``parser`` (the ``bulk-issuer sandbox`` subcommand)."""
     defaults = SandboxConfig()
@@ -244,6 +250,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="{off,429,all}",
         help="send RateLimit, RateLimit-Policy and X-RateLimit-* headers: on 429s (the flag "
         "alone, or 429) or on every /v1 answer (all); default off",
+    )
+    limit.add_argument(
+        "--ratelimit-overstate",
+        type=_non_negative_int,
+        default=defaults.ratelimit_overstate,
+        metavar="N",
+        help="the headers' remaining count claims N more places than there are (1: headers "
+        "written before the request is counted; more: a lagging gateway); default 0",
     )
 
     auth = parser.add_argument_group("authentication")
@@ -408,6 +422,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         rate_model=cast(RateModelName, ns.model),
         retry_after=ns.retry_after,
         ratelimit_headers=ns.ratelimit_headers,
+        ratelimit_overstate=ns.ratelimit_overstate,
         token_ttl=ns.token_ttl,
         jwt_tokens=not ns.opaque_tokens,
         token_mode=ns.token_mode,

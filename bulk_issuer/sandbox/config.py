@@ -176,6 +176,9 @@ class SandboxConfig:
         ratelimit_headers: send ``RateLimit``, ``RateLimit-Policy`` and
             ``X-RateLimit-Limit/-Remaining/-Reset``: ``False`` never, ``True`` or ``"429"``
             on 429s only, ``"all"`` on every ``/v1`` answer (``sandbox.ratelimit_headers``).
+        ratelimit_overstate: the headers' remaining count says this many more places than
+            the limiter has: 1 is a server that writes its headers before it counts the
+            request; more is a gateway whose count lags, or a lie.
         latency: (low, high) uniform random delay before a request is counted and handled,
             simulating network arrival jitter.
         fault_rate: chance an issue call answers a random 500/502/503/504, committing nothing.
@@ -227,6 +230,7 @@ class SandboxConfig:
     rate_model: RateModelName = "fixed"
     retry_after: Literal["seconds", "date", "none"] = "seconds"
     ratelimit_headers: bool | Literal["429", "all"] = False
+    ratelimit_overstate: int = 0
     latency: tuple[float, float] = (0.0, 0.0)
     fault_rate: float = 0.0
     drop_before_rate: float = 0.0
@@ -250,6 +254,16 @@ class SandboxConfig:
         _one_of("token_mode", self.token_mode, ("json", "form", "both"))
         _one_of("rate_model", self.rate_model, tuple(MODELS))
         _one_of("retry_after", self.retry_after, ("seconds", "date", "none"))
+        if isinstance(self.ratelimit_overstate, bool) or not isinstance(
+            self.ratelimit_overstate, int
+        ):
+            raise ValueError(
+                f"ratelimit_overstate must be a whole number, got {self.ratelimit_overstate!r}"
+            )
+        if self.ratelimit_overstate < 0:
+            raise ValueError(
+                f"ratelimit_overstate must be 0 or more, got {self.ratelimit_overstate}"
+            )
         _one_of("lookup", self.lookup, ("ok", "forbidden", "missing"))
         _one_of("lookup_shape", self.lookup_shape, LOOKUP_SHAPES)
         _one_of("badge_endpoint", self.badge_endpoint, ("ok", "missing", "forbidden"))

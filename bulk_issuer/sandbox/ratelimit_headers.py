@@ -24,7 +24,7 @@ __all__ = ["add_ratelimit_headers", "ratelimit_headers"]
 
 
 def ratelimit_headers(
-    limiter: RateLimitModel, now: float, *, wall: float | None = None
+    limiter: RateLimitModel, now: float, *, wall: float | None = None, overstate: int = 0
 ) -> dict[str, str]:
     """The headers describing ``limiter``'s state at loop time ``now``.
 
@@ -32,16 +32,18 @@ def ratelimit_headers(
         limiter: the rate limit model in force.
         now: the loop time the answer leaves at.
         wall: the wall-clock time as a Unix timestamp, for the epoch reset; default now.
+        overstate: claim this many more remaining places than there are.
     """
     remaining = limiter.remaining(now)
     # Full: the reset is when a request will be accepted again, as a 429's Retry-After.
     reset = limiter.retry_after(now) if remaining == 0 else limiter.reset(now)
     epoch = math.ceil((time.time() if wall is None else wall) + reset)
+    said = min(remaining + overstate, limiter.limit)
     return {
         "RateLimit-Policy": f"{limiter.limit};w={limiter.period:g}",
-        "RateLimit": f"limit={limiter.limit}, remaining={remaining}, reset={math.ceil(reset)}",
+        "RateLimit": f"limit={limiter.limit}, remaining={said}, reset={math.ceil(reset)}",
         "X-RateLimit-Limit": str(limiter.limit),
-        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Remaining": str(said),
         "X-RateLimit-Reset": str(epoch),
     }
 
@@ -56,4 +58,6 @@ def add_ratelimit_headers(sandbox: Sandbox, response: web.StreamResponse) -> Non
     limiter = sandbox.limiter()
     if limiter is None:
         return
-    response.headers.update(ratelimit_headers(limiter, asyncio.get_running_loop().time()))
+    now = asyncio.get_running_loop().time()
+    overstate = sandbox.config.ratelimit_overstate
+    response.headers.update(ratelimit_headers(limiter, now, overstate=overstate))
