@@ -358,6 +358,7 @@ class Pacer:
         depth = 2 * (rate.requests if rate is not None else 1) + 8
         self._sends: deque[_Send] = deque(maxlen=depth)
         self._next_slot = -math.inf  # the even grid
+        self._limit_slot = -math.inf  # the even grid at the limit itself (the room rule's)
         self._last_slot = -math.inf
         self._resume_at = -math.inf
         self._waiters: list[tuple[int, int, asyncio.Future[_Send | None]]] = []
@@ -804,11 +805,26 @@ class Pacer:
     def _slot(self) -> float:
         """The earliest the next request may leave."""
         share = _CATCH_UP_SPACING if self._catch_up() else _MIN_SPACING
-        least = max(self._next_slot, self._last_slot + share * self._even(), self._resume_at)
-        bound = self._window_bound()[0]
-        if bound > least and self._room():
-            return least  # the server's own count leaves room now
-        return max(least, bound)
+        spaced = max(self._last_slot + share * self._even(), self._resume_at)
+        least = max(self._next_slot, spaced)
+        slot = max(least, self._window_bound()[0])
+        # The server's own count may let a request go sooner: on the grid at the limit, and
+        # never more than the limit's count of our sends in any period (the configured
+        # budget, as the user stated it, holds on our side whatever the server allows).
+        quick = max(self._limit_slot, spaced, self._sends_bound())
+        if slot > quick and self._room():
+            return quick
+        return slot
+
+    def _sends_bound(self) -> float:
+        """The earliest a request may leave with no more than the limit's count of our
+        sends in any period, by their send times alone."""
+        bound = -math.inf
+        for budget in self._budgets():
+            if len(self._sends) >= budget.requests:
+                left = _nth_largest(budget.requests, (s.at for s in self._sends))
+                bound = max(bound, left + budget.period + _SAFETY)
+        return bound
 
     def _counts_ours(self, hints: ServerHints) -> bool:
         """The answer's remaining count is for the budget in force (not another quota)."""
@@ -880,6 +896,11 @@ class Pacer:
             # A slot held back by the window bound does not move the grid: the requests
             # after it catch up (no closer than `_MIN_SPACING`), at most a gap behind.
             self._next_slot = max(self._next_slot + gap, now - gap)
+        even = self._even()
+        if idle and now - self._limit_slot >= even:
+            self._limit_slot = now + even
+        else:
+            self._limit_slot = max(self._limit_slot + even, now - even)
         self._last_slot = now
         send = _Send(self, now, now)
         self._sends.append(send)
