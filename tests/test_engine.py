@@ -14,7 +14,7 @@ import bulk_issuer
 from bulk_issuer import FatalError, Learner, PasswordAuth, PersonalAccessToken, Summary
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
 from bulk_issuer.sandbox.state import DROPPED
-from tests.conftest import most_in_window
+from tests.conftest import most_in_server_windows, most_in_window
 
 pytestmark = pytest.mark.looptime
 
@@ -84,6 +84,32 @@ async def test_default_rate_draws_no_429_from_a_strict_server(model: str) -> Non
     assert sandbox.rejected_429 == 0
     arrivals = [r.arrived_at for r in sandbox.requests]
     assert most_in_window(arrivals, 2.0) <= 5
+
+
+@pytest.mark.parametrize("model", ["fixed", "moving", "sliding", "bucket"])
+async def test_headers_that_overstate_the_room_cost_one_429_at_most(model: str) -> None:
+    """A server whose remaining count claims three places too many, with 3 s tokens and
+    replies dropped after the commit: each learner exactly once, one 429 at most, and no
+    window of the server's overfilled by what it accepted."""
+    config = SandboxConfig(
+        rate_model=model,  # type: ignore[arg-type]
+        latency=(0.03, 0.09),
+        ratelimit_headers="all",
+        ratelimit_overstate=3,
+        token_ttl=3.0,
+        drop_after_rate=0.03,
+        seed=8,
+    )
+    learners = cohort(60)
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+        )
+    assert summary.issued == 60
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+    assert sandbox.rejected_429 <= 1
+    accepted = [r.arrived_at for r in sandbox.requests if r.status != 429]
+    assert most_in_server_windows(accepted, model, 5, 2.0) <= 5
 
 
 async def test_survives_faults_drops_token_errors_and_two_second_tokens() -> None:
