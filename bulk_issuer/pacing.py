@@ -811,9 +811,9 @@ class Pacer:
         # The server's own count may let a request go sooner: on the grid at the limit, and
         # never more than the limit's count of our sends in any period (the configured
         # budget, as the user stated it, holds on our side whatever the server allows).
-        quick = max(self._limit_slot, spaced, self._sends_bound())
+        quick = max(self._limit_slot, spaced)
         if slot > quick and self._room():
-            return quick
+            return min(slot, max(quick, self._sends_bound()))
         return slot
 
     def _sends_bound(self) -> float:
