@@ -157,6 +157,34 @@ def test_gcra_window_rule_spans_every_process() -> None:
     assert [entry[0] for entry in state.ring] == ["a0", "b1", "a2", "b3", "a4"]
 
 
+def test_gcra_an_account_quiet_for_a_window_is_spaced_by_its_next_pacer_alone() -> None:
+    """A fresh account, or one whose every remembered slot reached the server a window ago,
+    is its next owner's alone from the first slot: the grid adds nothing to its pacer. A
+    slot of another owner still within a window brings the grid back."""
+    state = PaceState()
+
+    def window(slot_id: str) -> Window:
+        return Window(3, reach=1.0, late=0.1, slot_id=slot_id)
+
+    slots = []
+    for i in range(3):
+        at, state = reserve(state, 0.0, 0.5, "a", alone=3, window=window(f"a{i}"))
+        slots.append(at)
+    assert slots == [0.0, 0.0, 0.0]  # its pacer spaces them; the grid (0.5 s) does not
+    # Another owner now: a's slots are within a window of it, so the grid and the window
+    # rule hold it (the third latest arrival, 0.1, plus the reach).
+    b, state = reserve(state, 0.05, 0.5, "b", alone=3, window=window("b0"))
+    assert b == pytest.approx(1.1)
+    # Once every remembered slot is a window behind, the next owner is alone again.
+    c1, state = reserve(state, 3.0, 0.5, "c", alone=3, window=window("c0"))
+    c2, state = reserve(state, 3.0, 0.5, "c", alone=3, window=window("c1"))
+    assert (c1, c2) == (3.0, 3.0)
+    # Without a part in the window rule (or with alone=0) nothing changes: the grid.
+    d, state = reserve(PaceState(), 0.0, 0.5, "d", alone=3)
+    d2, _ = reserve(state, 0.0, 0.5, "d", alone=3)
+    assert (d, d2) == (0.0, 0.5)
+
+
 # -- every store: two instances are two processes of one account ----------------------------
 
 Factory = Callable[[], Coordinator]
@@ -216,6 +244,33 @@ async def test_a_process_alone_is_not_held_by_the_grid(stores: Factory) -> None:
         assert a3 - a2 <= 0.02
         assert a4 - a3 <= 0.02
         assert b1 - a4 == pytest.approx(0.2, abs=0.02)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_quiet_account_is_its_next_process_alone(stores: Factory) -> None:
+    """Every store: on an account whose remembered slots all reached the server a window
+    ago, a process's slots come when asked from its first; another process joining within
+    the window waits for the grid; after a quiet window the next one is alone again."""
+    first, second = stores(), stores()
+    await first.open()
+    await second.open()
+    try:
+        started = time.monotonic()
+
+        async def slot(store: Coordinator, owner: str, i: int) -> float:
+            part = Window(2, reach=0.15, late=0.02, slot_id=f"{owner}{i}")
+            wait = await store.reserve(0.2, owner=owner, alone=2, window=part)
+            return time.monotonic() - started + wait
+
+        a1, a2 = await slot(first, "a", 1), await slot(first, "a", 2)
+        assert a2 - a1 <= 0.02  # alone from its first slot: not the grid's 0.2 s
+        b1 = await slot(second, "b", 1)
+        assert b1 - a2 >= 0.15  # the grid and the window rule hold a newcomer
+        await anyio.sleep(max(0.0, b1 + 0.2 - (time.monotonic() - started)))
+        c1, c2 = await slot(first, "c", 1), await slot(first, "c", 2)
+        assert c2 - c1 <= 0.02
     finally:
         await first.close()
         await second.close()

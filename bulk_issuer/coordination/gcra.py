@@ -11,7 +11,11 @@ The grid spaces one process's request from another's. Once the last `alone` slot
 the account (a window's worth of the limit) were all one process's (its `owner`), its own
 pacer has seen every request a server's window can hold: it spaces the next one itself
 (it knows their answers, and may let a request held back catch up) and the grid adds
-nothing, so that a run alone on the account paces exactly as it would with no store.
+nothing, so that a run alone on the account paces exactly as it would with no store. An
+account whose every remembered slot reached the server a whole window ago (or a fresh one)
+is its next owner's alone from that owner's first slot: no window can hold another
+process's request with it, and a run starting on a quiet account is not held to the grid
+for its first window.
 Every reservation also leaves a `fence`: the earliest its pacer's own window rule lets the
 next request go. Another process's slot comes no earlier, so that a run that has had the
 account to itself hands it over without overfilling the window it spaced alone.
@@ -119,7 +123,13 @@ def reserve(
     widened = now < state.floor_until
     mine = bool(owner) and owner == state.owner
     ring = _answered(state.ring, window.answers) if window is not None else state.ring
-    if mine and alone > 0 and state.streak >= alone:
+    streak = state.streak + 1 if mine else 1
+    if _idle(ring, now, owner, alone, window):
+        # Every slot the account remembers reached the server a window before this one
+        # can: no window of the server's holds another process's request with it, so
+        # this pacer spaces it alone (a run alone on an account starts as with no store).
+        streak, mine = max(streak, alone + 1), True
+    if mine and alone > 0 and streak > alone:
         # Its pacer has seen every request of the last window: it spaced this one (a
         # 429's pause and wider gap, which its pacer may not know of, still hold).
         at = max(now, state.resume_at, state.last + (state.floor if widened else 0.0))
@@ -132,7 +142,6 @@ def reserve(
     if window is not None:
         ring = (*ring, (window.slot_id, at, at + max(window.late, 0.0)))[-RING:]
     gap = max(interval, state.floor) if widened else interval
-    streak = state.streak + 1 if mine else 1
     return at, replace(
         state,
         tat=at + gap,
@@ -142,6 +151,19 @@ def reserve(
         fence=at + max(fence, 0.0),
         ring=ring,
     )
+
+
+def _idle(
+    ring: tuple[tuple[str, float, float], ...],
+    now: float,
+    owner: str,
+    alone: int,
+    window: Window | None,
+) -> bool:
+    """Whether every remembered slot reached the server a whole window before `now`."""
+    if alone <= 0 or not owner or window is None or not 0 < window.requests <= RING:
+        return False
+    return all(reached + window.reach <= now for _, _, reached in ring)
 
 
 def _answered(

@@ -55,8 +55,20 @@ if n > 0 and ARGV[10] ~= '' then
     if rt then e[3] = math.min(e[3], e[2] + rt) end
   end
 end
+if mine then streak = streak + 1 else streak = 1 end
+if alone > 0 and owner ~= '' and n > 0 and n <= RING then
+  -- Every remembered slot reached the server a window before this one can: alone.
+  local idle = true
+  for _, e in ipairs(ring) do
+    if e[3] + tonumber(ARGV[7]) > now then idle = false end
+  end
+  if idle then
+    mine = true
+    streak = math.max(streak, alone + 1)
+  end
+end
 local at
-if mine and alone > 0 and streak >= alone then
+if mine and alone > 0 and streak > alone then
   local least = tonumber(s[6]) or 0
   if now < untl then least = least + floor end
   at = math.max(now, resume, least)
@@ -70,7 +82,6 @@ else
     at = math.max(at, reached[n] + tonumber(ARGV[7]))
   end
 end
-if mine then streak = streak + 1 else streak = 1 end
 if now < untl and floor > gap then gap = floor end
 local kept = s[9] or ''
 if n > 0 then
