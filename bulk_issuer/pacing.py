@@ -68,6 +68,11 @@ _LAG_DECAY = 0.9
 _ROOM_CUSHION = 1
 # How many of the latest answers with a remaining count the room rule consults.
 _ROOM_ANSWERS = 4
+# The share of the limit (and the least number of places) the server's count must leave
+# spare before the run's first window catches up at half the spacing: a count a few places
+# too high is then not what lets a request through.
+_WIDE_ROOM = 0.25
+_WIDE_ROOM_LEAST = 4
 
 _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 # slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
@@ -307,8 +312,12 @@ class Pacer:
     limiter it only grows until the next request counts (a window ends, an old request
     leaves it, a bucket refills). A request may leave when the count, less every request of
     ours that may have arrived since and one place in hand, leaves room, even where the
-    window rule would wait: a fixed window starts afresh, a bucket is nearly full. One 429
-    that the counts did not foresee, and they are not relied on again.
+    window rule would wait: a fixed window starts afresh, a bucket is nearly full. These
+    requests go on the even grid at the limit, counted from the run's first request: in
+    the run's first window, while the count leaves a quarter of the limit spare, a
+    request held back by slow first answers (a look-up, a first request alone) catches up
+    on that grid at half its spacing. One 429 that the counts did not foresee, and they
+    are not relied on again.
 
     Until answers are observed (`observe`), every arrival is assumed up to `margin` late:
     the even spacing `(period + margin) / requests` of earlier versions.
@@ -804,17 +813,25 @@ class Pacer:
 
     def _slot(self) -> float:
         """The earliest the next request may leave."""
+        even = self._even()
         share = _CATCH_UP_SPACING if self._catch_up() else _MIN_SPACING
-        spaced = max(self._last_slot + share * self._even(), self._resume_at)
-        least = max(self._next_slot, spaced)
-        slot = max(least, self._window_bound()[0])
+        spaced = max(self._last_slot + share * even, self._resume_at)
+        slot = max(self._next_slot, spaced, self._window_bound()[0])
         # The server's own count may let a request go sooner: on the grid at the limit, and
         # never more than the limit's count of our sends in any period (the configured
         # budget, as the user stated it, holds on our side whatever the server allows).
-        quick = max(self._limit_slot, spaced)
-        if slot > quick and self._room():
-            return min(slot, max(quick, self._sends_bound()))
-        return slot
+        hurried = max(self._last_slot + _CATCH_UP_SPACING * even, self._resume_at)
+        if slot <= max(self._limit_slot, hurried):
+            return slot
+        spare = self._room()
+        if spare < 1:
+            return slot
+        if self._starting() and spare >= self._wide_room():
+            # The run's first window with room to spare (a count a few too high cannot be
+            # what lets these through): what its first answers cost, a look-up and a first
+            # request alone, is made up on the grid at the limit, at half its spacing.
+            spaced = hurried
+        return min(slot, max(self._limit_slot, spaced, self._sends_bound()))
 
     def _sends_bound(self) -> float:
         """The earliest a request may leave with no more than the limit's count of our
@@ -835,19 +852,20 @@ class Pacer:
             return False
         return hints.window is None or math.isclose(hints.window, limit.period, rel_tol=1e-3)
 
-    def _room(self) -> bool:
-        """Whether the server's own count leaves room for one more request now.
+    def _room(self) -> int:
+        """How many places the server's own count leaves for requests sent now (0: none).
 
         An answer's remaining count held at its arrival; on every common limiter it only
         grows with time until the next request counts (a window ends, old requests leave
         it, a bucket refills, a previous window weighs less). So a request may leave if
         that count, less every request of ours that may arrive after that answer's request
-        (and a cushion), still leaves one place, whatever the window rule says.
+        (and a cushion), still leaves one place, whatever the window rule says. The most
+        any of the latest answers leaves is taken.
         """
         if not self._room_trusted:
-            return False
+            return 0
         lead, unanswered = self._lead(), self._unanswered()
-        consulted = 0
+        consulted, spare = 0, 0
         for known in reversed(self._sends):
             if known.room is None:
                 continue
@@ -859,12 +877,22 @@ class Pacer:
                 and (other.answered if other.answered is not None else other.at + unanswered)
                 > earliest
             )
-            if known.room - after - _ROOM_CUSHION >= 1:
-                return True
+            spare = max(spare, known.room - after - _ROOM_CUSHION)
             consulted += 1
             if consulted >= _ROOM_ANSWERS:
                 break
-        return False
+        return spare
+
+    def _wide_room(self) -> int:
+        """Places the server's count must leave before a request may catch up on them."""
+        limit = self.limit
+        assert limit is not None
+        return max(_WIDE_ROOM_LEAST, math.ceil(_WIDE_ROOM * limit.requests))
+
+    def _starting(self) -> bool:
+        """Fewer requests sent than the budget's count: the run's first window."""
+        limit = self.limit
+        return limit is not None and self.sent < limit.requests
 
     def _catch_up(self) -> bool:
         """The server counts each window afresh, or exactly our arrivals: a request held
@@ -897,10 +925,13 @@ class Pacer:
             # after it catch up (no closer than `_MIN_SPACING`), at most a gap behind.
             self._next_slot = max(self._next_slot + gap, now - gap)
         even = self._even()
-        if idle and now - self._limit_slot >= even:
+        # The grid at the limit starts with the run's first request and may fall a whole
+        # window behind in the first window, one spacing behind after it.
+        behind = limit.period if self._starting() else even
+        if idle and now - self._limit_slot >= behind:
             self._limit_slot = now + even
         else:
-            self._limit_slot = max(self._limit_slot + even, now - even)
+            self._limit_slot = max(self._limit_slot + even, now - behind)
         self._last_slot = now
         send = _Send(self, now, now)
         self._sends.append(send)
