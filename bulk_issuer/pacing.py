@@ -50,6 +50,12 @@ _MIN_SPACING = 1.0
 _CATCH_UP_SPACING = 0.5
 #: Answers in a row whose count is exactly ours before a server counts as a moving window.
 _AGREED = 30
+#: ... or telling answers, with none in between that ours cannot explain, whose count lay
+#: between what ours surely and possibly made it: at high rates the way in blurs which of
+#: ours a window held, and only an answer with at most `_TELLING` of ours in doubt tells a
+#: moving window from a sliding-window counter (which strays outside that range often).
+_CONSISTENT = 20
+_TELLING = 2
 #: The floor of round trips lies this many expected gaps below the fastest seen.
 _FLOOR_SPREADS = 3.0
 #: Answers needed before round trips are trusted at all.
@@ -362,6 +368,7 @@ class Pacer:
         self._saw_429 = False
         self._forgets = False  # the server was seen to count a window afresh
         self._agreed = 0  # answers in a row whose count was exactly ours (a moving window)
+        self._consistent = 0  # telling answers in a row whose count ours can explain
         self._smooth = False  # the server counted more than ours: never catch up
         self._room_trusted = True  # until a 429 the server's counts did not foresee
         depth = 2 * (rate.requests if rate is not None else 1) + 8
@@ -679,10 +686,13 @@ class Pacer:
             self._learned, self._told = Rate(counted, limit.period), False
             return
         # Our own count fits the limit: the way in was shorter than assumed, or someone else
-        # spends the budget. Stop probing, step back, and give every window a little more;
-        # the server's remaining counts, which did not foresee it, are no longer relied on.
+        # spends the budget, or the server is not what its counts made it look (a sliding-
+        # window counter taken for a moving window). Stop probing, step back, and give every
+        # window a little more; the server's remaining counts, which did not foresee it, are
+        # no longer relied on, and no held-back request catches up again.
         self._probing = False
         self._room_trusted = False
+        self._smooth, self._forgets, self._agreed, self._consistent = True, False, 0, 0
         if self._share > 0:
             self._share = max(0.0, self._share - 2 * _PROBE_STEP)  # the probe went too far
         else:
@@ -710,9 +720,11 @@ class Pacer:
         The count an answer reports (limit - remaining) is set against the requests of ours
         that surely, and that possibly, arrived in the period before this one. One request
         (this one) while half a window of ours surely arrived before: the server forgets
-        whole windows (a fixed window, a token bucket). Exactly our count, again and again:
-        a moving window. More than ours can explain: a sliding-window counter (it weighs
-        the previous window as if even) or someone else; then never again.
+        whole windows (a fixed window, a token bucket). Exactly our count, again and again,
+        or at high rates a count within the few of ours in doubt, again and again, and
+        never one outside: a moving window. More than ours can explain: a sliding-window
+        counter (it weighs the previous window as if even) or someone else; then never
+        again (nor after a 429 that no limit explains).
         """
         if self._smooth or send is None or hints.remaining is None:
             return
@@ -736,13 +748,14 @@ class Pacer:
             if high > earliest - period and low <= latest:
                 possibly += 1
         if counted > possibly:
-            self._smooth, self._forgets, self._agreed = True, False, 0
+            self._smooth, self._forgets, self._agreed, self._consistent = True, False, 0, 0
         elif counted == 1 and surely > max(3, allowed // 2 + 1):
             self._forgets = True
-        elif counted == surely == possibly:
-            self._agreed += 1
+        elif surely <= counted <= possibly:
+            self._consistent += possibly - surely <= _TELLING
+            self._agreed += counted == surely == possibly
         else:
-            self._agreed = 0
+            self._agreed = self._consistent = 0
 
     def _counted(self, send: _Send | None, now: float, period: float, *, itself: bool) -> int:
         """At most how many of our requests the server's window ending at `send` held."""
@@ -897,7 +910,8 @@ class Pacer:
     def _catch_up(self) -> bool:
         """The server counts each window afresh, or exactly our arrivals: a request held
         back by the window rule may catch up, and the grid may run at the limit."""
-        return (self._forgets or self._agreed >= _AGREED) and not self._smooth and self._timed()
+        moving = self._agreed >= _AGREED or self._consistent >= _CONSISTENT
+        return (self._forgets or moving) and not self._smooth and self._timed()
 
     def _even(self) -> float:
         """The even spacing at the limit in force (no margin)."""
