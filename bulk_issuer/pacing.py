@@ -56,9 +56,10 @@ _AGREED = 30
 #: moving window from a sliding-window counter (which strays outside that range often).
 _CONSISTENT = 20
 _TELLING = 2
-#: The floor of round trips lies this many expected gaps below the fastest seen (see
-#: `_RoundTrips.floor`).
+#: The floor of round trips lies this many expected gaps below the fastest seen, less the
+#: window rule's `_SAFETY`, and at least the least many (see `_RoundTrips.floor`).
 _FLOOR_SPREADS = 7.0
+_FLOOR_SPREADS_LEAST = 3.0
 #: Answers needed before round trips are trusted at all.
 _MIN_SAMPLES = 4
 #: The assumed way in grows by this share of the fastest round trip ...
@@ -287,15 +288,19 @@ class _RoundTrips:
 
         The least of n draws lies (high - low) / (n - 1) above the true floor on average
         (for a uniform spread), and k times that with a chance of about e^-k once n is
-        large. Seven times it is taken off: over the first 40 answers the floor lies too
-        high about 0.5% of the time (the spread itself is uncertain early on). With three
-        (7%), about one run in sixty of 120 learners at 5/2s drew a 429 from a moving
-        window, when an answer faster than any before came just as the window rule was
-        holding a request to the promised way in.
+        large. The window rule keeps `_SAFETY` in hand besides, so seven times that, less
+        `_SAFETY`, is taken off (and three times at least, once the spread is small): over
+        the first 40 answers the floor then lies too high by more than `_SAFETY` about 0.5%
+        of the time. With three times, whatever the spread (4%), about one run in a
+        hundred of 120 learners at 5/2s drew a 429 from a moving window, when an answer
+        faster than any before came just as the window rule held a request to the
+        promised way in; now about one in 600.
         """
         if self.count < _MIN_SAMPLES:
             return 0.0
-        return max(0.0, self.low - _FLOOR_SPREADS * (self.high - self.low) / (self.count - 1))
+        spread = (self.high - self.low) / (self.count - 1)
+        luck = max(_FLOOR_SPREADS_LEAST * spread, _FLOOR_SPREADS * spread - _SAFETY)
+        return max(0.0, self.low - luck)
 
 
 class Pacer:

@@ -171,9 +171,10 @@ async def test_the_servers_remaining_count_lets_requests_go_sooner(model: str) -
 
 def test_the_floor_of_round_trips_rarely_promises_a_faster_way_in_than_there_is() -> None:
     """The fastest of n answers is later than the true floor by chance; the floor the
-    window rule assumes must lie below the true one (30 ms here) in all but a rare run,
-    at every n from the first estimate on: under 1% of the time over the first 40 answers
-    (about 0.5%; it was 7% when three expected gaps were taken off, not seven)."""
+    window rule assumes, less the 2 ms it keeps in hand, must lie below the true one
+    (30 ms here) in all but a rare moment, at every n from the first estimate on: under
+    1% over the first 40 answers (about 0.5%; 4% when three expected gaps were taken off
+    whatever the spread)."""
     from bulk_issuer.pacing import _RoundTrips
 
     draw = random.Random(13)
@@ -183,7 +184,7 @@ def test_the_floor_of_round_trips_rarely_promises_a_faster_way_in_than_there_is(
         trips = _RoundTrips()
         for _ in range(40):
             trips.add(draw.uniform(0.03, 0.09))
-            too_high += trips.floor() > 0.03
+            too_high += trips.floor() - 0.002 > 0.03
     assert too_high / (trials * 36) < 0.01
 
 
