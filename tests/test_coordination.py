@@ -8,7 +8,8 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -181,8 +182,12 @@ def test_gcra_an_account_quiet_for_a_window_is_spaced_by_its_next_pacer_alone() 
     assert (c1, c2) == (3.0, 3.0)
     # Without a part in the window rule (or with alone=0) nothing changes: the grid.
     d, state = reserve(PaceState(), 0.0, 0.5, "d", alone=3)
-    d2, _ = reserve(state, 0.0, 0.5, "d", alone=3)
+    d2, state = reserve(state, 0.0, 0.5, "d", alone=3)
     assert (d, d2) == (0.0, 0.5)
+    # A process whose budget is too wide for the ring leaves no entry in it; its slot a
+    # moment ago still keeps the next owner on the grid.
+    e, _ = reserve(state, 0.6, 0.5, "e", alone=3, window=window("e0"))
+    assert e == pytest.approx(1.0)
 
 
 # -- every store: two instances are two processes of one account ----------------------------
@@ -202,12 +207,22 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     return lambda: RedisCoordinator(url, ACCOUNT)
 
 
-async def test_reservations_across_processes(stores: Factory) -> None:
-    """Two coordinators of one account reserve on one grid: slots one interval apart."""
+@asynccontextmanager
+async def opened(stores: Factory) -> AsyncIterator[tuple[Coordinator, Coordinator]]:
+    """Two coordinators of one account, opened, as two processes would hold them."""
     first, second = stores(), stores()
     await first.open()
     await second.open()
     try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_reservations_across_processes(stores: Factory) -> None:
+    """Two coordinators of one account reserve on one grid: slots one interval apart."""
+    async with opened(stores) as (first, second):
         started = time.monotonic()
         slots = []
         for i in range(10):
@@ -218,18 +233,12 @@ async def test_reservations_across_processes(stores: Factory) -> None:
         # Each slot is one interval after the previous (less the time the call took).
         assert min(gaps) >= 0.05 - 0.005
         assert max(gaps) <= 0.05 + 0.02
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_a_process_alone_is_not_held_by_the_grid(stores: Factory) -> None:
     """After `alone` slots of one owner in a row, its next come when asked; another owner's
     slot still waits the last one's gap."""
-    first, second = stores(), stores()
-    await first.open()
-    await second.open()
-    try:
+    async with opened(stores) as (first, second):
         started = time.monotonic()
 
         async def slot(store: Coordinator, owner: str) -> float:
@@ -244,19 +253,13 @@ async def test_a_process_alone_is_not_held_by_the_grid(stores: Factory) -> None:
         assert a3 - a2 <= 0.02
         assert a4 - a3 <= 0.02
         assert b1 - a4 == pytest.approx(0.2, abs=0.02)
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_a_quiet_account_is_its_next_process_alone(stores: Factory) -> None:
     """Every store: on an account whose remembered slots all reached the server a window
     ago, a process's slots come when asked from its first; another process joining within
     the window waits for the grid; after a quiet window the next one is alone again."""
-    first, second = stores(), stores()
-    await first.open()
-    await second.open()
-    try:
+    async with opened(stores) as (first, second):
         started = time.monotonic()
 
         async def slot(store: Coordinator, owner: str, i: int) -> float:
@@ -271,17 +274,16 @@ async def test_a_quiet_account_is_its_next_process_alone(stores: Factory) -> Non
         await anyio.sleep(max(0.0, b1 + 0.2 - (time.monotonic() - started)))
         c1, c2 = await slot(first, "c", 1), await slot(first, "c", 2)
         assert c2 - c1 <= 0.02
-    finally:
-        await first.close()
-        await second.close()
+        # A slot with no part in the ring (a budget too wide for it) is still a slot.
+        await anyio.sleep(max(0.0, c2 + 0.2 - (time.monotonic() - started)))
+        d1 = time.monotonic() - started + await second.reserve(0.2, owner="d", alone=2)
+        e1 = await slot(first, "e", 1)
+        assert e1 - d1 >= 0.15
 
 
 async def test_window_rule_across_processes(stores: Factory) -> None:
     """Every store keeps the account's window rule, with answers told on the next slot."""
-    first, second = stores(), stores()
-    await first.open()
-    await second.open()
-    try:
+    async with opened(stores) as (first, second):
         started = time.monotonic()
 
         async def slot(store: Coordinator, owner: str, window: Window) -> float:
@@ -296,25 +298,16 @@ async def test_window_rule_across_processes(stores: Factory) -> None:
         s2 = await slot(first, "a", told)
         assert s1 - s0 <= 0.02
         assert s2 - s0 == pytest.approx(0.31, abs=0.02)
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_shared_pause_reaches_the_other_process(stores: Factory) -> None:
     """A 429 told by one process holds the other's next reservation, and widens its gap."""
-    first, second = stores(), stores()
-    await first.open()
-    await second.open()
-    try:
+    async with opened(stores) as (first, second):
         await first.rate_limited(0.3, 0.05)
         wait1 = await second.reserve(0.05)
         wait2 = await second.reserve(0.05)
         assert 0.25 <= wait1 <= 0.35
         assert wait2 - wait1 == pytest.approx(0.05 * WIDEN, abs=0.01)
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_claims(stores: Factory) -> None:

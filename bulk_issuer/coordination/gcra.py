@@ -124,7 +124,7 @@ def reserve(
     mine = bool(owner) and owner == state.owner
     ring = _answered(state.ring, window.answers) if window is not None else state.ring
     streak = state.streak + 1 if mine else 1
-    if _idle(ring, now, owner, alone, window):
+    if _idle(state, ring, now, owner, alone, window):
         # Every slot the account remembers reached the server a window before this one
         # can: no window of the server's holds another process's request with it, so
         # this pacer spaces it alone (a run alone on an account starts as with no store).
@@ -154,14 +154,21 @@ def reserve(
 
 
 def _idle(
+    state: PaceState,
     ring: tuple[tuple[str, float, float], ...],
     now: float,
     owner: str,
     alone: int,
     window: Window | None,
 ) -> bool:
-    """Whether every remembered slot reached the server a whole window before `now`."""
+    """Whether every remembered slot reached the server a whole window before `now`.
+
+    The account's last slot counts too, reached at this reserver's latest way in: a
+    process whose budget is too wide for the ring reserves without adding to it.
+    """
     if alone <= 0 or not owner or window is None or not 0 < window.requests <= RING:
+        return False
+    if state.last + max(window.late, 0.0) + window.reach > now:
         return False
     return all(reached + window.reach <= now for _, _, reached in ring)
 

@@ -57,8 +57,9 @@ if n > 0 and ARGV[10] ~= '' then
 end
 if mine then streak = streak + 1 else streak = 1 end
 if alone > 0 and owner ~= '' and n > 0 and n <= RING then
-  -- Every remembered slot reached the server a window before this one can: alone.
-  local idle = true
+  -- Every remembered slot, and the last slot at this reserver's latest way in, reached
+  -- the server a window before this one can: alone.
+  local idle = (tonumber(s[6]) or 0) + tonumber(ARGV[8]) + tonumber(ARGV[7]) <= now
   for _, e in ipairs(ring) do
     if e[3] + tonumber(ARGV[7]) > now then idle = false end
   end
