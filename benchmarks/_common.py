@@ -17,7 +17,7 @@ from typing import Any
 
 from bulk_issuer import FatalError, Summary, issue_badges
 from bulk_issuer.auth import Auth
-from bulk_issuer.sandbox import Sandbox
+from bulk_issuer.sandbox import RequestRecord, Sandbox
 from bulk_issuer.sandbox.limits import max_in_window
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "ServerCounts",
     "Silent",
     "cohort",
+    "counted",
     "machine",
     "markdown_table",
     "payload",
@@ -209,13 +210,22 @@ class ServerCounts:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def counted(sandbox: Sandbox) -> list[RequestRecord]:
+    """The requests `sandbox`'s limit counted: every /v1 request, whatever its endpoint.
+
+    A command-line run's badge check counts too: leaving it out made a share depend on
+    whether another run's check fell inside this span or before it.
+    """
+    return [r for r in sandbox.requests if r.path == "/v1" or r.path.startswith("/v1/")]
+
+
 def server_counts(
     sandbox: Sandbox, emails: Iterable[str], budget: tuple[int, float]
 ) -> ServerCounts:
     """Count `sandbox`'s view of a run over `emails`, against the `(N, P)` budget."""
     limit, period = budget
     per_second = limit / period
-    records = [r for r in sandbox.requests if r.kind in ("token", "issue", "lookup")]
+    records = counted(sandbox)
     arrivals = [r.arrived_at for r in records]
     accepted = [r.arrived_at for r in records if r.status != 429]
     return ServerCounts(

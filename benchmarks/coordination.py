@@ -136,9 +136,10 @@ def run(quick: bool) -> Report:
         f"{LATENCY[0] * 1000:g}-{LATENCY[1] * 1000:g} ms latency; every run is a "
         f"`bulk-issuer issue --rate {limit}/1s` process; {total} learners split across the "
         "runs (or the same cohort copied under different file names).",
-        "share = accepted requests (issue calls, lookups) per second, first to last, over "
-        "the limit; most = the most arrivals in any window of the period; issued = learners "
-        "holding the badge exactly once; duplicates = assertions beyond the first.",
+        "share = accepted requests (every /v1 request: the badge check, lookups, issue "
+        "calls) per second, first to last, over the limit; most = the most arrivals in any "
+        "window of the period; issued = learners holding the badge exactly once; duplicates "
+        "= assertions beyond the first.",
         "uncoordinated = `--coordinator memory` with separate data directories (today's "
         "behaviour); local store = the default, one machine; Redis = `--coordinator "
         "redis://...`, each run with its own home and data directories.",

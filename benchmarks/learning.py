@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from benchmarks._common import BADGE, DEMO_PAT, Report, payload, run_engine
+from benchmarks._common import BADGE, DEMO_PAT, Report, counted, payload, run_engine
 from benchmarks._common import cohort as make_cohort
 from benchmarks._pacer_v1 import Pacer as PacerV1
 from benchmarks.ceiling import moving_window_ceiling, sliding_counter_risk
@@ -137,7 +137,7 @@ async def _one(case: Case, size: int) -> dict[str, Any]:
             pacer = PacerV1(rate) if case.client == V1 else Pacer(rate)
             client = await _loop(sandbox.url, learners, pacer, workers)
         wall = time.perf_counter() - started
-        records = [r for r in sandbox.requests if r.kind in ("token", "issue", "lookup")]
+        records = counted(sandbox)
         issued = sum(1 for row in learners if sandbox.issued_count(BADGE, row["email"]) == 1)
     arrivals = [r.arrived_at for r in records]
     rejected = [r.arrived_at for r in records if r.status == 429]
