@@ -1,7 +1,10 @@
 """Learning: the pacer that learns the server next to today's, on 300-learner runs.
 
-Every run gets its own sandbox (30-90 ms arrival latency) and runs at once with the
-others of its group in one event loop, so that both pacers meet the same conditions. Two
+Every run gets its own sandbox (30-90 ms arrival latency). The 5/2s runs, minutes of
+waiting, run at once in one event loop, so that both pacers meet the same conditions; the
+50/1s runs, seconds each, run one at a time after them, three times each with different
+seeds, and are shown as their mean: one such run's share moves by half a point with its
+latency draws. Two
 clients drive a pacer: a minimal loop of this file's own (`acquire`, PUT, `observe`, and on
 a 429 `rate_limited_for` and a sleep, exactly as the engine's client is to call them; a
 PAT, no lookups), once with today's pacer (frozen in `_pacer_v1.py`, which has no
@@ -45,6 +48,8 @@ HEADERS: tuple[Headers, ...] = ("all", "off")
 #: headers, per rate; at most this many 429s; the stricter server's own targets.
 TARGETS = {"5/2s": (0.98, 0.97, 0.97), "50/1s": (0.97, 0.96, None)}
 MAX_429, STRICT_429, STRICT_RATE = 1, 3, 0.97
+#: Runs of each 50/1s case (today's pacer: one): their mean is what is judged.
+FAST_RUNS = 3
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
@@ -171,8 +176,9 @@ def _cases() -> tuple[list[Case], list[Case]]:
             for headers in HEADERS:
                 seed += 1
                 slow.append(Case("5/2s", "5/2s", model, headers, client, seed))
-            seed += 1
-            fast.append(Case("50/1s", "50/1s", model, "all", client, seed))
+            for _ in range(1 if client == V1 else FAST_RUNS):
+                seed += 1
+                fast.append(Case("50/1s", "50/1s", model, "all", client, seed))
         for model in ("fixed", "moving"):
             for headers in HEADERS:
                 seed += 1
@@ -183,19 +189,26 @@ def _cases() -> tuple[list[Case], list[Case]]:
 async def _all(size: int) -> list[dict[str, Any]]:
     slow, fast = _cases()
     # The slow runs spend minutes waiting for the limit: all at once. The fast ones keep the
-    # loop busy (50 requests a second each): a few at a time, so the clock stays honest.
-    slow_runs = asyncio.gather(*(_one(case, size) for case in slow))
-    results: list[dict[str, Any]] = []
-    for i in range(0, len(fast), 3):
-        results += await asyncio.gather(*(_one(case, size) for case in fast[i : i + 3]))
-    return list(await slow_runs) + results
+    # loop busy (50 requests a second each, sandbox included): one at a time, after the
+    # slow ones, so that no other run's answers delay its timers.
+    results = list(await asyncio.gather(*(_one(case, size) for case in slow)))
+    for case in fast:
+        results.append(await _one(case, size))
+    return results
 
 
-def _verdict(r: dict[str, Any]) -> str:
+def _mean(runs: list[dict[str, Any]], key: str) -> float:
+    return float(sum(r[key] for r in runs)) / len(runs)
+
+
+def _verdict(runs: list[dict[str, Any]]) -> str:
+    """Met when the runs' mean share reaches the target and no run took too many 429s."""
+    r = runs[0]
     if r["client"] == V1:
         return ""
+    most_429 = max(run["rejected_429"] for run in runs)
     if r["server"] != r["rate"]:
-        ok = r["rejected_429"] <= STRICT_429 and r["share_after_429s"] >= STRICT_RATE
+        ok = most_429 <= STRICT_429 and _mean(runs, "share_after_429s") >= STRICT_RATE
         return "met" if ok else "NOT met"
     strict, lenient, no_headers = TARGETS[r["rate"]]
     if r["headers"] == "off":
@@ -204,8 +217,39 @@ def _verdict(r: dict[str, Any]) -> str:
         target = strict if r["model"] in ("fixed", "moving") else lenient
     if target is None:
         return ""
-    ok = r["share"] >= target and r["rejected_429"] <= MAX_429
+    ok = _mean(runs, "share") >= target and most_429 <= MAX_429
     return f"{'met' if ok else 'NOT met'} (>= {target:.0%})"
+
+
+def _share(runs: list[dict[str, Any]], key: str) -> str:
+    """The mean share of `runs`, with their range when there are several."""
+    shares = [r[key] for r in runs]
+    if None in shares:
+        return "-"
+    mean = f"{sum(shares) / len(shares):.1%}"
+    if len(shares) == 1:
+        return mean
+    return f"{mean} ({min(shares) * 100:.1f}-{max(shares) * 100:.1f})"
+
+
+def _row(runs: list[dict[str, Any]]) -> list[str]:
+    r = runs[0]
+    issued = sorted({run["issued_once"] for run in runs})
+    learned = sorted({run["client_view"].get("learned", "") for run in runs} - {""})
+    times = f" x{len(runs)}" if len(runs) > 1 else ""
+    return [
+        f"{r['rate']} / {r['server']}",
+        r["model"],
+        r["headers"],
+        r["client"],
+        f"{'-'.join(map(str, issued))}/{r['learners']}{times}",
+        ",".join(str(run["rejected_429"]) for run in runs),
+        _share(runs, "share"),
+        _share(runs, "share_after_429s"),
+        str(max(run["most_in_window"] for run in runs)),
+        ", ".join(learned) or "-",
+        _verdict(runs),
+    ]
 
 
 def run(quick: bool) -> Report:
@@ -230,25 +274,11 @@ def run(quick: bool) -> Report:
             order[r["client"]],
         )
     )
-    rows = []
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in results:
-        share = r["share"]
-        learned = r["client_view"].get("learned", "")
-        rows.append(
-            [
-                f"{r['rate']} / {r['server']}",
-                r["model"],
-                r["headers"],
-                r["client"],
-                f"{r['issued_once']}/{r['learners']}",
-                str(r["rejected_429"]),
-                f"{share:.1%}" if share is not None else "-",
-                f"{r['share_after_429s']:.1%}",
-                str(r["most_in_window"]),
-                learned or "-",
-                _verdict(r),
-            ]
-        )
+        key = (r["rate"], r["server"], r["model"], r["headers"], r["client"])
+        groups.setdefault(key, []).append(r)
+    rows = [_row(runs) for runs in groups.values()]
     notes = [
         f"{size} learners per run, arrival latency {LATENCY[0] * 1000:g}-{LATENCY[1] * 1000:g} "
         "ms. client / server = the rate the client was told / the server's real limit. "
@@ -257,6 +287,10 @@ def run(quick: bool) -> Report:
         "rate = (n - 1) / (last arrival - first arrival) over every request that reached the "
         "server, 429s included, as a share of the server's limit; after 429s = the same from "
         "the last 429 on. max/window = most arrivals in any window of the server's period.",
+        f"The 50/1s rows of the learning pacer and the engine are {FAST_RUNS} runs each "
+        "(seeds differ), one at a time after the 5/2s runs: the rate is their mean, with "
+        "the range in brackets; 429s are per run; a target is met when the mean reaches it "
+        "and no run took more than its 429s.",
         f"{V1}: the frozen pre-issue-13 pacer in this file's loop (it has no observe). "
         f"{LOOP}: the new pacer in the same loop, told of every answer (observe). "
         f"{ENGINE}: issue_badges end to end (its client calls observe; holders lookup "
