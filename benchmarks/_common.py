@@ -185,7 +185,7 @@ class ServerCounts:
         duplicates: assertions beyond the first, over all learners.
         rejected_429: requests answered 429.
         rejected_401: requests answered 401.
-        requests: token, issue and lookup requests that arrived (429s included).
+        requests: /v1 requests that arrived, of any endpoint (429s included).
         rate_all: arrivals per second from the first to the last, over the budget.
         rate_accepted: the same for arrivals not answered 429.
         most_in_window: the most arrivals in any window of the limit's period.

@@ -133,7 +133,7 @@ def run(quick: bool) -> Report:
         "no retry. + sleep(0.4): the same with await asyncio.sleep(0.4) after each call. "
         "naive: 5 workers inside AsyncLimiter(5, 2), no retry on 429, no new token on 401.",
         "issued = learners holding the badge exactly once, counted by the server; 429s and "
-        "401s = answers the server sent; requests = token + issue + lookup.",
+        "401s = answers the server sent; requests = every /v1 request that reached it.",
         "The guide loop's count depends on where the fixed windows fall: at "
         f"{LATENCY[0] * 1000:g}-{LATENCY[1] * 1000:g} ms a call, its loop took "
         f"{guide['wall']:.1f} s here and so crossed one or more window boundaries, each "

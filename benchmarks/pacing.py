@@ -134,7 +134,8 @@ def run(quick: bool) -> Report:
         f"Server: {limit} requests per {period:g} s, latency {LATENCY[0] * 1000:g}-"
         f"{LATENCY[1] * 1000:g} ms, {TOKEN_TTL:g} s login tokens; {size} learners per run; "
         "12 sandboxes at once in one event loop.",
-        "requests = token + issue + lookup requests that reached the server, 429s included. "
+        "requests = /v1 requests (logins, lookups, issue calls) that reached the server, "
+        "429s included. "
         f"rate = (n - 1) / (last arrival - first arrival) / {limit / period:g} per s, over all "
         "arrivals and over those not answered 429. max/2 s = most arrivals in any 2 s window.",
         "429s = answered 429 (share of requests). AsyncLimiter(5, 2): 5 workers, every call "
