@@ -82,11 +82,25 @@ _ROOM_ANSWERS = 4
 _WIDE_ROOM = 0.25
 _WIDE_ROOM_LEAST = 4
 
+#: A limit over a longer window than this (a daily quota) is not learned as a pace: spread
+#: evenly over its window it would slow a whole run to the quota's average rate, when the
+#: quota may well have room for all of it now. Its 429's Retry-After says when to come back
+#: (past the retry policy's `max_wait`, the run stops and says when to rerun).
+_LONGEST_PACE = 3600.0
+
 _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 # slowapi's 429 body, from the `limits` library: "Rate limit exceeded: 4 per 2 second".
-_DETAIL_RE = re.compile(r"(\d+)\s*(?:per|/)\s*(\d+(?:\.\d+)?)?\s*(second|minute|hour|day)s?\b")
-_INT_RE = re.compile(r"^\s*(\d+)")
-_NUMBER = r"(\d+(?:\.\d+)?)"
+# A count or a number of seconds of more digits than this is not one a server means (and
+# Python refuses to read an integer of more than 4,300 digits); nor is a header, or a
+# detail, longer than `_LONGEST_HINT` characters.
+_DIGITS = 12
+_LONGEST_HINT = 256
+_WHOLE = rf"\d{{1,{_DIGITS}}}(?!\d)"
+_NUMBER = rf"(\d{{1,{_DIGITS}}}(?:\.\d{{1,9}})?)(?![\d.])"
+_DETAIL_RE = re.compile(
+    rf"(?<!\d)({_WHOLE})\s*(?:per|/)\s*({_WHOLE}(?:\.\d{{1,9}})?)?\s*(second|minute|hour|day)s?\b"
+)
+_INT_RE = re.compile(rf"^\s*({_WHOLE})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,26 +195,31 @@ def read_hints(
         now: the wall-clock time as a Unix timestamp, for epoch resets; default now.
     """
     limit = window = remaining = reset = None
-    policy = headers.get("RateLimit-Policy")
+
+    def header(name: str) -> str | None:
+        value = headers.get(name)
+        return value if value is not None and len(value) <= _LONGEST_HINT else None
+
+    policy = header("RateLimit-Policy")
     if policy:
         limit, window = _strictest_policy(policy)
-    draft = (headers.get("RateLimit") or "").lower()
+    draft = (header("RateLimit") or "").lower()
     if draft:
         limit = limit if limit is not None else _int_field(draft, "limit", "q")
         remaining = _int_field(draft, "remaining", "r")
         reset = _float_field(draft, "reset", "t")
-    old_limit = headers.get("RateLimit-Limit")
+    old_limit = header("RateLimit-Limit")
     if old_limit and limit is None:
         limit, window = _strictest_policy(old_limit)
-    remaining = remaining if remaining is not None else _int(headers.get("RateLimit-Remaining"))
-    reset = reset if reset is not None else _number(headers.get("RateLimit-Reset"))
-    limit = limit if limit is not None else _int(headers.get("X-RateLimit-Limit"))
-    remaining = remaining if remaining is not None else _int(headers.get("X-RateLimit-Remaining"))
-    if reset is None and (x_reset := _number(headers.get("X-RateLimit-Reset"))) is not None:
+    remaining = remaining if remaining is not None else _int(header("RateLimit-Remaining"))
+    reset = reset if reset is not None else _number(header("RateLimit-Reset"))
+    limit = limit if limit is not None else _int(header("X-RateLimit-Limit"))
+    remaining = remaining if remaining is not None else _int(header("X-RateLimit-Remaining"))
+    if reset is None and (x_reset := _number(header("X-RateLimit-Reset"))) is not None:
         # A duration is never a billion seconds long; an epoch timestamp always is.
         wall = time.time() if now is None else now
         reset = max(x_reset - wall, 0.0) if x_reset > 1e9 else x_reset
-    if detail and (match := _DETAIL_RE.search(detail.lower())):
+    if detail and (match := _DETAIL_RE.search(detail[:_LONGEST_HINT].lower())):
         said = (int(match.group(1)), float(match.group(2) or 1) * _UNIT_SECONDS[match.group(3)])
         if limit is None or window is None:
             limit, window = said
@@ -208,14 +227,17 @@ def read_hints(
 
 
 def _strictest_policy(text: str) -> tuple[int | None, float | None]:
-    """The policy item allowing the fewest requests per second (limit, window)."""
+    """The policy item allowing the fewest requests per second (limit, window), of those
+    over a window short enough to pace by (`_LONGEST_PACE`)."""
     best: tuple[int | None, float | None] = (None, None)
     best_rate = math.inf
     for item in text.lower().split(","):
         quota = _int_field(item, "q") if "q=" in item else _int(item.split(";")[0])
-        if quota is None:
+        if quota is None or quota < 1:
             continue
         window = _float_field(item, "w")
+        if window is not None and window > _LONGEST_PACE:
+            continue
         rate = quota / window if window else math.inf
         if best[0] is None or rate < best_rate:
             best, best_rate = (quota, window), rate
@@ -670,6 +692,8 @@ class Pacer:
         if hints.limit is None or hints.limit < 1:
             return False
         said = Rate(hints.limit, hints.window or self.rate.period)
+        if said.period > _LONGEST_PACE:
+            return False  # a quota, not a pace: its 429's Retry-After says when to come back
         if said.per_second >= self.rate.per_second and said.requests >= self.rate.requests:
             if self._learned is not None and self._told:
                 self._learned = None  # the server now allows the configured limit again
@@ -871,7 +895,7 @@ class Pacer:
         limit = self.limit
         if not self._room_trusted or hints.remaining is None or limit is None:
             return False
-        if hints.limit != limit.requests:
+        if hints.limit != limit.requests or hints.remaining > hints.limit:
             return False
         return hints.window is None or math.isclose(hints.window, limit.period, rel_tol=1e-3)
 

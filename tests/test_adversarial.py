@@ -1241,3 +1241,38 @@ async def test_dry_run_and_run_report_a_holder_the_same_way() -> None:
     assert (planned.already_held, planned.not_attempted) == (2, 4)
     assert (summary.already_held, summary.issued) == (2, 4)
     assert sandbox.duplicates() == {}
+
+
+# -- rate-limit headers no server means ------------------------------------------------------
+
+#: Rate-limit headers of absurd size: more digits than Python reads as an integer, more
+#: than a float holds, a policy longer than any real one.
+ABSURD = {
+    "X-RateLimit-Limit": "9" * 5000,
+    "X-RateLimit-Remaining": "9" * 5000,
+    "X-RateLimit-Reset": "9" * 400,
+    "RateLimit": "limit=" + "9" * 400 + ", remaining=" + "9" * 400 + ", reset=1",
+    "RateLimit-Policy": "5;w=" + "9" * 400 + ", " + "9" * 400 + ";w=2",
+}
+
+
+@pytest.mark.looptime
+async def test_absurd_rate_limit_headers_are_ignored_and_every_learner_is_issued() -> None:
+    """Every issue answer, and a 429 whose detail is as absurd, carry such headers: the
+    run reads nothing from them, and issues each learner exactly once."""
+    learners = cohort(8)
+    script = [
+        ScriptedAnswer(
+            "issue",
+            429,
+            body={"detail": "Rate limit exceeded: " + "9" * 5000 + " per 2 second"},
+            headers={**ABSURD, "Retry-After": "1"},
+            times=1,
+        ),
+        ScriptedAnswer("issue", 200, headers=ABSURD, commit=True),
+    ]
+    async with run_sandbox(SandboxConfig(scripted=script)) as sandbox:
+        summary = await issue(sandbox, learners)
+    assert (summary.issued, summary.rate_limited) == (8, 1)
+    assert summary.ok
+    assert all(sandbox.issued_count(51, email) == 1 for email in emails(learners))

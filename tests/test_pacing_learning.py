@@ -435,3 +435,37 @@ def test_read_hints(headers: dict[str, str], detail: str | None, expected: Serve
 def test_read_hints_ignores_nonsense() -> None:
     """Garbage headers say nothing rather than raise."""
     assert read_hints({"RateLimit": "soon", "X-RateLimit-Limit": "many"}) == ServerHints()
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"X-RateLimit-Remaining": "9" * 5000}, None),  # past Python's 4,300 digits
+        ({"X-RateLimit-Limit": "9" * 13, "X-RateLimit-Reset": "9" * 400}, None),
+        ({"RateLimit": "limit=" + "9" * 400 + ", remaining=3"}, None),
+        ({"RateLimit-Policy": "5;w=" + "9" * 400}, None),
+        ({"RateLimit-Policy": "9" * 400 + ";w=2"}, None),
+        ({"RateLimit-Policy": "0;w=2"}, None),
+        ({"RateLimit-Policy": "5;w=2" + " " * 300}, None),  # longer than any real one
+        ({}, "Rate limit exceeded: " + "9" * 5000 + " per 2 second"),
+        ({}, "Rate limit exceeded: 1000000000005 per 2 second"),
+        ({}, "Rate limit exceeded: 4 per " + "9" * 400 + " second"),
+    ],
+)
+def test_read_hints_ignores_numbers_no_server_means(
+    headers: dict[str, str], detail: str | None
+) -> None:
+    """A count or a window of absurd size says nothing: it neither raises nor misleads."""
+    assert read_hints(headers, detail, now=1_000_000_000.0) == ServerHints()
+
+
+async def test_a_daily_quota_is_not_learned_as_a_pace() -> None:
+    """A quota over a day beside a pace is left to its 429; the pace beside it is learned."""
+    pacer = Pacer(Rate(10, 2.0))
+    pacer.observe(200, {"RateLimit-Policy": "5;w=2, 1000;w=86400"})
+    assert pacer.limit == Rate(5, 2.0)
+    pacer = Pacer(Rate(10, 2.0))
+    pacer.observe(429, {}, "Rate limit exceeded: 1000 per 1 day")
+    assert pacer.limit == Rate(10, 2.0)
+    pacer.observe(429, {}, "Rate limit exceeded: 100 per 1 minute")
+    assert pacer.limit == Rate(100, 60.0)
