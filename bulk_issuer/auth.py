@@ -146,7 +146,7 @@ def token_lifetime(token: str, *, now: float | None = None) -> float | None:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
         claims = json.loads(base64.urlsafe_b64decode(padded))
         exp = float(claims["exp"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         return None
     # exp - iat is immune to a skewed clock, exp - now to whole-second rounding of the
     # claims; the shorter of the two that makes sense is the safe one.

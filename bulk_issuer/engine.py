@@ -310,7 +310,7 @@ class BadgeIssuer:
                 )
             if answer.status == 404 and answer.detail.strip().lower() != "not found":
                 raise FatalError(f"badge {badge_id} is not found (HTTP 404): {answer.detail}")
-            if 200 <= answer.status < 300:
+            if 200 <= answer.status < 300 and isinstance(answer.body, dict):
                 checked = True
                 body = answer.body if isinstance(answer.body, dict) else {}
                 name = body.get("name")

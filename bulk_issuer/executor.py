@@ -342,7 +342,8 @@ async def _exchange_loop(
         if await client.settle(retry, ticket, outcome, path=path):
             continue
         assert isinstance(outcome, Answer)
-        if 200 <= outcome.status < 300:
+        json = isinstance(outcome.body, (dict, list))
+        if 200 <= outcome.status < 300 and json:
             badge.confirmed = True
         body = outcome.body if isinstance(outcome.body, dict) else {}
         assertion = body.get("id")
@@ -351,6 +352,7 @@ async def _exchange_loop(
             outcome.detail,
             assertion_id=None if assertion is None else str(assertion),
             badge_confirmed=badge.confirmed,
+            json=json,
         )
 
 

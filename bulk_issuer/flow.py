@@ -10,14 +10,14 @@ opened) are retried on the request path (`retry.py`) before they reach this mach
 arrives here is a final answer to one send, or the news that a send went unanswered.
 
 ```
-start ──► Send ──► 2xx ─────────────────────────────► Finish issued
+start ──► Send ──► 2xx, JSON (the assertion) ───────► Finish issued
  │         │  ├──► 409 "already has it" ────────────► Finish already held
  │         │  ├──► other 409 ──► Verify ─ held ─────► Finish already held
  │         │  │                          └ not held ► Finish failed (the 409's detail)
  │         │  ├──► 4xx (400, 422, ...) ─────────────► Finish failed
  │         │  ├──► 401 / 403 / 404 (badge unknown) ─► Finish not attempted, stop the run
- │         │  └──► no answer, 500/502/504 ──► Verify
- │         │                                  ├ held ──────► Finish issued (verified)
+ │         │  └──► no answer, 500/502/504, ──► Verify
+ │         │       a 2xx that is not JSON     ├ held ──────► Finish issued (verified)
  │         │                                  ├ not held ──► Wait ──► Send
  │         │                                  └ can't tell ► Finish unconfirmed
  └─ earlier send unanswered ──► Verify                        (or resend, if allowed)
@@ -178,6 +178,7 @@ class LearnerFlow:
         assertion_id: str | None = None,
         badge_confirmed: bool = False,
         outage: bool = False,
+        json: bool = True,
     ) -> Action:
         """The issue call was answered.
 
@@ -189,8 +190,15 @@ class LearnerFlow:
             outage: a 500/502/504 came while the endpoint fails for every sender: it does
                 not count against this learner's attempts (the client's outage limit stops
                 the run if it lasts).
+            json: the body was JSON, as the assertion the API answers with is.
         """
         self._last = (status, detail)
+        if 200 <= status < 300 and not json:
+            # A page (a proxy's, a portal's) or no body at all, with a 2xx: nothing says
+            # the call reached the API. The server is asked, as after no answer.
+            said = f" ({detail})" if detail and detail != f"HTTP {status}" else ""
+            why = f"HTTP {status} without the assertion{said}"
+            return self._unanswered_send(status, why, outage)
         if 200 <= status < 300:
             return self._finish(Status.ISSUED, status, None, assertion_id)
         if status == 409:
@@ -265,7 +273,7 @@ class LearnerFlow:
         self._unanswered += 1
         self._excused += outage
         self._last = (status, why)
-        what = f"HTTP {status}" if status is not None else why
+        what = why if status is None or why.startswith("HTTP") else f"HTTP {status}"
         return Verify(f"{what}: was it issued?")
 
     def _stop(self, status: int, message: str) -> Finish:

@@ -42,7 +42,7 @@ def open_jsonl(lines: Iterator[str], *, name: str, codec: str) -> JsonLinesTable
         if text:
             try:
                 first = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 break
             if isinstance(first, dict):
                 columns = tuple(str(key) for key in first)
@@ -63,6 +63,10 @@ def _records(
                 continue
             try:
                 record = json.loads(text)
+            except RecursionError:
+                problem = Problem("line", text, "nested too deeply to read; one object per line")
+                yield number, problem
+                continue
             except ValueError as exc:
                 message = getattr(exc, "msg", str(exc))
                 problem = Problem("line", text, f"not valid JSON ({message}); one object per line")

@@ -1276,3 +1276,37 @@ async def test_absurd_rate_limit_headers_are_ignored_and_every_learner_is_issued
     assert (summary.issued, summary.rate_limited) == (8, 1)
     assert summary.ok
     assert all(sandbox.issued_count(51, email) == 1 for email in emails(learners))
+
+
+# -- a 2xx that is not the assertion -------------------------------------------------------
+
+#: What a proxy or a login portal in front of the API might answer with a 200.
+PORTAL = "<html><head><title>Sign in to continue</title></head><body>...</body></html>"
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("body", "content_type", "went_through"),
+    [
+        (PORTAL, "text/html", False),
+        (PORTAL, "text/html", True),
+        ("[" * 100_000, "application/json", False),  # JSON nested past Python's stack
+    ],
+)
+async def test_a_2xx_page_is_not_taken_for_an_issued_badge(
+    body: str, content_type: str, went_through: bool
+) -> None:
+    """Two issue calls answered 200 with a page that is not the assertion: whether or not
+    the call went through, the server is asked, and every learner ends up holding the
+    badge once."""
+    learners = cohort(5)
+    page = ScriptedAnswer(
+        "issue", 200, body=body, content_type=content_type, times=2, commit=went_through
+    )
+    async with run_sandbox(SandboxConfig(scripted=[page])) as sandbox:
+        summary = await issue(sandbox, learners)
+    assert summary.issued == 5
+    assert summary.ok
+    assert all(sandbox.issued_count(51, email) == 1 for email in emails(learners))
+    lookups = [r for r in sandbox.requests if r.kind == "lookup"]
+    assert len(lookups) >= 3  # the holders list, then one question per page answered

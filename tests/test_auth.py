@@ -52,6 +52,8 @@ def test_jwt_lifetime() -> None:
     assert token_lifetime("opaque-token") is None
     assert token_lifetime("a.b.c") is None
     assert token_lifetime(_jwt({"sub": "x"})) is None
+    deep = base64.urlsafe_b64encode(b"[" * 100_000).decode().rstrip("=")
+    assert token_lifetime(f"h.{deep}.s") is None  # nested past Python's stack
 
 
 class _Issuer:

@@ -88,6 +88,18 @@ ISSUED_KW = {"assertion_id": "a-9"}
         (400, "bad body", {}, Finish(Status.FAILED, 400, "bad body")),
         (422, "recipient_email: bad", {}, Finish(Status.FAILED, 422, "recipient_email: bad")),
         (500, "boom", {}, Verify("HTTP 500: was it issued?")),
+        (
+            200,
+            "Sign in",
+            {"json": False},
+            Verify("HTTP 200 without the assertion (Sign in): was it issued?"),
+        ),
+        (
+            204,
+            "HTTP 204",
+            {"json": False},
+            Verify("HTTP 204 without the assertion: was it issued?"),
+        ),
         (502, "Bad Gateway", {}, Verify("HTTP 502: was it issued?")),
         (504, "Gateway Time-out", {}, Verify("HTTP 504: was it issued?")),
     ],
@@ -410,10 +422,11 @@ def test_the_held_409_wording() -> None:
 
 
 def test_no_finish_is_issued_without_a_2xx_or_a_lookup() -> None:
-    """Whatever sequence of non-2xx answers, `issued` needs a lookup that found it."""
-    for status in (400, 409, 422, 500, 502, 504):
+    """Whatever sequence of non-2xx answers (or of 2xx pages that are not the assertion),
+    `issued` needs a lookup that found it."""
+    for status, json in [(s, True) for s in (400, 409, 422, 500, 502, 504)] + [(200, False)]:
         machine = flow(attempts=1)
-        action = machine.answered(status, "x")
+        action = machine.answered(status, "x", json=json)
         while isinstance(action, Verify):
             action = machine.looked_up(NOT_HELD)
         assert isinstance(action, Finish)

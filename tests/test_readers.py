@@ -303,20 +303,31 @@ def test_source_reads_once_and_closes(tmp_path: Path) -> None:
 
 
 def test_json_lines(tmp_path: Path) -> None:
-    """JSON Lines: aliases apply, rows are line numbers, bad lines become problems."""
+    """JSON Lines: aliases apply, rows are line numbers, bad lines become problems (one
+    nested past Python's stack too, where json.loads raises RecursionError)."""
+    deep = "[" * 100_000
     text = (
         '{"first_name": "Zoë", "recipient_email": "zoe@example.com", "score": 9}\n'
         "\n"
         "not json\n"
         "[1, 2]\n"
-        '{"First Name": "Ann", "Email": "ann@example.com"}\n'
+        '{"First Name": "Ann", "Email": "ann@example.com"}\n' + deep + "\n"
+        '{"First Name": "Bo", "Email": "bo@example.com"}\n'
     )
     dialect, rows = _read(_write(tmp_path, text.encode(), "cohort.jsonl"))
     assert dialect.format == "jsonl"
     assert dialect.columns == ("first_name", "recipient_email", "score")
-    assert [(row.number, row.ok) for row in rows] == [(1, True), (3, False), (4, False), (5, True)]
+    assert [(row.number, row.ok) for row in rows] == [
+        (1, True),
+        (3, False),
+        (4, False),
+        (5, True),
+        (6, False),
+        (7, True),
+    ]
     assert rows[0].learner == Learner("Zoë", email="zoe@example.com", score=9)
     assert rows[1].problems[0].message.startswith("not valid JSON")
+    assert "nested too deeply" in rows[4].problems[0].message
 
 
 def test_stdin_csv_and_jsonl_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
