@@ -618,8 +618,8 @@ def _issue_run(
         console.say(line)
     if accounting.unconfirmed:
         console.warn(
-            f"{plural(accounting.unconfirmed, 'learner')} unconfirmed: a send went unanswered "
-            "and the server could not say whether it issued the badge. Rerun the same command "
+            f"{plural(accounting.unconfirmed, 'learner')} unconfirmed: no answer to a send said "
+            "whether it was issued, and the server could not be asked. Rerun the same command "
             "to ask again; --resend-unconfirmed sends them anyway (they may then hold it twice)"
         )
     left = (

@@ -38,7 +38,7 @@ _LINES = (
     ("done earlier", "skipped", "issued or found by an earlier run"),
     ("failed", "failed", "see the reasons above and the failures file"),
     ("invalid", "invalid", "fix the rows and feed the failures file back"),
-    ("unconfirmed", "unconfirmed", "a send went unanswered; rerun to ask the server"),
+    ("unconfirmed", "unconfirmed", "no answer said if it was issued; rerun to ask the server"),
     ("not attempted", "not_attempted", "rerun the same command to send them"),
 )
 

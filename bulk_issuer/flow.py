@@ -144,6 +144,7 @@ class LearnerFlow:
         self._excused = 0
         self._conflict: tuple[int, str] | None = None
         self._last: tuple[int | None, str] = (None, "no answer")
+        self._page = False  # the last send was answered 2xx, but not with the assertion
         self._flags: list[str] = []
 
     @classmethod
@@ -193,7 +194,8 @@ class LearnerFlow:
             json: the body was JSON, as the assertion the API answers with is.
         """
         self._last = (status, detail)
-        if 200 <= status < 300 and not json:
+        self._page = 200 <= status < 300 and not json
+        if self._page:
             # A page (a proxy's, a portal's) or no body at all, with a 2xx: nothing says
             # the call reached the API. The server is asked, as after no answer.
             said = f" ({detail})" if detail and detail != f"HTTP {status}" else ""
@@ -235,6 +237,7 @@ class LearnerFlow:
             why: what happened, for reasons.
             outage: the endpoint fails for every sender (see `answered`).
         """
+        self._page = False
         return self._unanswered_send(None, why, outage)
 
     def looked_up(self, lookup: Lookup) -> Action:
@@ -250,11 +253,12 @@ class LearnerFlow:
             return self._finish(Status.ISSUED, self._last[0], None, lookup.assertion_id)
         if lookup.held is None:
             if not self._resend_unconfirmed:
+                what = f"the send got {self._last[1]}" if self._page else "a send went unanswered"
                 return self._finish(
                     Status.UNCONFIRMED,
                     self._last[0],
-                    "a send went unanswered and the server could not be asked whether it "
-                    f"was issued ({lookup.why}); not sent again",
+                    f"{what} and the server could not be asked whether it was issued "
+                    f"({lookup.why}); not sent again",
                 )
             if "resent_unverified" not in self._flags:  # one flag, however many resends
                 self._flags.append("resent_unverified")

@@ -181,6 +181,38 @@ SEQUENCES: list[tuple[str, dict[str, Any], list[Step], list[Any]]] = [
         ],
     ),
     (
+        "a 2xx page, not the assertion, and the server cannot be asked: unconfirmed",
+        {},
+        [("start",), ("answered", 200, "Sign in", {"json": False}), ("looked_up", CANNOT_TELL)],
+        [
+            Send(),
+            Verify("HTTP 200 without the assertion (Sign in): was it issued?"),
+            Finish(
+                Status.UNCONFIRMED,
+                200,
+                "the send got HTTP 200 without the assertion (Sign in) and the server could "
+                "not be asked whether it was issued (the assertions list answered HTTP 403: "
+                "Forbidden); not sent again",
+            ),
+        ],
+    ),
+    (
+        "a 2xx page, not the assertion, and the server has it not: sent again, issued",
+        {},
+        [
+            ("start",),
+            ("answered", 200, "Sign in", {"json": False}),
+            ("looked_up", NOT_HELD),
+            ("answered", 200, "OK"),
+        ],
+        [
+            Send(),
+            Verify("HTTP 200 without the assertion (Sign in): was it issued?"),
+            Wait(1.0, "retry after an unanswered send", Send()),
+            Finish(Status.ISSUED, 200),
+        ],
+    ),
+    (
         "an earlier run's send cannot be checked, resending allowed: sent, flagged",
         {"verify_first": True, "resend_unconfirmed": True},
         [("start",), ("looked_up", CANNOT_TELL), ("answered", 200, "OK")],
