@@ -57,7 +57,8 @@ async def issue_badges(
         workers: concurrent learners; the default suits the rate.
         policy: retries, deadlines, how long an outage is ridden out.
         allow_duplicates: do not look up who already holds the badge.
-        on_event: called with every typed event (`bulk_issuer.events`).
+        on_event: called with every typed event (`bulk_issuer.events`); a plain function,
+            not an async one (refused with a TypeError).
         on_outcome: called with each learner's `Outcome`.
         logger: a structlog-style logger, or a standard `logging.Logger`; by default the
             library prints nothing unless the application configured structlog or logging.
@@ -135,7 +136,8 @@ def issue_badges_sync(
         workers: concurrent learners; the default suits the rate.
         policy: retries, deadlines, how long an outage is ridden out.
         allow_duplicates: do not look up who already holds the badge.
-        on_event: called with every typed event (`bulk_issuer.events`).
+        on_event: called with every typed event (`bulk_issuer.events`); a plain function,
+            not an async one (refused with a TypeError).
         on_outcome: called with each learner's `Outcome`.
         logger: a structlog-style logger, or a standard `logging.Logger`; by default the
             library prints nothing unless the application configured structlog or logging.

@@ -32,6 +32,7 @@ from .events import (
     LogSink,
     RunFinished,
     RunStarted,
+    check_callback,
     default_logger,
     fan_out,
 )
@@ -105,7 +106,8 @@ class BadgeIssuer:
             `issue` exactly-once across restarts; `None` keeps state in memory.
         policy: retries, deadlines, how long an outage is ridden out.
         allow_duplicates: do not look up who already holds the badge before issuing.
-        on_event: called with every typed event (outcomes, retries, waits, run start/end).
+        on_event: called with every typed event (outcomes, retries, waits, run start/end);
+            a plain function, not an async one.
         on_outcome: called with each learner's `Outcome` as it is decided.
         logger: a structlog-style logger (or a standard `logging.Logger`) for the events;
             False for none. By default the library is quiet: it logs to
@@ -123,6 +125,7 @@ class BadgeIssuer:
 
     Raises:
         ValueError: an argument is out of range.
+        TypeError: `on_event` or `on_outcome` is an async function (see `check_callback`).
     """
 
     def __init__(
@@ -144,6 +147,8 @@ class BadgeIssuer:
     ) -> None:
         if not isinstance(auth, PasswordAuth | PersonalAccessToken):
             raise ValueError("auth must be a PersonalAccessToken or a PasswordAuth")
+        check_callback("on_event", on_event)
+        check_callback("on_outcome", on_outcome)
         self.rate = Rate.parse(rate) if isinstance(rate, str) else rate
         self.workers = workers or default_workers(self.rate)
         if self.workers < 1:

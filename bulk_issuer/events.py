@@ -9,6 +9,7 @@ Each event has a stable dotted `name` and flat `fields()`, as its structlog even
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "Waiting",
+    "check_callback",
     "default_logger",
     "fan_out",
 ]
@@ -218,13 +220,40 @@ class LogSink:
         getattr(self._logger, event_level(event))(event_name(event), **event_fields(event))
 
 
+_ASYNC_CALLBACK = (
+    "{name} must be a plain function, called on the run's event loop: an async one's "
+    "coroutines would never be awaited, and its events lost. To do async work with each "
+    "event, put the event on an asyncio.Queue and consume the queue in a task of your own"
+)
+
+
+def check_callback(name: str, callback: object) -> None:
+    """Refuse a callback whose events would be lost: an `async def` (or an object whose
+    `__call__` is one), whose coroutines nobody awaits.
+
+    Raises:
+        TypeError: `callback` is a coroutine function.
+    """
+    call = getattr(callback, "__call__", None)  # noqa: B004  # an instance's async __call__
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(call):
+        raise TypeError(_ASYNC_CALLBACK.format(name=name))
+
+
 def fan_out(sinks: Iterable[EventSink | Callable[[Event], None] | None]) -> EventSink:
-    """One sink that hands each event to every one of `sinks`, in order."""
-    chosen = [sink for sink in sinks if sink is not None]
+    """One sink that hands each event to every one of `sinks`, in order.
+
+    A sink that hands back an awaitable (a plain function that calls an async one) raises
+    TypeError at the first event, which comes before anything is sent.
+    """
+    chosen: list[Callable[[Event], object]] = [sink for sink in sinks if sink is not None]
 
     def emit(event: Event) -> None:
         for sink in chosen:
-            sink(event)
+            result = sink(event)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never to be awaited: no "never awaited" warning
+                raise TypeError(_ASYNC_CALLBACK.format(name="an event callback"))
 
     return emit
 

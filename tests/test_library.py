@@ -370,6 +370,69 @@ def test_on_event_receives_typed_frozen_events() -> None:
         outcomes[0].status = Status.FAILED  # type: ignore[misc]
 
 
+class _AsyncSink:
+    async def __call__(self, event: Event) -> None:
+        """An async callable object."""
+
+
+async def _async_sink(event: Event) -> None:
+    """An async function."""
+
+
+def test_an_async_callback_is_refused_before_anything_is_sent() -> None:
+    """An async on_event or on_outcome would never be awaited, its events lost: refused,
+    with what to do instead; a plain function that calls one is refused at the first
+    event, before any request, with no "never awaited" warning left behind."""
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        for options in (
+            {"on_event": _async_sink},
+            {"on_outcome": _async_sink},
+            {"on_event": _AsyncSink()},
+            {"on_event": lambda event: _async_sink(event)},
+        ):
+            with pytest.raises(TypeError, match=r"plain function.*asyncio\.Queue"):
+                bulk_issuer.issue_badges_sync(
+                    learners(2),
+                    badge_id=51,
+                    auth=AUTH,
+                    base_url=sandbox.url,
+                    rate=None,
+                    **options,
+                )
+        assert sandbox.requests == []
+
+
+def test_a_callback_that_raises_stops_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    """An integrator's bug in on_outcome stops the run with its own exception; the journal
+    holds what was on the wire, and the rerun issues the rest, nobody twice."""
+    seen: list[Outcome] = []
+
+    def buggy(outcome: Outcome) -> None:
+        seen.append(outcome)
+        if len(seen) == 2:
+            raise LookupError("the integrator's database is down")
+
+    cohort = learners(6)
+    journal = tmp_path / "lms.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        options = {
+            "badge_id": 51,
+            "auth": AUTH,
+            "base_url": sandbox.url,
+            "journal": journal,
+            "rate": None,
+        }
+        with pytest.raises(LookupError, match="database is down"):
+            bulk_issuer.issue_badges_sync(cohort, on_outcome=buggy, workers=2, **options)  # type: ignore[arg-type]
+        summary = bulk_issuer.issue_badges_sync(cohort, **options)  # type: ignore[arg-type]
+        held = [sandbox.issued_count(51, learner.email) for learner in cohort]
+    assert held == [1] * 6
+    # Done by the first run, or issued by the second; one whose issue call was on the wire
+    # when the first stopped is found holding it.
+    assert summary.issued + summary.skipped + summary.already_held == 6
+    assert summary.ok
+
+
 # -- one family of errors ------------------------------------------------------------------
 
 
