@@ -33,6 +33,10 @@ from .values import (
 __all__ = ["RowBuilder", "validate"]
 
 _EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+#: The fields printed on the badge: control characters (a NUL, a line break, an escape) in
+#: them are a file's damage, not a name, and a database may refuse them with a 500.
+_NAMES = ("first_name", "last_name", "organisation")
+_DAMAGE = frozenset({"Cc", "Zl", "Zp"})  # control characters, line and paragraph separators
 _ROW_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
@@ -308,6 +312,18 @@ class RowBuilder:
                     )
                 )
 
+        for name in _NAMES:
+            text = str(parsed.get(name, ""))
+            control = next((ch for ch in text if unicodedata.category(ch) in _DAMAGE), None)
+            if control is not None:
+                problems.append(
+                    Problem(
+                        labels.get(name, name),
+                        text,
+                        f"contains a control character or a line break (U+{ord(control):04X}): "
+                        "a name is printable text on one line",
+                    )
+                )
         if not parsed.get("first_name"):
             if "first_name" in labels or missing is None:
                 message = "first name is empty; every learner needs one"

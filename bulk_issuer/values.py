@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 _INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?", re.ASCII)
+#: A whole number of more digits than this is no score or Navigatr id (and Python refuses
+#: to read one of more than 4,300 digits).
+_MAX_DIGITS: Final = 15
 _ISO_DATE = re.compile(
     r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?",
     re.ASCII,
@@ -79,7 +82,15 @@ def parse_integer(value: object, label: str, *, positive: bool) -> int | Problem
         text = parse_text(value)
         if text == "":
             return None
-        result = int(text.partition(".")[0]) if text and _INTEGER.fullmatch(text) else None
+        result = None
+        if text and _INTEGER.fullmatch(text):
+            whole = text.partition(".")[0]
+            if len(whole.lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+                shown = f"{whole[:12]}... ({len(whole)} characters)"
+                return Problem(label, shown, f"too large: more than {_MAX_DIGITS} digits")
+            result = int(whole)
+    if result is not None and abs(result) >= 10**_MAX_DIGITS:
+        return Problem(label, cell_text(value), f"too large: more than {_MAX_DIGITS} digits")
     if result is None or (positive and result < 1):
         wanted = "a positive whole number (a Navigatr id)" if positive else "a whole number"
         return Problem(label, cell_text(value), f"not {wanted}")

@@ -407,6 +407,48 @@ def test_integers(column: str, value: str, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("first_name", "B\x00o", "U+0000"),  # a NUL: a damaged file
+        ("last_name", "Love\nlace", "U+000A"),
+        ("organisation", "Acme\x1b[31m", "U+001B"),  # a terminal escape
+        ("first_name", "A\u2028da", "U+2028"),  # a line separator (inside: ends are stripped)
+    ],
+)
+def test_a_name_with_a_control_character_is_the_rows_problem(
+    field: str, value: str, code: str
+) -> None:
+    """Names are printable text on one line; Zoë, 李 and emoji are fine."""
+    builder = RowBuilder()
+    record = {"first_name": "Ada", "email": "a@example.com", field: value}
+    row = builder.from_mapping(1, record)
+    assert not row.ok
+    assert (row.problems[0].column, row.problems[0].value) == (field, value)
+    assert code in row.problems[0].message
+    fine = {"first_name": "Zoë 李", "last_name": "O'Brien-😀", "email": "b@example.com"}
+    assert builder.from_mapping(2, fine).ok
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("9" * 5000, "999999999999... (5000 characters)"),  # past Python's 4,300 digits
+        ("1" + "0" * 15, "100000000000... (16 characters)"),
+        (10**20, str(10**20)),  # a record's number, not text
+    ],
+)
+def test_an_integer_too_large_is_the_rows_problem(value: object, shown: str) -> None:
+    """More than 15 digits is no score or id: that row is invalid, the rest go on."""
+    builder = RowBuilder()
+    row = builder.from_mapping(1, {"first_name": "A", "email": "a@example.com", "score": value})
+    assert not row.ok
+    assert (row.problems[0].column, row.problems[0].value) == ("score", shown)
+    assert "too large" in row.problems[0].message
+    good = builder.from_mapping(2, {"first_name": "B", "email": "b@example.com", "score": 7})
+    assert good.ok
+
+
+@pytest.mark.parametrize(
     ("url", "ok"),
     [
         ("https://example.com/evidence/1", True),
