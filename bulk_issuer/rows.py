@@ -21,6 +21,7 @@ from .dedupe import SeenKeys
 from .formulas import restore
 from .learners import API_FIELDS, FIELD_BY_NAME, FIELD_NAMES, Learner, Problem, Row, checked_email
 from .values import (
+    blank,
     cell_text,
     consent_given,
     parse_date,
@@ -295,8 +296,8 @@ class RowBuilder:
         extra = extra if extra is not None else {}
         for position, api_name in plan.extras:
             raw = values[position]
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                continue
+            if blank(raw):
+                continue  # a NaN would go out as the invalid JSON `NaN`
             extra[api_name] = raw
 
         if plan.consent is not None:

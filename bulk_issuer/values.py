@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from typing import Final
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from .learners import Problem
 
 __all__ = [
+    "blank",
     "cell_text",
     "consent_given",
     "parse_date",
@@ -40,9 +42,21 @@ _DATE_HELP: Final = (
 _CONSENT_YES: Final = frozenset({"yes", "y", "true", "1", "x", "✓", "✔", "☑"})
 
 
+def blank(value: object) -> bool:
+    """No value: None, an empty or blank string, a float NaN (what pandas' `to_dict(
+    "records")` gives for an empty cell), or pandas' own `NA` and `NaT`."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
 def cell_text(value: object) -> str:
     """A record's value as a results-file cell (a whole float without its `.0`)."""
-    if value is None:
+    if value is None or (not isinstance(value, str) and blank(value)):
         return ""
     if isinstance(value, str):
         return value
@@ -61,7 +75,7 @@ def cell_text(value: object) -> str:
 
 def parse_text(value: object) -> str | None:
     """A text field's value, stripped; None when the value is not text-like."""
-    if value is None:
+    if blank(value):
         return ""
     if isinstance(value, str):
         return value.strip()
@@ -101,6 +115,8 @@ def parse_date(
     value: object, label: str, date_format: str | None
 ) -> datetime.date | Problem | None:
     """A date from a cell in one of the accepted forms (or a real date cell); None when empty."""
+    if blank(value):
+        return None  # pandas' NaT first: it passes for a datetime
     if isinstance(value, datetime.datetime):
         return value.date()
     if isinstance(value, datetime.date):

@@ -406,6 +406,38 @@ def test_integers(column: str, value: str, ok: bool) -> None:
         assert row.problems[0].value == value
 
 
+class NAType:
+    """Stands in for pandas' `pd.NA` (the class name is what is recognised)."""
+
+
+def test_a_nan_or_na_cell_is_empty_not_the_text_nan() -> None:
+    """pandas' `df.to_dict("records")` gives NaN for an empty cell: sent as nothing, never
+    as "nan" on a badge, nor as the invalid JSON NaN; a NaN first name is an empty one."""
+    builder = RowBuilder()
+    nan = float("nan")
+    record = {
+        "First Name": "Ada",
+        "Last Name": nan,
+        "Email": "a@example.org",
+        "Organisation": NAType(),
+        "Score": nan,
+        "Issue Date": nan,
+        "recipient_title": nan,
+    }
+    row = builder.from_mapping(1, record)
+    assert row.ok
+    assert row.learner is not None
+    assert row.learner.payload() == {
+        "recipient_firstname": "Ada",
+        "recipient_email": "a@example.org",
+    }
+    assert set(row.fields.values()) == {"Ada", "a@example.org", ""}
+    nameless = builder.from_mapping(2, {"First Name": nan, "Email": "b@example.org"})
+    assert [p.message for p in nameless.problems] == [
+        "first name is empty; every learner needs one"
+    ]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "code"),
     [
