@@ -33,7 +33,7 @@ from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, check_base_url, mask
 from .console import Console, plural
 from .coordination import IN_PROCESS, choose
-from .engine import BadgeIssuer, Preflight
+from .engine import MAX_WORKERS, BadgeIssuer, Preflight
 from .errors import (
     EXIT_BUG,
     EXIT_INTERRUPTED,
@@ -171,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the server's limit, like 5/2s, 50/1s, 150/1m, or none (default 5/2s)",
     )
     issue.add_argument(
-        "--workers", type=_positive, help="concurrent learners (default: suits the rate)"
+        "--workers",
+        type=_workers,
+        help=f"concurrent learners, 1 to {MAX_WORKERS} (default: suits the rate)",
     )
     issue.add_argument(
         "--journal", help="the SQLite journal that makes a rerun resume (default: beside FILE)"
@@ -287,6 +289,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def _workers(text: str) -> int:
+    count = _positive(text)
+    if count > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_WORKERS} workers, got {count}: the pace, not the workers, sets "
+            "the speed (the default suits the rate)"
+        )
+    return count
 
 
 def _sandbox(args: argparse.Namespace) -> int:

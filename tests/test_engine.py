@@ -441,3 +441,10 @@ async def test_without_the_lookup_endpoint_the_run_says_so_once_and_goes_on(rese
     assert [e["event"] for e in events].count("lookup.unavailable") == 1
     resent = [e for e in events if "resent_unverified" in e.get("flags", [])]
     assert all(e["event"] == "badge.issued" for e in resent)
+
+
+@pytest.mark.parametrize("workers", [0, 1001])
+def test_workers_out_of_range_are_refused(workers: int) -> None:
+    """No worker would issue nothing; more than 1,000 only cost memory."""
+    with pytest.raises(ValueError, match="workers must be 1 to 1000"):
+        bulk_issuer.BadgeIssuer(auth=PersonalAccessToken(PAT), workers=workers)
