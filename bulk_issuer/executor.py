@@ -339,11 +339,17 @@ async def _exchange_loop(
             job.maybe_sent = True
             outage = client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")
             return flow.answered(outcome.status, outcome.detail, outage=outage)
+        if isinstance(outcome, Answer) and _a_page(outcome):
+            # A 2xx that is not the assertion (a proxy's or a portal's page): it may have
+            # gone through or not, and when every issue call gets one, that is an outage.
+            job.maybe_sent = True
+            why = f"HTTP {outcome.status} without the assertion: {outcome.detail}"
+            outage = client.note_unanswered(path, why)
+            return flow.answered(outcome.status, outcome.detail, outage=outage, json=False)
         if await client.settle(retry, ticket, outcome, path=path):
             continue
         assert isinstance(outcome, Answer)
-        json = isinstance(outcome.body, (dict, list))
-        if 200 <= outcome.status < 300 and json:
+        if 200 <= outcome.status < 300:
             badge.confirmed = True
         body = outcome.body if isinstance(outcome.body, dict) else {}
         assertion = body.get("id")
@@ -352,8 +358,12 @@ async def _exchange_loop(
             outcome.detail,
             assertion_id=None if assertion is None else str(assertion),
             badge_confirmed=badge.confirmed,
-            json=json,
         )
+
+
+def _a_page(answer: Answer) -> bool:
+    """A 2xx whose body is not JSON, as the assertion the API answers with is."""
+    return 200 <= answer.status < 300 and not isinstance(answer.body, dict | list)
 
 
 def _cut_short(job: Job, why: str) -> Finish:

@@ -1310,3 +1310,24 @@ async def test_a_2xx_page_is_not_taken_for_an_issued_badge(
     assert all(sandbox.issued_count(51, email) == 1 for email in emails(learners))
     lookups = [r for r in sandbox.requests if r.kind == "lookup"]
     assert len(lookups) >= 3  # the holders list, then one question per page answered
+
+
+@pytest.mark.looptime
+async def test_a_page_for_every_issue_call_is_an_outage_that_stops_the_run() -> None:
+    """A proxy's page for every issue call: the run stops once the outage limit is past
+    (exit 4 on the command line), naming the page; no learner is failed for it, and those
+    sent are unconfirmed (the next run asks the server first)."""
+    page = ScriptedAnswer("issue", 200, body=PORTAL, content_type="text/html")
+    async with run_sandbox(SandboxConfig(scripted=[page])) as sandbox:
+        started = anyio.current_time()
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(30))
+        took = anyio.current_time() - started
+    assert "without the assertion: Sign in to continue" in str(caught.value)
+    assert took < RetryPolicy().outage + 10  # not six rounds of page and lookup a learner
+    summary = caught.value.summary
+    assert summary is not None
+    assert (summary.failed, summary.issued) == (0, 0)
+    assert summary.unconfirmed >= 1
+    assert summary.unconfirmed + summary.not_attempted == 30
+    assert sandbox.assertions == []
