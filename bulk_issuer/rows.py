@@ -37,7 +37,8 @@ _EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 #: The fields printed on the badge: control characters (a NUL, a line break, an escape) in
 #: them are a file's damage, not a name, and a database may refuse them with a 500.
 _NAMES = ("first_name", "last_name", "organisation")
-_DAMAGE = frozenset({"Cc", "Zl", "Zp"})  # control characters, line and paragraph separators
+# Unicode's control characters (Cc), and its line and paragraph separators (Zl, Zp).
+_DAMAGE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ROW_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
@@ -314,15 +315,14 @@ class RowBuilder:
                 )
 
         for name in _NAMES:
-            text = str(parsed.get(name, ""))
-            control = next((ch for ch in text if unicodedata.category(ch) in _DAMAGE), None)
-            if control is not None:
+            value = parsed.get(name)  # text fields parse to str
+            if value and (damage := _DAMAGE.search(str(value))):
                 problems.append(
                     Problem(
                         labels.get(name, name),
-                        text,
-                        f"contains a control character or a line break (U+{ord(control):04X}): "
-                        "a name is printable text on one line",
+                        str(value),
+                        "contains a control character or a line break "
+                        f"(U+{ord(damage.group()):04X}): a name is printable text on one line",
                     )
                 )
         if not parsed.get("first_name"):

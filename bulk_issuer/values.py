@@ -75,10 +75,10 @@ def cell_text(value: object) -> str:
 
 def parse_text(value: object) -> str | None:
     """A text field's value, stripped; None when the value is not text-like."""
-    if blank(value):
-        return ""
     if isinstance(value, str):
         return value.strip()
+    if blank(value):
+        return ""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return cell_text(value)
     return None
@@ -115,12 +115,10 @@ def parse_date(
     value: object, label: str, date_format: str | None
 ) -> datetime.date | Problem | None:
     """A date from a cell in one of the accepted forms (or a real date cell); None when empty."""
-    if blank(value):
-        return None  # pandas' NaT first: it passes for a datetime
-    if isinstance(value, datetime.datetime):
-        return value.date()
-    if isinstance(value, datetime.date):
-        return value
+    if isinstance(value, datetime.date):  # a datetime is one too, and so is pandas' NaT
+        if blank(value):
+            return None
+        return value.date() if isinstance(value, datetime.datetime) else value
     text = parse_text(value)
     if text is None:
         return Problem(label, cell_text(value), f"not a date: {_DATE_HELP}")

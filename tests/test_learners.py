@@ -410,6 +410,10 @@ class NAType:
     """Stands in for pandas' `pd.NA` (the class name is what is recognised)."""
 
 
+class NaTType(datetime.datetime):
+    """Stands in for pandas' `pd.NaT`, which passes for a datetime."""
+
+
 def test_a_nan_or_na_cell_is_empty_not_the_text_nan() -> None:
     """pandas' `df.to_dict("records")` gives NaN for an empty cell: sent as nothing, never
     as "nan" on a badge, nor as the invalid JSON NaN; a NaN first name is an empty one."""
@@ -422,6 +426,7 @@ def test_a_nan_or_na_cell_is_empty_not_the_text_nan() -> None:
         "Organisation": NAType(),
         "Score": nan,
         "Issue Date": nan,
+        "Expiry Date": NaTType(2000, 1, 1),
         "recipient_title": nan,
     }
     row = builder.from_mapping(1, record)
