@@ -96,9 +96,9 @@ _UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _DIGITS = 12
 _LONGEST_HINT = 256
 _WHOLE = rf"\d{{1,{_DIGITS}}}(?!\d)"
-_NUMBER = rf"(\d{{1,{_DIGITS}}}(?:\.\d{{1,9}})?)(?![\d.])"
+_NUMBER = rf"({_WHOLE}(?:\.\d+)?)"
 _DETAIL_RE = re.compile(
-    rf"(?<!\d)({_WHOLE})\s*(?:per|/)\s*({_WHOLE}(?:\.\d{{1,9}})?)?\s*(second|minute|hour|day)s?\b"
+    rf"(?<!\d)({_WHOLE})\s*(?:per|/)\s*({_WHOLE}(?:\.\d+)?)?\s*(second|minute|hour|day)s?\b"
 )
 _INT_RE = re.compile(rf"^\s*({_WHOLE})")
 

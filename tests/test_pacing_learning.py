@@ -421,6 +421,11 @@ async def test_tasks_keep_their_own_round_trips() -> None:
             ServerHints(5, None, 2, 1.0),
         ),
         ({"X-RateLimit-Reset": "1000000030"}, None, ServerHints(reset=30.0)),
+        (
+            {"RateLimit": "limit=5, remaining=2, reset=0.5234567891234"},  # any decimals
+            None,
+            ServerHints(5, None, 2, 0.5234567891234),
+        ),
         ({}, "Rate limit exceeded: 4 per 2 second", ServerHints(4, 2.0)),
         ({}, "Rate limit exceeded: 150 per 1 minute", ServerHints(150, 60.0)),
         ({"X-RateLimit-Limit": "4"}, "Rate limit exceeded: 4 per 2 second", ServerHints(4, 2.0)),
