@@ -3,11 +3,12 @@
 Every run gets its own sandbox (30-90 ms arrival latency). The 5/2s runs, minutes of
 waiting, run at once in one event loop, so that both pacers meet the same conditions; the
 50/1s runs, seconds each, run one at a time after them, three times each with different
-seeds, and are shown as their mean: one such run's share moves by half a point with its
-latency draws. Two
-clients drive a pacer: a minimal loop of this file's own (`acquire`, PUT, `observe`, and on
-a 429 `rate_limited_for` and a sleep, exactly as the engine's client is to call them; a
-PAT, no lookups), once with today's pacer (frozen in `_pacer_v1.py`, which has no
+seeds (today's pacer once), and are shown as their mean: one such run's share moves by
+half a point with its latency draws.
+
+Two clients drive a pacer: a minimal loop of this file's own (`acquire`, PUT, `observe`,
+and on a 429 `rate_limited_for` and a sleep, exactly as the engine's client is to call
+them; a PAT, no lookups), once with today's pacer (frozen in `_pacer_v1.py`, which has no
 `observe`) and once with the learning one; and the engine itself (`issue_badges`, which
 builds its own pacer). Everything is counted on the server side.
 """

@@ -321,9 +321,8 @@ class BadgeIssuer:
             if answer.status == 404 and answer.detail.strip().lower() != "not found":
                 raise FatalError(f"badge {badge_id} is not found (HTTP 404): {answer.detail}")
             if 200 <= answer.status < 300 and isinstance(answer.body, dict):
-                checked = True
-                body = answer.body if isinstance(answer.body, dict) else {}
-                name = body.get("name")
+                checked = True  # a JSON object: a page (a proxy's, say) checks nothing
+                name = answer.body.get("name")
                 badge.name = str(name)[:200] if name else None
             else:
                 # This API does not answer for badges: check the credentials another way;

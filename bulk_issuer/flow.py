@@ -200,7 +200,7 @@ class LearnerFlow:
             # the call reached the API. The server is asked, as after no answer.
             said = f" ({detail})" if detail and detail != f"HTTP {status}" else ""
             why = f"HTTP {status} without the assertion{said}"
-            return self._unanswered_send(status, why, outage)
+            return self._unanswered_send(status, why, outage, asked=why)
         if 200 <= status < 300:
             return self._finish(Status.ISSUED, status, None, assertion_id)
         if status == 409:
@@ -273,11 +273,13 @@ class LearnerFlow:
             return Send()
         return Wait(self._backoff(self._unanswered), "retry after an unanswered send", Send())
 
-    def _unanswered_send(self, status: int | None, why: str, outage: bool) -> Action:
+    def _unanswered_send(
+        self, status: int | None, why: str, outage: bool, *, asked: str | None = None
+    ) -> Action:
         self._unanswered += 1
         self._excused += outage
         self._last = (status, why)
-        what = why if status is None or why.startswith("HTTP") else f"HTTP {status}"
+        what = asked or (f"HTTP {status}" if status is not None else why)
         return Verify(f"{what}: was it issued?")
 
     def _stop(self, status: int, message: str) -> Finish:
