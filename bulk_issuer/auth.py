@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeAlias
@@ -23,6 +24,7 @@ __all__ = [
     "PersonalAccessToken",
     "Secret",
     "TokenManager",
+    "sendable",
 ]
 
 #: The documented minimum lifetime of a login token, assumed when the token says nothing.
@@ -71,6 +73,14 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def sendable(credential: str) -> bool:
+    """Whether a token can go in an HTTP header: no control character (CR, LF, NUL...)."""
+    return _CONTROL.search(credential) is None
+
+
 class PersonalAccessToken:
     """A Personal Access Token: sent as is with every call, never exchanged.
 
@@ -79,8 +89,12 @@ class PersonalAccessToken:
         header: `"x-access-token"` (current docs) or `"bearer"` (`Authorization: Bearer`,
             the previous docs).
 
+    Surrounding whitespace is dropped (a line break copied with it, a Windows `.env`'s
+    carriage return).
+
     Raises:
-        ValueError: the token is empty, or the header is neither of those.
+        ValueError: the token is empty or holds a control character (no header can carry
+            it), or the header is neither of those.
     """
 
     __slots__ = ("header", "token")
@@ -88,7 +102,13 @@ class PersonalAccessToken:
     def __init__(self, token: str | Secret, *, header: PatHeader = "x-access-token") -> None:
         if header not in ("x-access-token", "bearer"):
             raise ValueError(f"header must be 'x-access-token' or 'bearer', got {header!r}")
-        self.token = token if isinstance(token, Secret) else Secret(token)
+        value = (token.reveal() if isinstance(token, Secret) else token).strip()
+        self.token = Secret(value)
+        if not sendable(value):
+            raise ValueError(
+                "the Personal Access Token holds a control character, which no header can "
+                "carry: copy it again from Navigatr's User Settings"
+            )
         self.header: PatHeader = header
 
     def headers(self) -> dict[str, str]:

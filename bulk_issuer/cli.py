@@ -401,9 +401,12 @@ def _credentials(pat_header: str) -> Auth:
     user = os.environ.get("NAVIGATR_USER", "").strip()
     password = os.environ.get("NAVIGATR_PASS", "")
     if pat:
-        return PersonalAccessToken(
-            pat, header="bearer" if pat_header == "bearer" else "x-access-token"
-        )
+        try:
+            return PersonalAccessToken(
+                pat, header="bearer" if pat_header == "bearer" else "x-access-token"
+            )
+        except ValueError as exc:
+            raise UsageError(f"NAVIGATR_PAT: {exc}") from None
     if user and password:
         return PasswordAuth(user, password)
     raise UsageError(

@@ -31,7 +31,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import aiohttp
 import anyio
 
-from .auth import Auth, PasswordAuth, Secret, TokenManager
+from .auth import Auth, PasswordAuth, Secret, TokenManager, sendable
 from .errors import CredentialsRejected, UnavailableError
 from .events import ApiTrouble, Event, Waiting
 from .pacing import Pacer
@@ -592,6 +592,13 @@ class NavigatrClient:
             answer = outcome
             token = answer.body.get("access_token") if isinstance(answer.body, dict) else None
             if 200 <= answer.status < 300 and isinstance(token, str) and token:
+                if not sendable(token):
+                    raise UnavailableError(
+                        f"the token endpoint at {self.host} answered a token that no header "
+                        "can carry (it holds a control character); check the API's address "
+                        "(--base-url or NAVIGATR_BASE_URL), or rerun later",
+                        host=self.host,
+                    )
                 self._token_form = form
                 return Secret(token)
             if answer.status in (415, 422) and self._token_form is None:

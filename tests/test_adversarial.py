@@ -1331,3 +1331,18 @@ async def test_a_page_for_every_issue_call_is_an_outage_that_stops_the_run() -> 
     assert summary.unconfirmed >= 1
     assert summary.unconfirmed + summary.not_attempted == 30
     assert sandbox.assertions == []
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("token", ["tok-SECRET\r\nX-Injected: 1", "tok-\x00SECRET"])
+async def test_a_login_token_no_header_can_carry_stops_the_run_without_showing_it(
+    token: str,
+) -> None:
+    """A token endpoint that answers a token with a line break or a NUL in it: exit 4
+    (unavailable), saying why, before any issue call, and never showing the token."""
+    login = ScriptedAnswer("token", 200, body={"access_token": token, "token_type": "bearer"})
+    async with run_sandbox(SandboxConfig(scripted=[login])) as sandbox:
+        with pytest.raises(UnavailableError, match="no header can carry") as caught:
+            await issue(sandbox, cohort(2), auth=PasswordAuth(USER, PASSWORD))
+    assert "SECRET" not in str(caught.value)
+    assert [r.kind for r in sandbox.requests] == ["token"]

@@ -36,6 +36,18 @@ def test_secrets_hide_in_repr_str_and_format() -> None:
         pickle.dumps(Secret("x-SECRET"))
 
 
+def test_a_pat_copied_with_a_line_break_is_trimmed_and_one_with_a_control_char_refused() -> None:
+    """A Windows .env's carriage return or a copied newline around a PAT is dropped; a
+    control character inside it (which no header can carry) is refused at once, without
+    the token in the message; an empty one too."""
+    assert PersonalAccessToken(" pat-SECRET-1\r\n").headers() == {"X-Access-Token": "pat-SECRET-1"}
+    with pytest.raises(ValueError, match="control character") as caught:
+        PersonalAccessToken("pat-\x00SECRET-1")
+    assert "SECRET" not in str(caught.value)
+    with pytest.raises(ValueError, match="non-empty"):
+        PersonalAccessToken(" \r\n")
+
+
 def test_pat_headers() -> None:
     """A PAT goes in X-Access-Token by default, in Authorization: Bearer by option."""
     assert PersonalAccessToken("t").headers() == {"X-Access-Token": "t"}

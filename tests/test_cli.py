@@ -155,6 +155,7 @@ def test_wrong_password_exits_3_quickly(
         (["--badge", "51", "--rate", "fast"], {"NAVIGATR_PAT": "x"}, "5/2s"),
         (["--badge", "abc"], {"NAVIGATR_PAT": "x"}, "badge"),
         (["--badge", "51", "--workers", "100000"], {"NAVIGATR_PAT": "x"}, "at most 1000"),
+        (["--badge", "51"], {"NAVIGATR_PAT": "pat\x01pat"}, "control character"),
     ],
 )
 def test_usage_errors_exit_2_without_sending(
@@ -166,7 +167,7 @@ def test_usage_errors_exit_2_without_sending(
     message: str,
 ) -> None:
     """Missing credentials, plain http to a remote host, a bad rate, badge or number of
-    workers: exit 2."""
+    workers, a PAT no header can carry: exit 2."""
     for name in ("NAVIGATR_PAT", "NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
