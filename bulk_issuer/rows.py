@@ -36,10 +36,31 @@ __all__ = ["RowBuilder", "validate"]
 _EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 #: The fields printed on the badge: control characters (a NUL, a line break, an escape) in
 #: them are a file's damage, not a name, and a database may refuse them with a 500.
-_NAMES = ("first_name", "last_name", "organisation")
+_NAMES = frozenset({"first_name", "last_name", "organisation"})
 # Unicode's control characters (Cc), and its line and paragraph separators (Zl, Zp).
 _DAMAGE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Half a UTF-16 pair, which JSON ("\ud800") and Python strings can hold and no UTF-8 can.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAME_DAMAGE = re.compile(f"{_DAMAGE.pattern}|{_SURROGATE.pattern}")
 _ROW_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+
+def _damaged(label: str, value: str, char: str) -> Problem:
+    """The problem of a value that holds `char`: a lone surrogate, or (in a name) a
+    control character or a line break."""
+    if _SURROGATE.fullmatch(char):
+        return Problem(
+            label,
+            _SURROGATE.sub("\ufffd", value),
+            "holds half of a UTF-16 pair (a lone surrogate), which is not text: fix the "
+            "program that wrote the file",
+        )
+    return Problem(
+        label,
+        value,
+        f"contains a control character or a line break (U+{ord(char):04X}): a name is "
+        "printable text on one line",
+    )
 
 
 def validate(learner: Learner) -> tuple[Learner | None, tuple[Problem, ...]]:
@@ -314,17 +335,12 @@ class RowBuilder:
                     )
                 )
 
-        for name in _NAMES:
-            value = parsed.get(name)  # text fields parse to str
-            if value and (damage := _DAMAGE.search(str(value))):
-                problems.append(
-                    Problem(
-                        labels.get(name, name),
-                        str(value),
-                        "contains a control character or a line break "
-                        f"(U+{ord(damage.group()):04X}): a name is printable text on one line",
-                    )
-                )
+        for fields_of in (parsed, extra):
+            for name, value in fields_of.items():
+                if not isinstance(value, str) or (value.isascii() and name not in _NAMES):
+                    continue  # the common case: nothing to look for
+                if found := (_NAME_DAMAGE if name in _NAMES else _SURROGATE).search(value):
+                    problems.append(_damaged(labels.get(name, name), value, found.group()))
         if not parsed.get("first_name"):
             if "first_name" in labels or missing is None:
                 message = "first name is empty; every learner needs one"

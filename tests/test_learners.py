@@ -444,6 +444,27 @@ def test_a_nan_or_na_cell_is_empty_not_the_text_nan() -> None:
 
 
 @pytest.mark.parametrize(
+    "record",
+    [
+        {"first_name": "Ada\ud800", "email": "a@example.com"},
+        {"first_name": "Ada", "email": "a\udc00@example.com"},
+        {"first_name": "Ada", "email": "a@example.com", "evidence_text": "x\ud83d"},
+        {"first_name": "Ada", "email": "a@example.com", "recipient_title": "Dr\udfff"},
+    ],
+)
+def test_a_lone_surrogate_is_the_rows_problem(record: dict[str, str]) -> None:
+    """JSON ("\\ud800") and Python strings can hold half a UTF-16 pair, which no UTF-8
+    journal, results file or request can: that row is invalid, shown with U+FFFD."""
+    builder = RowBuilder()
+    row = builder.from_mapping(1, record)
+    assert not row.ok
+    assert "lone surrogate" in row.problems[0].message
+    assert "\ufffd" in row.problems[0].value
+    row.problems[0].value.encode("utf-8")  # printable, writable
+    assert builder.from_mapping(2, {"first_name": "Zoë 😀", "email": "b@example.com"}).ok
+
+
+@pytest.mark.parametrize(
     ("field", "value", "code"),
     [
         ("first_name", "B\x00o", "U+0000"),  # a NUL: a damaged file

@@ -402,6 +402,30 @@ def test_an_async_callback_is_refused_before_anything_is_sent() -> None:
         assert sandbox.requests == []
 
 
+def test_a_json_lines_row_with_a_lone_surrogate_is_invalid_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A file that JSON-escapes half a UTF-16 pair: that row is invalid, the others are
+    issued and journaled (it stopped the whole run with an internal UnicodeEncodeError)."""
+    path = tmp_path / "cohort.jsonl"
+    path.write_text(
+        '{"first_name": "Ada\\ud800", "email": "ada@example.org"}\n'
+        '{"first_name": "Bo", "email": "bo@example.org"}\n',
+        encoding="utf-8",
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        summary = bulk_issuer.issue_badges_sync(
+            str(path),
+            badge_id=51,
+            auth=AUTH,
+            base_url=sandbox.url,
+            rate=None,
+            journal=tmp_path / "cohort.db",
+        )
+        assert sandbox.issued_count(51, "bo@example.org") == 1
+    assert (summary.issued, summary.invalid) == (1, 1)
+
+
 def test_a_callback_that_raises_stops_the_run_and_a_rerun_finishes_it(tmp_path: Path) -> None:
     """An integrator's bug in on_outcome stops the run with its own exception; the journal
     holds what was on the wire, and the rerun issues the rest, nobody twice."""
