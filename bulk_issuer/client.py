@@ -646,17 +646,33 @@ def _parse(text: str) -> Any:
     return text
 
 
+#: A secret at least this long is also masked where an echo cut it short (a server that
+#: quotes a header's first hundred bytes): from its first this many characters to the end
+#: of the word.
+_ECHOED_PREFIX = 12
+
+
 def mask(text: str, secrets: list[str]) -> str:
     """`text` with every secret replaced by asterisks (a server may echo what it was sent).
 
     Each secret is masked as it is, JSON-escaped and form-encoded: the ways an echo of a
-    request body or header can spell it.
+    request body or header can spell it. The first (the credential itself, a PAT or a
+    password) is masked cut short too, when it is long; not the login tokens after it:
+    every JWT starts with the same characters, and a new token would be masked out of its
+    own login answer.
     """
-    for secret in secrets:
+    for position, secret in enumerate(secrets):
         for form in _spellings(secret):
             if form in text:
                 text = text.replace(form, "********")
+        if position == 0 and len(secret) >= _ECHOED_PREFIX and secret[:_ECHOED_PREFIX] in text:
+            text = _cut_short(secret).sub("********", text)
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _cut_short(secret: str) -> re.Pattern[str]:
+    return re.compile(re.escape(secret[:_ECHOED_PREFIX]) + r"\S*")
 
 
 @functools.lru_cache(maxsize=64)

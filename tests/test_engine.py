@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 import bulk_issuer
 from bulk_issuer import FatalError, Learner, PasswordAuth, PersonalAccessToken, Summary
-from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
 from bulk_issuer.sandbox.state import DROPPED
 from tests.conftest import most_in_server_windows, most_in_window
 
@@ -324,6 +324,30 @@ async def test_no_secret_in_any_event() -> None:
     assert PASSWORD not in text
     assert tokens
     assert not any(token in text for token in tokens)
+
+
+@pytest.mark.parametrize("cut", [12, 30])
+async def test_a_credential_echoed_cut_short_is_masked_too(cut: int) -> None:
+    """A server that quotes only the start of the credential (as aiohttp's own "Got more
+    than 8190 bytes when reading: b'...'" does): no part of it from its first 12
+    characters on reaches an outcome or a log event."""
+    secret = "pat-that-must-never-show-in-any-output-0123456789"
+    echo = {"detail": f"invalid X-Access-Token: b'{secret[:cut]}...'"}
+    refuse = ScriptedAnswer("issue", 400, body=echo, times=1)
+    seen: list[bulk_issuer.Outcome] = []
+    config = SandboxConfig(scripted=[refuse], pats=frozenset({secret}))
+    async with run_sandbox(config) as sandbox:
+        with capture_logs() as events:
+            await bulk_issuer.issue_badges(
+                cohort(2),
+                badge_id=51,
+                auth=PersonalAccessToken(secret),
+                base_url=sandbox.url,
+                on_outcome=seen.append,
+            )
+    text = repr(events) + repr(seen)
+    assert "invalid X-Access-Token" in text  # the echo did reach the outputs, masked
+    assert secret[:12] not in text
 
 
 def sandbox_tokens(sandbox: Sandbox) -> list[str]:
