@@ -726,7 +726,7 @@ class Pacer:
         # no longer relied on, and no held-back request catches up again.
         self._probing = False
         self._room_trusted = False
-        self._smooth, self._forgets, self._agreed, self._consistent = True, False, 0, 0
+        self._stop_catching_up()
         if self._share > 0:
             self._share = max(0.0, self._share - 2 * _PROBE_STEP)  # the probe went too far
         else:
@@ -782,7 +782,7 @@ class Pacer:
             if high > earliest - period and low <= latest:
                 possibly += 1
         if counted > possibly:
-            self._smooth, self._forgets, self._agreed, self._consistent = True, False, 0, 0
+            self._stop_catching_up()
         elif counted == 1 and surely > max(3, allowed // 2 + 1):
             self._forgets = True
         elif surely <= counted <= possibly:
@@ -790,6 +790,11 @@ class Pacer:
             self._agreed += counted == surely == possibly
         else:
             self._agreed = self._consistent = 0
+
+    def _stop_catching_up(self) -> None:
+        """The server counts more than our arrivals explain (or refused what no limit
+        explains): no held-back request catches up again, for the rest of the run."""
+        self._smooth, self._forgets, self._agreed, self._consistent = True, False, 0, 0
 
     def _counted(self, send: _Send | None, now: float, period: float, *, itself: bool) -> int:
         """At most how many of our requests the server's window ending at `send` held."""
