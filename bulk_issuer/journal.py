@@ -114,6 +114,9 @@ class Journal:
             self._db = sqlite3.connect(
                 target, isolation_level=None, check_same_thread=False, timeout=1.0
             )
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
+        try:
             # Exclusive: no second run on this journal at once (it would send the same
             # learners), and no file-lock calls on every commit.
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -122,19 +125,47 @@ class Journal:
             # only a power cut can lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
+        except sqlite3.DatabaseError as exc:
+            self._db.close()  # a refused journal leaves no file open
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise JournalError(
                     f"the journal {target} is in use by another run of bulk-issuer; "
                     "wait for it to finish (or stop it), then run again",
                     path=target,
                 ) from None
             raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
         self._db.row_factory = sqlite3.Row
         self._pending: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._user: object | None = None
+
+    def take(self, user: object) -> None:
+        """Let `user` (an issuer) use this open journal: one at a time, as the file lock
+        allows one process at a time.
+
+        Args:
+            user: the one that will use it.
+
+        Raises:
+            JournalError: another issuer of this process is using it.
+        """
+        if self._user is not None and self._user is not user:
+            where = self.path if self.path is not None else "in memory"
+            raise JournalError(
+                f"the journal {where} is in use by another issuer in this process; "
+                "wait for it to finish, or give each its own journal",
+                path=str(where),
+            )
+        self._user = user
+
+    def release(self, user: object) -> None:
+        """`user` is done with it (see `take`).
+
+        Args:
+            user: the one that took it.
+        """
+        if self._user is user:
+            self._user = None
 
     def close(self) -> None:
         """Commit and close."""

@@ -27,6 +27,7 @@ from bulk_issuer.coordination import (
     Verdict,
     account_key,
     choose,
+    runs,
 )
 from bulk_issuer.coordination.gcra import HOLD_WIDER, WIDEN, Window, rate_limited, reserve
 from bulk_issuer.errors import UnavailableError
@@ -316,6 +317,8 @@ async def test_claims(stores: Factory) -> None:
     a, b = stores(), stores()
     await a.open()
     await b.open()
+    for run in ("run-a", "run-b", "run-c"):
+        runs.started(run)  # live runs of this process, as their ledgers make them
     try:
         assert (await a.claim(51, "x", "run-a", 30)).verdict is Verdict.GRANTED
         assert (await a.claim(51, "x", "run-a", 30)).verdict is Verdict.GRANTED  # its own
@@ -339,6 +342,35 @@ async def test_claims(stores: Factory) -> None:
         fresh = await b.claim(51, "x", "run-c", 30, since=later)
         assert (fresh.verdict, fresh.verify) == (Verdict.GRANTED, False)
     finally:
+        for run in ("run-a", "run-b", "run-c"):
+            runs.ended(run)
+        await a.close()
+        await b.close()
+
+
+async def test_a_claim_left_by_an_ended_run_of_this_process_is_taken_at_once(
+    tmp_path: Path,
+) -> None:
+    """A call cancelled while its claim was written, or closed before its settlements
+    were, leaves a claim behind: a later run of the same process takes it at once (asking
+    the server first if it had begun sending), instead of waiting out its 30 s lease."""
+    a, b = LocalCoordinator(ACCOUNT, tmp_path), LocalCoordinator(ACCOUNT, tmp_path)
+    await a.open()
+    await b.open()
+    runs.started("run-a")
+    runs.started("run-b")
+    try:
+        await a.claim(51, "claimed", "run-a", 30)
+        await a.claim(51, "sending", "run-a", 30)
+        await a.sending(51, "sending", "run-a")
+        assert (await b.claim(51, "claimed", "run-b", 30)).verdict is Verdict.HELD
+        runs.ended("run-a")
+        taken = await b.claim(51, "claimed", "run-b", 30)
+        assert (taken.verdict, taken.verify) == (Verdict.GRANTED, False)
+        taken = await b.claim(51, "sending", "run-b", 30)
+        assert (taken.verdict, taken.verify) == (Verdict.GRANTED, True)
+    finally:
+        runs.ended("run-b")
         await a.close()
         await b.close()
 

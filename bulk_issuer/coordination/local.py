@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from ..errors import UnavailableError
 from .gcra import PaceState, Window, rate_limited, reserve
 from .protocol import Claim, Ending, Verdict
+from .runs import alive_here
 
 __all__ = ["LocalCoordinator", "default_folder"]
 
@@ -274,7 +275,7 @@ class LocalCoordinator:
                     return Claim(Verdict.DONE, holder)
             elif holder != run_id:
                 live = ending in (None, _SENDING)
-                if live and expires_at > now and self._alive(host, pid):
+                if live and expires_at > now and self._alive(host, pid, holder):
                     return Claim(Verdict.HELD, holder)
                 # A dead run that may have sent it, or a send that went unanswered: it may
                 # have been processed, so the server is asked first.
@@ -285,9 +286,11 @@ class LocalCoordinator:
         )
         return Claim(Verdict.GRANTED, verify=verify)
 
-    def _alive(self, host: str, pid: int) -> bool:
-        if host != self._host or pid == self._pid:
+    def _alive(self, host: str, pid: int, run_id: str) -> bool:
+        if host != self._host:
             return True  # another machine's (or namespace's) process: the lease decides
+        if pid == self._pid:
+            return alive_here(run_id)  # a run of this process that ended left it behind
         return _process_alive(pid)
 
     async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:

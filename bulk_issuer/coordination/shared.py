@@ -29,6 +29,7 @@ from ..errors import UnavailableError
 from .account import learner_hash
 from .gcra import Window
 from .protocol import Claim, Coordinator, Ending, Verdict
+from .runs import ended, started
 
 __all__ = ["DEFAULT_LEASE", "ClaimLedger", "SharedSlots"]
 
@@ -165,16 +166,20 @@ class ClaimLedger:
         self.since = await self.coordinator.clock() - 1.0
         self._on_lost = on_lost
         self._renewing = asyncio.get_running_loop().create_task(self._renew())
+        started(self.run_id)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Write the settlements still pending (for up to `grace` seconds), then stop."""
         renewing, self._renewing = self._renewing, None
         if renewing is None:
             return
-        with anyio.move_on_after(grace, shield=True):
-            while self._flushing is not None and self.lost is None:
-                await asyncio.shield(self._flushing)
-        renewing.cancel()
+        try:
+            with anyio.move_on_after(grace, shield=True):
+                while self._flushing is not None and self.lost is None:
+                    await asyncio.shield(self._flushing)
+        finally:
+            ended(self.run_id)
+            renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
 
@@ -234,6 +239,12 @@ class ClaimLedger:
             except UnavailableError as exc:
                 self._lose(exc)
                 raise
+            except BaseException:
+                # Cancelled while the claim was being written: it may have been. Left so
+                # that the next claimant takes it at once and asks the server first (a
+                # claim it replaced may have been a dead run's unanswered send).
+                self._queue(badge_id, key, Ending.UNCONFIRMED)
+                raise
             if claim.verdict is not Verdict.HELD:
                 return claim
             with anyio.move_on_after(self.poll):
@@ -274,8 +285,11 @@ class ClaimLedger:
         """
         if after is not None:
             self._after = after
+        self._queue(badge_id, learner_hash(learner_key), ending)
+
+    def _queue(self, badge_id: int, key: str, ending: Ending) -> None:
         if self._renewing is None or self.lost is not None:
             return
-        self._pending.append((badge_id, learner_hash(learner_key), ending))
+        self._pending.append((badge_id, key, ending))
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
