@@ -25,7 +25,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from .client import Stopping
 from .errors import StoppedError
 from .events import HoldersLoaded
-from .executor import Badge, Context, Job, already_done, claim, settle
+from .executor import Badge, Context, Job, already_done, claim, remember, settle
 from .flow import LearnerFlow
 from .journal import State
 from .learners import Learner, Row
@@ -138,17 +138,7 @@ class Cohort:
                 pass
         done, entry = already_done(ctx, row, badge_id)
         if done is not None:
-            if done.status is Status.HELD:
-                ctx.journal.mark(
-                    badge_id,
-                    learner.key,
-                    State.HELD,
-                    row=row.number,
-                    email=learner.email,
-                    fields=row.fields,
-                    reason=done.reason,
-                    assertion_id=done.assertion_id,
-                )
+            remember(ctx, row, badge_id, done)
             ctx.emit(done)
             return None
         return Job(

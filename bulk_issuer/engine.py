@@ -10,11 +10,13 @@ BadgeIssuer.issue(learner)  -> the same executor, for a service issuing as compl
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +38,7 @@ from .events import (
     default_logger,
     fan_out,
 )
-from .executor import Badge, Context, Job, already_done, claim, settle
+from .executor import Badge, Context, Job, already_done, claim, remember, settle
 from .flow import LearnerFlow
 from .journal import Journal, State
 from .learners import Learner, Row
@@ -200,6 +202,8 @@ class BadgeIssuer:
         self._ctx: Context | None = None
         self._journal: Journal | None = None
         self._in_flight: dict[tuple[int, str], asyncio.Future[Outcome]] = {}
+        self._calls: list[Context] = []  # the runs and dry runs under way
+        self._issuing = 0  # the `issue` calls under way
         #: The summary of the last run, also after it raised.
         self.summary: Summary | None = None
 
@@ -214,14 +218,16 @@ class BadgeIssuer:
             if self._owns_coordinator:
                 await coordinator.open()
             self._claims = ClaimLedger(coordinator)
-            try:
+        try:
+            if self._claims is not None:
                 await self._claims.start(self._coordinator_lost)
-            except BaseException:
-                await self._close_coordinator()
-                raise
-            if self.rate is not None:
-                self.pacer.shared = SharedSlots(coordinator)
-        self._journal = _open_journal(self._journal_arg)
+                if self.rate is not None:
+                    self.pacer.shared = SharedSlots(self._claims.coordinator)
+            self._journal = _open_journal(self._journal_arg, self)
+        except BaseException:
+            # Nothing is left behind: not the ledger's renewals, not the store's file.
+            await self._closing()
+            raise
         self._session = new_session(self.workers + 2, self.pacer)
         client = NavigatrClient(
             self._session,
@@ -247,26 +253,51 @@ class BadgeIssuer:
         if self._ctx is not None:
             self._ctx.stop_with(error)
 
-    async def _close_coordinator(self) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._ctx = None
+        await self._closing()
+
+    async def _closing(self) -> None:
+        """Close what `__aenter__` opened, whatever comes meanwhile.
+
+        A cancellation from outside (`asyncio.wait_for`, `Task.cancel`) goes through
+        anyio's shielding on asyncio, so the closing runs as a task of its own that is
+        awaited to its end (it is bounded: a few seconds for the ledger at most) before
+        the cancellation goes on: no journal is left locked, no renewal running, no
+        connection open.
+        """
         with anyio.CancelScope(shield=True):
+            closing = asyncio.ensure_future(self._close())
+            cancelled: asyncio.CancelledError | None = None
+            while not closing.done():
+                try:
+                    await asyncio.shield(closing)
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+            if cancelled is not None:
+                raise cancelled
+
+    async def _close(self) -> None:
+        try:
             claims, self._claims = self._claims, None
             if claims is not None:
+                # The outcomes still queued for the shared ledger are written first.
                 await claims.stop()
-            self.pacer.shared = None
-            if self._coordinator is not None and self._owns_coordinator:
-                await self._coordinator.close()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            # The outcomes still queued for the shared ledger are written first.
-            await self._close_coordinator()
-            if self._journal is not None and not isinstance(self._journal_arg, Journal):
-                self._journal.close()
         finally:
-            self._ctx = None
-            # Closed even when the block was cancelled: no connection is left open.
-            with anyio.CancelScope(shield=True):
-                await self._session.close()
+            self.pacer.shared = None
+            try:
+                if self._coordinator is not None and self._owns_coordinator:
+                    await self._coordinator.close()
+            finally:
+                journal, self._journal = self._journal, None
+                if journal is not None:
+                    if isinstance(self._journal_arg, Journal):
+                        journal.release(self)
+                    else:
+                        journal.close()
+                session, self._session = self._session, None
+                if session is not None:
+                    await session.close()
 
     def stop(self) -> None:
         """Stop: no new learner starts and nothing not yet sent leaves; requests on the wire
@@ -284,6 +315,37 @@ class BadgeIssuer:
         if self._ctx is None:
             raise RuntimeError("use the BadgeIssuer inside `async with` first")
         return self._ctx
+
+    def _begin(self) -> None:
+        """A call begins: the runs under way no longer have the journal to themselves."""
+        for other in self._calls:
+            other.fresh_journal = False
+
+    @contextlib.contextmanager
+    def _call(self, tally: _Tally) -> Iterator[Context]:
+        """A context of its own for one run or dry run, sharing the issuer's client,
+        journal, badges and claims: its outcomes go to its own tally as well, and what
+        stops it stops the issuer (and so every other call of it)."""
+        base = self._context()
+        alone = not self._calls and not self._issuing
+        self._begin()
+        ctx = replace(
+            base,
+            emit=fan_out([self._emit, tally]),
+            fresh_journal=alone and base.journal.is_empty(),
+            stopped=None,
+        )
+
+        def stopped() -> None:
+            if ctx.stopped is not None:
+                base.stop_with(ctx.stopped)
+
+        ctx.on_stop = stopped
+        self._calls.append(ctx)
+        try:
+            yield ctx
+        finally:
+            self._calls.remove(ctx)
 
     # -- before a run ----------------------------------------------------------------------
 
@@ -322,6 +384,7 @@ class BadgeIssuer:
                 raise FatalError(f"badge {badge_id} is not found (HTTP 404): {answer.detail}")
             if 200 <= answer.status < 300 and isinstance(answer.body, dict):
                 checked = True  # a JSON object: a page (a proxy's, say) checks nothing
+                badge.exists = True
                 name = answer.body.get("name")
                 badge.name = str(name)[:200] if name else None
             else:
@@ -373,9 +436,15 @@ class BadgeIssuer:
             await self.preflight(badge_id)
         started = anyio.current_time()
         tally = _Tally()
-        emit = fan_out([self._emit, tally])
-        ctx = self._context()
-        ctx.fresh_journal = ctx.journal.is_empty()
+        with self._call(tally) as ctx:
+            await self._dry_run(ctx, learners, badge_id)
+        summary = tally.summary
+        summary.elapsed = anyio.current_time() - started
+        self.summary = summary
+        return summary
+
+    async def _dry_run(self, ctx: Context, learners: LearnerInput, badge_id: int | None) -> None:
+        emit = ctx.emit
         async for row in rows_of(learners, self.read_options, badge_id):
             outcome = invalid_outcome(row, badge_id)
             if outcome is None:
@@ -398,10 +467,6 @@ class BadgeIssuer:
                         fields=dict(row.fields),
                     )
             emit(outcome)
-        summary = tally.summary
-        summary.elapsed = anyio.current_time() - started
-        self.summary = summary
-        return summary
 
     # -- a cohort ---------------------------------------------------------------------------
 
@@ -426,16 +491,26 @@ class BadgeIssuer:
                 resumes (`.summary` has the counts).
             InputError: the input cannot be read.
         """
-        ctx = self._context()
+        base = self._context()
         if self._stopping.is_set():
             raise StoppedError("this issuer was stopped; use a new one")
-        client = ctx.client
+        client = base.client
         tally = _Tally()
-        ctx.emit = fan_out([self._emit, tally])
         started = anyio.current_time()
         counters = (client.requests, client.token_calls, self.pacer.rate_limited, client.retries)
-        ctx.fresh_journal = ctx.journal.is_empty()
-        ctx.stopped = None
+        with self._call(tally) as ctx:
+            return await self._run(ctx, learners, badge_id, tally, started, counters)
+
+    async def _run(
+        self,
+        ctx: Context,
+        learners: LearnerInput,
+        badge_id: int | None,
+        tally: _Tally,
+        started: float,
+        counters: tuple[int, int, int, int],
+    ) -> Summary:
+        client = ctx.client
         ctx.emit(
             RunStarted(
                 source=describe_source(learners),
@@ -473,10 +548,13 @@ class BadgeIssuer:
             summary.token_calls = client.token_calls - counters[1]
             summary.rate_limited = self.pacer.rate_limited - counters[2]
             summary.retries = client.retries - counters[3]
+            if ctx.stopped is None and self._ctx is not None and self._ctx.stopped is not None:
+                # Another call of this issuer stopped it for a reason that holds for this
+                # run too (refused credentials, the API unavailable): this run says so.
+                ctx.stopped = copy.copy(self._ctx.stopped)
             summary.interrupted = self._stopping.is_set() and ctx.stopped is None
             if ctx.stopped is not None:
                 summary.stopped = str(ctx.stopped)
-            ctx.emit = self._emit
             self.summary = summary
             self._emit(RunFinished(summary))
             await ctx.journal.committed()
@@ -524,6 +602,16 @@ class BadgeIssuer:
             raise ctx.stopped
         if self._stopping.is_set():
             raise StoppedError("this issuer was stopped; use a new one")
+        self._begin()
+        self._issuing += 1
+        try:
+            return await self._issue_shared(ctx, row, badge)
+        finally:
+            self._issuing -= 1
+
+    async def _issue_shared(self, ctx: Context, row: Row, badge: int) -> Outcome:
+        """`issue`: calls for the same learner at once share one outcome."""
+        assert row.learner is not None
         key = (badge, row.learner.key)
         while (running := self._in_flight.get(key)) is not None:
             try:
@@ -582,6 +670,8 @@ class BadgeIssuer:
             else:
                 done, entry = already_done(ctx, row, badge_id)
         if done is not None:
+            if done.status is Status.ISSUED:
+                remember(ctx, row, badge_id, done)
             ctx.emit(done)
             return done
         assert row.learner is not None
@@ -600,7 +690,7 @@ class BadgeIssuer:
             return verify
         flow = LearnerFlow.under(
             self.policy,
-            verify_first=verify or (entry is not None and entry.state is State.SENDING),
+            verify_first=verify or (job.entry is not None and job.entry.state is State.SENDING),
         )
         outcome = await settle(ctx, job, flow)
         await ctx.journal.committed()
@@ -617,7 +707,8 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _open_journal(arg: str | os.PathLike[str] | Journal | None) -> Journal:
+def _open_journal(arg: str | os.PathLike[str] | Journal | None, user: object) -> Journal:
     if isinstance(arg, Journal):
+        arg.take(user)
         return arg
     return Journal(None if arg is None else Path(arg))

@@ -9,7 +9,7 @@ shared by a cohort run and by `BadgeIssuer.issue` for one learner at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -24,7 +24,7 @@ from .lookups import AssertionLookup, Holders
 from .outcomes import Outcome, Status
 from .retry import RequestRetry
 
-__all__ = ["Badge", "Context", "Job", "already_done", "claim", "settle"]
+__all__ = ["Badge", "Context", "Job", "already_done", "claim", "remember", "settle"]
 
 #: The journal state each final status is recorded as (None: nothing recorded).
 _STATES: dict[Status, State | None] = {
@@ -44,6 +44,14 @@ _ENDINGS: dict[Status, Ending] = {
 
 #: The reason of a learner that another run of the account issued (or found holding it).
 DONE_BY_ANOTHER_RUN = "done by another run"
+#: The reason of a learner an earlier run sent, unanswered, whom the holders list shows.
+EARLIER_SEND_WENT_THROUGH = (
+    "an earlier run's unanswered send went through (the holders list has it)"
+)
+#: The flag of a learner whose send went unanswered and whom the server showed holding it.
+VERIFIED = "verified"
+#: ... and of one that another call of the same issuer settled while this one waited.
+DONE_BY_ANOTHER_CALL = "done by another call at the same time"
 
 
 @dataclass(slots=True)
@@ -52,6 +60,9 @@ class Badge:
 
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     confirmed: bool = False
+    #: The API answered for the badge itself (the preflight's check): it exists, so a 404
+    #: to an issue call is about the learner's own reference (a provider_id, say).
+    exists: bool = False
     holders: Holders | None = None
     name: str | None = None
 
@@ -72,6 +83,9 @@ class Context:
     on_stop: Callable[[], None] = lambda: None
     #: The account's shared claims (None: this process only, as before coordination).
     claims: ClaimLedger | None = None
+    #: The learners a call of this issuer is settling now (a run's, `issue`'s), shared by
+    #: every context of the issuer: one call per learner at a time.
+    busy: dict[tuple[int, str], anyio.Event] = field(default_factory=dict)
 
     def stop_with(self, error: StoppedError) -> None:
         """Stop the run for `error` (the first reason wins)."""
@@ -97,6 +111,8 @@ class Job:
     maybe_sent: bool = False
     #: This run holds the learner's claim in the account's shared ledger.
     claimed: bool = False
+    #: This call holds the learner in its issuer (`Context.busy`).
+    held: bool = False
 
 
 def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
@@ -130,6 +146,22 @@ def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None,
     badge = ctx.badges.get(badge_id)
     holders = badge.holders if badge is not None else None
     if holders is not None and learner.key in holders.held:
+        if entry is not None and entry.state is State.SENDING:
+            # An earlier run's send went unanswered, or the run was cut short with it on
+            # the wire: the holders list says it went through. Issued by this tool, not
+            # held before.
+            return (
+                _outcome(
+                    row,
+                    badge_id,
+                    Status.ISSUED,
+                    attempts=entry.attempts,
+                    reason=EARLIER_SEND_WENT_THROUGH,
+                    assertion_id=holders.held[learner.key],
+                    flags=(VERIFIED,),
+                ),
+                entry,
+            )
         return (
             _outcome(
                 row,
@@ -144,17 +176,95 @@ def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None,
     return None, entry
 
 
-async def claim(ctx: Context, job: Job) -> Outcome | bool:
-    """Claim the learner in the account's shared ledger before its first send.
+def remember(ctx: Context, row: Row, badge_id: int, done: Outcome) -> None:
+    """Write to the journal what the holders list showed of a learner `already_done` found
+    needing no request: holding the badge before, or issued by an earlier run's send."""
+    learner = row.learner
+    assert learner is not None
+    if done.status is Status.HELD:
+        ctx.journal.mark(
+            badge_id,
+            learner.key,
+            State.HELD,
+            row=row.number,
+            email=learner.email,
+            fields=row.fields,
+            reason=done.reason,
+            assertion_id=done.assertion_id,
+        )
+    elif done.status is Status.ISSUED:
+        ctx.journal.mark(
+            badge_id,
+            learner.key,
+            State.ISSUED,
+            row=row.number,
+            email=learner.email,
+            fields=None,  # stored with the earlier run's send
+            reason=done.reason,
+            assertion_id=done.assertion_id,
+            flags=VERIFIED,
+        )
 
-    While another live run holds it, wait for that run's outcome. Call before building
-    the learner's flow.
+
+async def claim(ctx: Context, job: Job) -> Outcome | bool:
+    """Claim the learner in its issuer, then in the account's shared ledger, before its
+    first send; `settle` lets go of it.
+
+    While another call of the issuer (a run, `issue`) or another live run of the account
+    holds it, wait for that one's outcome. Call before building the learner's flow.
 
     Returns:
-        The outcome when nothing is to be sent (done by another run, or the run stopped
-        meanwhile; already emitted); else whether to ask the server first (an earlier
-        claimant may have sent it: it died, or its send went unanswered).
+        The outcome when nothing is to be sent (done by another call or run, or the run
+        stopped meanwhile; already emitted); else whether to ask the server first (an
+        earlier claimant may have sent it: it died, or its send went unanswered).
     """
+    done = await _hold(ctx, job)
+    if done is not None:
+        return done
+    going_on = False
+    try:
+        verify = await _claim_shared(ctx, job)
+        going_on = not isinstance(verify, Outcome)
+        return verify
+    finally:
+        if not going_on:
+            _let_go(ctx, job)
+
+
+async def _hold(ctx: Context, job: Job) -> Outcome | None:
+    """One call of the issuer per learner at a time: wait while another settles it (a run
+    and `issue`, two runs at once), then look at the journal again, as it may have been
+    done meanwhile, by that call or by one that ended before this job began."""
+    key = (job.badge_id, job.learner.key)
+    waited = False
+    while (other := ctx.busy.get(key)) is not None:
+        waited = True
+        await other.wait()
+    ctx.busy[key] = anyio.Event()
+    job.held = True
+    if not waited and ctx.fresh_journal:
+        return None  # an empty journal that only this run writes: nothing to look at
+    done, entry = already_done(ctx, job.row, job.badge_id)
+    if done is not None:
+        if done.status is Status.ISSUED:
+            remember(ctx, job.row, job.badge_id, done)
+        _let_go(ctx, job)
+        if waited and done.status is Status.SKIPPED:
+            done = replace(done, reason=DONE_BY_ANOTHER_CALL)
+        ctx.emit(done)
+        return done
+    job.entry, job.stored = entry, entry is not None
+    job.attempts = entry.attempts if entry is not None else 0
+    return None
+
+
+def _let_go(ctx: Context, job: Job) -> None:
+    if job.held:
+        job.held = False
+        ctx.busy.pop((job.badge_id, job.learner.key)).set()
+
+
+async def _claim_shared(ctx: Context, job: Job) -> Outcome | bool:
     if ctx.claims is None:
         return False
     try:
@@ -201,20 +311,23 @@ async def settle(ctx: Context, job: Job, flow: LearnerFlow) -> Outcome:
     journal keeps `sending`, so the next run asks the server first).
     """
     try:
-        finish = await _drive(ctx, job, flow)
-    except Stopping:
-        finish = _cut_short(job, "the run stopped before it was sent")
-    except StoppedError as exc:
-        ctx.stop_with(exc)
-        finish = _cut_short(job, f"the run stopped: {exc}")
-    except anyio.get_cancelled_exc_class():
-        # The stop's grace ran out with this learner's request on the wire: recorded
-        # (synchronously, so the cancellation cannot interrupt it), then the cancellation
-        # goes on.
-        job.maybe_sent = job.maybe_sent or job.sends > 0
-        _record(ctx, job, _cut_short(job, "the run stopped while it was on the wire"))
-        raise
-    return _record(ctx, job, finish)
+        try:
+            finish = await _drive(ctx, job, flow)
+        except Stopping:
+            finish = _cut_short(job, "the run stopped before it was sent")
+        except StoppedError as exc:
+            ctx.stop_with(exc)
+            finish = _cut_short(job, f"the run stopped: {exc}")
+        except anyio.get_cancelled_exc_class():
+            # The stop's grace ran out with this learner's request on the wire: recorded
+            # (synchronously, so the cancellation cannot interrupt it), then the
+            # cancellation goes on.
+            job.maybe_sent = job.maybe_sent or job.sends > 0
+            _record(ctx, job, _cut_short(job, "the run stopped while it was on the wire"))
+            raise
+        return _record(ctx, job, finish)
+    finally:
+        _let_go(ctx, job)
 
 
 async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
@@ -339,13 +452,14 @@ async def _exchange_loop(
             job.maybe_sent = True
             outage = client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")
             return flow.answered(outcome.status, outcome.detail, outage=outage)
-        if isinstance(outcome, Answer) and _a_page(outcome):
-            # A 2xx that is not the assertion (a proxy's or a portal's page): it may have
-            # gone through or not, and when every issue call gets one, that is an outage.
+        if isinstance(outcome, Answer) and _not_the_assertion(outcome):
+            # A 2xx that is not the assertion (a proxy's or a portal's page, a gateway's
+            # JSON): it may have gone through or not, and when every issue call gets one,
+            # that is an outage.
             job.maybe_sent = True
             why = f"HTTP {outcome.status} without the assertion: {outcome.detail}"
             outage = client.note_unanswered(path, why)
-            return flow.answered(outcome.status, outcome.detail, outage=outage, json=False)
+            return flow.answered(outcome.status, outcome.detail, outage=outage, assertion=False)
         if await client.settle(retry, ticket, outcome, path=path):
             continue
         assert isinstance(outcome, Answer)
@@ -357,13 +471,30 @@ async def _exchange_loop(
             outcome.status,
             outcome.detail,
             assertion_id=None if assertion is None else str(assertion),
-            badge_confirmed=badge.confirmed,
+            badge_confirmed=badge.confirmed or badge.exists,
         )
 
 
-def _a_page(answer: Answer) -> bool:
-    """A 2xx whose body is not JSON, as the assertion the API answers with is."""
-    return 200 <= answer.status < 300 and not isinstance(answer.body, dict | list)
+#: The keys of which an issue call's 2xx body must carry one, as the assertion record the
+#: API answers with does (`id`; the others in case a version names it otherwise).
+_ASSERTION_KEYS = ("id", "assertion_id", "uuid", "recipient_email")
+
+
+def _not_the_assertion(answer: Answer) -> bool:
+    """A 2xx whose body is not the assertion record the API answers a success with: a page,
+    nothing, or JSON of another shape (`{"detail": "..."}`, `{}`, a list)."""
+    if not 200 <= answer.status < 300:
+        return False
+    body = answer.body
+    if not isinstance(body, dict):
+        return True
+    return not any(_present(body.get(key)) for key in _ASSERTION_KEYS)
+
+
+def _present(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
 
 
 def _cut_short(job: Job, why: str) -> Finish:

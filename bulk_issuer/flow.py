@@ -17,7 +17,7 @@ start ──► Send ──► 2xx, JSON (the assertion) ───────�
  │         │  ├──► 4xx (400, 422, ...) ─────────────► Finish failed
  │         │  ├──► 401 / 403 / 404 (badge unknown) ─► Finish not attempted, stop the run
  │         │  └──► no answer, 500/502/504, ──► Verify
- │         │       a 2xx that is not JSON     ├ held ──────► Finish issued (verified)
+ │         │       a 2xx, not the assertion   ├ held ──────► Finish issued (verified)
  │         │                                  ├ not held ──► Wait ──► Send
  │         │                                  └ can't tell ► Finish unconfirmed
  └─ earlier send unanswered ──► Verify                        (or resend, if allowed)
@@ -179,7 +179,7 @@ class LearnerFlow:
         assertion_id: str | None = None,
         badge_confirmed: bool = False,
         outage: bool = False,
-        json: bool = True,
+        assertion: bool = True,
     ) -> Action:
         """The issue call was answered.
 
@@ -187,14 +187,16 @@ class LearnerFlow:
             status: the HTTP status, after the request path's own retries.
             detail: the server's explanation, for reasons.
             assertion_id: the new assertion's id, from a 2xx body.
-            badge_confirmed: the badge has been issued to someone in this run, so it exists.
+            badge_confirmed: the badge exists: the API answered for it, or it has been
+                issued to someone in this run.
             outage: a 500/502/504 came while the endpoint fails for every sender: it does
                 not count against this learner's attempts (the client's outage limit stops
                 the run if it lasts).
-            json: the body was JSON, as the assertion the API answers with is.
+            assertion: the body was the assertion record the API answers a success with
+                (not a page, nor JSON of another shape).
         """
         self._last = (status, detail)
-        self._page = 200 <= status < 300 and not json
+        self._page = 200 <= status < 300 and not assertion
         if self._page:
             # A page (a proxy's, a portal's) or no body at all, with a 2xx: nothing says
             # the call reached the API. The server is asked, as after no answer.
@@ -216,8 +218,9 @@ class LearnerFlow:
             )
         if status == 404:
             if badge_confirmed:
-                # The badge exists (issued to others in this run): what is missing is this
-                # learner's own reference, a provider_id or recipient_id.
+                # The badge exists (the API answered for it, or issued it to others in
+                # this run): what is missing is this learner's own reference, a
+                # provider_id or recipient_id.
                 return self._finish(Status.FAILED, status, detail)
             return self._stop(status, f"is not found (HTTP 404): {detail}")
         if status == 429:

@@ -1291,6 +1291,13 @@ PORTAL = "<html><head><title>Sign in to continue</title></head><body>...</body><
         (PORTAL, "text/html", False),
         (PORTAL, "text/html", True),
         ("[" * 100_000, "application/json", False),  # JSON nested past Python's stack
+        # JSON, but not the assertion: a gateway's error with a 200, nothing, a list.
+        ('{"detail": "Service temporarily unavailable"}', "application/json", False),
+        ('{"detail": "Service temporarily unavailable"}', "application/json", True),
+        ("{}", "application/json", True),
+        ("[]", "application/json", False),
+        ('[{"id": 1}]', "application/json", True),
+        ('{"id": null, "status": true}', "application/json", False),
     ],
 )
 async def test_a_2xx_page_is_not_taken_for_an_issued_badge(

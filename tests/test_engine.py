@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from structlog.testing import capture_logs
 
 import bulk_issuer
 from bulk_issuer import FatalError, Learner, PasswordAuth, PersonalAccessToken, Summary
+from bulk_issuer.executor import EARLIER_SEND_WENT_THROUGH
+from bulk_issuer.journal import Journal
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
 from bulk_issuer.sandbox.state import DROPPED
 from tests.conftest import most_in_server_windows, most_in_window
@@ -465,6 +468,41 @@ async def test_without_the_lookup_endpoint_the_run_says_so_once_and_goes_on(rese
     assert [e["event"] for e in events].count("lookup.unavailable") == 1
     resent = [e for e in events if "resent_unverified" in e.get("flags", [])]
     assert all(e["event"] == "badge.issued" for e in resent)
+
+
+async def test_a_rerun_counts_an_earlier_unanswered_send_that_went_through_as_issued(
+    tmp_path: Path,
+) -> None:
+    """Sends whose replies were lost, left unconfirmed while the look-up was refused: on
+    the rerun the holders list shows them, and they count as issued by this tool
+    (confirmed, flagged verified), not as held before; nothing is sent twice."""
+    journal = tmp_path / "cohort.journal.db"
+    learners = cohort(20)
+    run = {
+        "badge_id": 51,
+        "auth": PersonalAccessToken(PAT),
+        "journal": journal,
+        "coordinator": "memory",
+    }
+    async with run_sandbox(SandboxConfig(lookup="forbidden", drop_after_rate=0.3, seed=4)) as sb:
+        first = await bulk_issuer.issue_badges(learners, base_url=sb.url, **run)  # type: ignore[arg-type]
+        assert first.unconfirmed > 0
+        sb.config = dataclasses.replace(sb.config, lookup="ok", drop_after_rate=0.0)
+        outcomes: list[bulk_issuer.Outcome] = []
+        again = await bulk_issuer.issue_badges(
+            learners,
+            base_url=sb.url,
+            on_outcome=outcomes.append,
+            **run,  # type: ignore[arg-type]
+        )
+    assert again.already_held == 0
+    assert first.issued + again.issued == 20
+    confirmed = [o for o in outcomes if o.reason == EARLIER_SEND_WENT_THROUGH]
+    assert len(confirmed) == first.unconfirmed
+    assert all(o.status is bulk_issuer.Status.ISSUED and "verified" in o.flags for o in confirmed)
+    assert_each_issued_once(sb, [row["Email"] for row in learners])
+    with Journal(journal) as kept:
+        assert kept.counts().get("sending", 0) == 0
 
 
 @pytest.mark.parametrize("workers", [0, 1001])

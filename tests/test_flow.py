@@ -91,13 +91,13 @@ ISSUED_KW = {"assertion_id": "a-9"}
         (
             200,
             "Sign in",
-            {"json": False},
+            {"assertion": False},
             Verify("HTTP 200 without the assertion (Sign in): was it issued?"),
         ),
         (
             204,
             "HTTP 204",
-            {"json": False},
+            {"assertion": False},
             Verify("HTTP 204 without the assertion: was it issued?"),
         ),
         (502, "Bad Gateway", {}, Verify("HTTP 502: was it issued?")),
@@ -183,7 +183,7 @@ SEQUENCES: list[tuple[str, dict[str, Any], list[Step], list[Any]]] = [
     (
         "a 2xx page, not the assertion, and the server cannot be asked: unconfirmed",
         {},
-        [("start",), ("answered", 200, "Sign in", {"json": False}), ("looked_up", CANNOT_TELL)],
+        [("start",), ("answered", 200, "Sign in", {"assertion": False}), ("looked_up", CANNOT_TELL)],
         [
             Send(),
             Verify("HTTP 200 without the assertion (Sign in): was it issued?"),
@@ -201,7 +201,7 @@ SEQUENCES: list[tuple[str, dict[str, Any], list[Step], list[Any]]] = [
         {},
         [
             ("start",),
-            ("answered", 200, "Sign in", {"json": False}),
+            ("answered", 200, "Sign in", {"assertion": False}),
             ("looked_up", NOT_HELD),
             ("answered", 200, "OK"),
         ],
@@ -456,9 +456,9 @@ def test_the_held_409_wording() -> None:
 def test_no_finish_is_issued_without_a_2xx_or_a_lookup() -> None:
     """Whatever sequence of non-2xx answers (or of 2xx pages that are not the assertion),
     `issued` needs a lookup that found it."""
-    for status, json in [(s, True) for s in (400, 409, 422, 500, 502, 504)] + [(200, False)]:
+    for status, assertion in [(s, True) for s in (400, 409, 422, 500, 502, 504)] + [(200, False)]:
         machine = flow(attempts=1)
-        action = machine.answered(status, "x", json=json)
+        action = machine.answered(status, "x", assertion=assertion)
         while isinstance(action, Verify):
             action = machine.looked_up(NOT_HELD)
         assert isinstance(action, Finish)
