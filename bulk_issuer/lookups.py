@@ -4,11 +4,19 @@ Used twice: once per badge at start, to skip learners who already hold it, and b
 re-sending a learner whose earlier send went unanswered.
 
 Only an answer of the documented shape (`{"items": [...], "page", "pages", "size",
-"total"}`, each item with its `recipient_email`) proves anything. The lookup by address
-proves "not held" only when the answer is readable and really filtered by the address
-(the API reference warns that the filter is admin-only and may be ignored); otherwise the
-whole list is paged through, and if that cannot be read whole either, the answer is
-"cannot tell" (`Lookup(held=None)`), never "not held".
+"total"}`, each item with its `recipient_email`) proves anything. An item that shows the
+learner holding the badge proves "held" wherever it is found. "Not held" (and a holders
+list called complete) takes more, by one rule for every list read (`_Paging`): every page
+readable, the list read to an end the server itself states (its `total` and `pages`
+covered, or, when it gives neither, an empty page), and every count it gives agreeing
+with the others and with what was read: no page larger than its size, no page short of
+it but the last, `pages` that fit `total`, a `total` that neither shrinks nor is passed,
+no page past `pages`. A server that serves smaller pages than asked, saying so or not, is
+asked for pages of that size from then on, so that its pages start where they should.
+The lookup by address proves "not held" only when it is, by that rule, and really
+filtered by the address (the API reference warns that the filter is admin-only and may be
+ignored); an answer holding other learners' assertions sends every later check to the
+whole list. Anything less is "cannot tell" (`Lookup(held=None)`), never "not held".
 """
 
 from __future__ import annotations
@@ -61,6 +69,105 @@ class _Page:
     total: int | None
 
 
+@dataclass(slots=True)
+class _Paging:
+    """Where the reading of one list stands, and the one rule for where it ends.
+
+    Fed each page in turn (`after`), it says whether to read the next and, once it ends,
+    whether the list was read whole (`doubt` is None) or why not. Reading goes on past a
+    doubt while the list's counts (or, without counts, its pages) say there is more, so that
+    every holder it shows is found; a doubt only stops it being called complete.
+    """
+
+    #: The page to ask for next, and its size.
+    number: int = 1
+    size: int = _PAGE
+    #: Items read so far, repeats included.
+    seen: int = 0
+    #: The page size the server serves, as page 1 showed it (stated, or counted).
+    served: int | None = None
+    #: The latest `total` and `pages` stated.
+    total: int | None = None
+    pages: int | None = None
+    #: The last page read held fewer items than a page: it should have been the last.
+    short: bool = False
+    #: The first reason the list cannot be called complete.
+    doubt: str | None = None
+    #: How the end was told, when it was not by the list's counts.
+    note: str | None = None
+    #: (email, assertion id) of every item read: a page that brings nothing new means the
+    #: server ignores `page` (it would otherwise "cover" the total with repeats, or never end).
+    known: set[tuple[str, str | None]] = field(default_factory=set)
+
+    def after(self, page: _Page) -> bool:
+        """Take in page `number`; True when the reading ends there (see `doubt`)."""
+        number, count = self.number, len(page.items)
+        items = {(key, assertion_id) for key, assertion_id, _ in page.items}
+        if number > 1 and items and items <= self.known:
+            return self._end(f"page {number} repeats earlier assertions: the list ignores paging")
+        self.known |= items
+        if self.served is None:
+            # A server that serves fewer than asked may not say so: the items count then.
+            self.served = page.page_size or count or self.size
+        served = self.served
+        if page.page_size is not None and page.page_size != served:
+            self._doubt(f"page {number} says pages of {page.page_size}, page 1 of {served}")
+        if count > served:
+            self._doubt(f"page {number} holds {count} assertions, more than its size {served}")
+        if count and self.short:
+            self._doubt(f"page {number} holds assertions after a short page {number - 1}")
+        if page.total is not None:
+            if self.total is not None and page.total < self.total:
+                self._doubt(f"the list said {self.total} assertions, then {page.total}")
+            self.total = page.total
+        if page.pages is not None:
+            self.pages = page.pages
+        total, pages = self.total, self.pages
+        if (
+            total is not None
+            and pages is not None
+            and pages != -(-total // served)
+            and (total or pages > 1)  # an empty list may count its one empty page, or none
+        ):
+            self._doubt(f"the list says {total} assertions in {pages} pages of {served}")
+        self.seen += count
+        if not count:
+            if total is not None and self.seen < total:
+                return self._end(
+                    f"the list says {total} assertions but page {number} was empty "
+                    f"after {self.seen}"
+                )
+            if pages is not None and pages >= max(number, 2):
+                return self._end(f"the list says {pages} pages but page {number} was empty")
+            if self.short and total is None and pages is None:
+                self.note = "the list gives no total: read until a short page, then an empty one"
+            return True
+        if total is not None and self.seen > total:
+            self._doubt(f"the list says {total} assertions but {self.seen} were read")
+        if pages is not None and number > pages:
+            self._doubt(f"page {number} holds assertions but the list says {pages} pages")
+        if total is not None or pages is not None:
+            more = (total is not None and self.seen < total) or (
+                pages is not None and number < pages
+            )
+            if not more:
+                return True
+        self.short = count < served
+        if number >= _MAX_PAGES:
+            return self._end(f"more than {_MAX_PAGES} pages: not believed")
+        self.number += 1
+        self.size = min(served, _PAGE)
+        return False
+
+    def _doubt(self, why: str) -> None:
+        if self.doubt is None:
+            self.doubt = why
+
+    def _end(self, why: str) -> bool:
+        self._doubt(why)
+        return True
+
+
 class AssertionLookup:
     """The assertions list of the run's badges, read on the client's request path.
 
@@ -82,7 +189,7 @@ class AssertionLookup:
 
     async def holders(self, badge_id: int) -> Holders:
         """Everyone who holds the badge now, as far as the list can be read."""
-        return await self._read_all(badge_id)
+        return await self._read(badge_id)
 
     async def find(self, badge_id: int, email: str) -> Lookup:
         """Whether the learner with `email` holds the badge (an unanswered send issued it).
@@ -97,79 +204,59 @@ class AssertionLookup:
         if self.unavailable is not None:
             return Lookup(None, why=self.unavailable)
         key = normalised_email(email)
-        if not self._unfiltered:
-            answer = await self._get(
-                {"badge_id": badge_id, "recipient_email": email, "page": 1, "size": _PAGE}
-            )
-            if isinstance(answer, str):
-                return Lookup(None, why=answer)
-            page = _read_page(answer)
-            if isinstance(page, str):
-                return Lookup(None, why=page)
-            for other, assertion_id, holds in page.items:
-                if other == key and holds:
-                    return Lookup(True, assertion_id)
-            if all(other == key for other, _, _ in page.items):
-                return Lookup(False)
-            # Assertions of other learners: the filter was ignored. Read the whole list.
-            self._unfiltered = True
-        holders = await self._read_all(badge_id)
+        holders = None if self._unfiltered else await self._read(badge_id, email)
+        if holders is None or self._unfiltered:
+            # The filter is ignored (seen now or before): only the whole list can tell.
+            holders = await self._read(badge_id)
         if key in holders.held:
             return Lookup(True, holders.held[key])
         if holders.complete:
             return Lookup(False)
         return Lookup(None, why=holders.note or "the assertions list could not be read whole")
 
-    async def _read_all(self, badge_id: int) -> Holders:
+    async def _read(self, badge_id: int, email: str | None = None) -> Holders:
+        """Who holds the badge, the list paged through as far as `_Paging` allows.
+
+        With `email`, only that learner's assertions are asked for, and the reading stops
+        at the first that holds the badge, or at the first answer holding other learners'
+        assertions: the filter is ignored (`_unfiltered`), and that answer proves nothing.
+        """
         holders = Holders()
         if self.unavailable is not None:
             holders.note = self.unavailable
             return holders
-        seen = 0
-        # (email, assertion id) of every item read: a page that brings nothing new means the
-        # server ignores `page` (it would otherwise "cover" the total with repeats, or never end).
-        known: set[tuple[str, str | None]] = set()
-        for number in range(1, _MAX_PAGES + 1):
-            answer = await self._get({"badge_id": badge_id, "page": number, "size": _PAGE})
+        key = normalised_email(email) if email else None
+        paging = _Paging()
+        while True:
+            params: dict[str, str | int] = {
+                "badge_id": badge_id,
+                "page": paging.number,
+                "size": paging.size,
+            }
+            if email:
+                params["recipient_email"] = email
+            answer = await self._get(params)
             if isinstance(answer, str):
                 holders.note = answer
                 return holders
             page = _read_page(answer)
             if isinstance(page, str):
-                holders.note = f"page {number}: {page}"
+                holders.note = f"page {paging.number}: {page}"
                 return holders
-            items = {(key, assertion_id) for key, assertion_id, _ in page.items}
-            if number > 1 and items and items <= known:
-                holders.note = f"page {number} repeats earlier assertions: the list ignores paging"
-                return holders
-            known |= items
-            for key, assertion_id, holds in page.items:
-                if holds and key:
-                    holders.held.setdefault(key, assertion_id)
-            seen += len(page.items)
-            size = page.page_size or _PAGE
-            if not page.items:
-                if page.total is not None and seen < page.total:
-                    holders.note = (
-                        f"the list says {page.total} assertions but page {number} was empty "
-                        f"after {seen}"
-                    )
+            # An item showing the badge held proves it, whatever the rest of the list says.
+            for other, assertion_id, holds in page.items:
+                if holds and other:
+                    holders.held.setdefault(other, assertion_id)
+            if key is not None:
+                if key in holders.held:
                     return holders
-                break
-            more_by_pages = page.pages is not None and number < page.pages
-            more_by_total = page.total is not None and seen < page.total
-            if page.pages is None and page.total is None:
-                if len(page.items) < size:
-                    holders.note = "the list gives no total: read until a short page"
-                    break
-                continue
-            if not (more_by_pages or more_by_total):
-                break
-        else:
-            holders.note = f"more than {_MAX_PAGES} pages: not believed"
-            return holders
-        holders.complete = True
-        return holders
+                if any(other != key for other, _, _ in page.items):
+                    self._unfiltered = True
+                    return holders
+            if paging.after(page):
+                holders.complete = paging.doubt is None
+                holders.note = paging.doubt or paging.note
+                return holders
 
     async def _get(self, params: dict[str, str | int]) -> Answer | str:
         """One page of the list; the reason it cannot be had, as a string, otherwise."""

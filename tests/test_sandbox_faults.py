@@ -290,6 +290,32 @@ async def test_lookup_ignoring_the_email_filter_answers_every_holder() -> None:
     ]
 
 
+async def test_lookup_lagging_filter_counts_the_learner_but_lists_nothing() -> None:
+    """lagging_filter: a lookup by address lists no items, though it counts the learner's."""
+    _, _, text = await lookup_with(
+        "lagging_filter", badge_id="51", recipient_email="learner3@example.org"
+    )
+    assert json.loads(text) == {"items": [], "page": 1, "pages": 1, "size": 50, "total": 1}
+    _, _, text = await lookup_with("lagging_filter", badge_id="51", size="2")
+    assert [item["id"] for item in json.loads(text)["items"]] == [1, 2]
+
+
+async def test_lookup_unfiltered_no_counts_gives_items_and_page_only() -> None:
+    """unfiltered_no_counts ignores the address and says nothing but the items and the page."""
+    _, _, text = await lookup_with(
+        "unfiltered_no_counts",
+        badge_id="51",
+        recipient_email="learner3@example.org",
+        size="2",
+        page="2",
+    )
+    body = json.loads(text)
+    assert {**body, "items": [item["id"] for item in body["items"]]} == {
+        "items": [3, 4],
+        "page": 2,
+    }
+
+
 async def test_lookup_max_size_caps_the_page() -> None:
     """lookup_max_size answers fewer items than asked for, and says its real size and pages."""
     async with serve(lookup_max_size=2) as (sandbox, http):

@@ -46,6 +46,8 @@ LookupShape = Literal[
     "no_pages",
     "pages_na",
     "ignore_email_filter",
+    "lagging_filter",
+    "unfiltered_no_counts",
 ]
 LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "items",
@@ -57,6 +59,8 @@ LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "no_pages",
     "pages_na",
     "ignore_email_filter",
+    "lagging_filter",
+    "unfiltered_no_counts",
 )
 
 # The documented defaults (README): user demo@example.com / demo-password, PAT sandbox-demo-pat.
@@ -200,7 +204,11 @@ class SandboxConfig:
             key), ``email_key`` (items carry the address as ``email``), ``html`` (a 200
             text/html maintenance page), ``no_pages`` (no ``pages`` key), ``pages_na``
             (``"pages": "n/a"``), ``ignore_email_filter`` (the ``recipient_email`` filter
-            is ignored: every assertion of the badge comes back, paginated).
+            is ignored: every assertion of the badge comes back, paginated),
+            ``lagging_filter`` (a lookup by address lists no items, though its ``total``
+            and ``pages`` count the learner's assertions: an index that lags), or
+            ``unfiltered_no_counts`` (the filter is ignored, and a page says only its
+            items and its number: no ``size``, ``pages`` or ``total``).
         lookup_max_size: the largest page a lookup answers, whatever size was asked for
             (the answer's ``size`` says so); None is the documented 100.
         trickle: kind -> seconds between bytes: the request is handled (committed) first,
