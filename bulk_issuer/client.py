@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import ipaddress
 import json
 import math
@@ -89,17 +90,28 @@ class Stopping(Exception):
     """The run is stopping: the request was not sent (it waited for a slot or a retry)."""
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One HTTP answer: status, parsed body (JSON or text) and headers."""
+    """One HTTP answer: status, parsed body (JSON or text) and headers.
+
+    Args:
+        hide: masks the secrets the client knows; `detail` passes its text through it
+            last, after every step that could change how a secret is spelled.
+    """
 
     status: int
     body: Any
     headers: Mapping[str, str] = field(repr=False)
+    hide: Callable[[str], str] = field(default=_as_is, repr=False, compare=False)
 
     @property
     def detail(self) -> str:
-        """The server's explanation: FastAPI's `detail` (a string or a validation list)."""
+        """The server's explanation, secrets masked: FastAPI's `detail` (a string or a
+        validation list)."""
         detail = self.body.get("detail") if isinstance(self.body, dict) else self.body
         if isinstance(detail, list):
             parts = []
@@ -112,13 +124,15 @@ class Answer:
                     )
                 else:
                     parts.append(str(item))
-            return "; ".join(parts)[:300]
-        text = "" if detail is None else str(detail)
-        if "<" in text and ">" in text:
-            # A proxy's HTML error page: its title says it, the markup does not.
-            title = _HTML_TITLE.search(text)
-            text = title.group(1) if title else _HTML_TAG.sub(" ", text)
-        text = " ".join(text.split())
+            text = "; ".join(parts)
+        else:
+            text = "" if detail is None else str(detail)
+            if "<" in text and ">" in text:
+                # A proxy's HTML error page: its title says it, the markup does not.
+                title = _HTML_TITLE.search(text)
+                text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+        # Collapsing whitespace and dropping tags can join a secret's pieces: masked after.
+        text = self.hide(" ".join(text.split()))
         return text[:300] or f"HTTP {self.status}"
 
 
@@ -339,6 +353,10 @@ class NavigatrClient:
         if scope.cancelled_caught or self.stopping.is_set():
             raise Stopping
 
+    def hide(self, text: str) -> str:
+        """`text` with every secret the token manager knows masked (see `mask`)."""
+        return mask(text, self.tokens.secrets())
+
     def stop(self) -> None:
         """Stop: nothing waiting for a slot or a retry leaves after this."""
         self.stopping.set()
@@ -382,8 +400,8 @@ class NavigatrClient:
                 timeout=self._timeout,
             ) as response:
                 raw = await _read_body(response)
-                body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
-                answer = Answer(response.status, body, response.headers)
+                body = _parse(raw.decode("utf-8", "replace"), self.hide)
+                answer = Answer(response.status, body, response.headers, self.hide)
         except aiohttp.ConnectionTimeoutError as exc:
             raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
         except TimeoutError:
@@ -391,9 +409,10 @@ class NavigatrClient:
                 f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
             ) from None
         except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-            raise NotSent(_describe_connect(exc, self.host)) from None
+            raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            raise NoReply(_describe(exc)) from None
+            # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
+            raise NoReply(self.hide(_describe(exc))) from None
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
             observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)
@@ -634,16 +653,48 @@ async def _read_body(response: aiohttp.ClientResponse) -> bytes:
 
 def _as_unavailable(answer: Answer) -> Answer:
     """A 5xx to a request that is safe to repeat: retried like a 503."""
-    return Answer(503, answer.body, answer.headers)
+    return Answer(503, answer.body, answer.headers, answer.hide)
 
 
-def _parse(text: str) -> Any:
+def _parse(text: str, hide: Callable[[str], str]) -> Any:
+    """The body: JSON if it parses, else the text; every string in it masked by `hide`.
+
+    Masked before decoding and again after: JSON may spell a secret in ways no list of
+    spellings covers (`\\/`, any character as `\\u00XX`), and once decoded it is the
+    secret itself. A text without a backslash decodes to its own characters.
+    """
+    text = hide(text)
     if text.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(text)
+            body = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
-            pass
+            return text
+        return _hide_strings(body, hide) if "\\" in text else body
     return text
+
+
+def _hide_strings(body: Any, hide: Callable[[str], str]) -> Any:
+    """Decoded JSON with `hide` applied to every string in it, keys too (in place)."""
+    # A loop, not recursion: a body may be nested as deep as the decoder allows.
+    todo = [body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = hide(item)
+                elif isinstance(item, list | dict):
+                    todo.append(item)
+        elif isinstance(node, dict):
+            for key, item in list(node.items()):
+                if isinstance(item, str):
+                    node[key] = hide(item)
+                elif isinstance(item, list | dict):
+                    todo.append(item)
+                hidden = hide(key)
+                if hidden != key:
+                    node[hidden] = node.pop(key)
+    return body
 
 
 #: A secret at least this long is also masked where an echo cut it short (a server that
@@ -655,8 +706,10 @@ _ECHOED_PREFIX = 12
 def mask(text: str, secrets: list[str]) -> str:
     """`text` with every secret replaced by asterisks (a server may echo what it was sent).
 
-    Each secret is masked as it is, JSON-escaped and form-encoded: the ways an echo of a
-    request body or header can spell it. The first (the credential itself, a PAT or a
+    Each secret is masked as it is, JSON-escaped (Python's, PHP's `\\/`, Go's `\\u0026`,
+    every character as `\\uXXXX`), HTML-escaped and form-encoded: the ways an echo of a
+    request body or header can spell it (a JSON answer is masked again once decoded,
+    whatever its escapes: `_parse`). The first (the credential itself, a PAT or a
     password) is masked cut short too, when it is long; not the login tokens after it:
     every JWT starts with the same characters, and a new token would be masked out of its
     own login answer.
@@ -679,14 +732,26 @@ def _cut_short(secret: str) -> re.Pattern[str]:
 def _spellings(secret: str) -> tuple[str, ...]:
     if not secret:
         return ()
+    escaped = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    escaped |= {form.replace("/", "\\/") for form in escaped}  # PHP's json_encode
+    escaped |= {_go_escaped(form) for form in escaped}  # Go's encoding/json
+    # Every character escaped, as a JSON string of UTF-16 units.
+    units = secret.encode("utf-16-be", "surrogatepass")
+    every = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
     forms = {
         secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
+        *escaped,
+        every,
+        html.escape(secret),
+        html.escape(secret, quote=False),
         quote_plus(secret),
         quote(secret, safe=""),
     }
     return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _go_escaped(text: str) -> str:
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def _wall_clock_after(seconds: float) -> str:
