@@ -111,29 +111,53 @@ class Answer:
     @property
     def detail(self) -> str:
         """The server's explanation, secrets masked: FastAPI's `detail` (a string or a
-        validation list)."""
+        validation list), or the body. Whatever the JSON's shape, one line of at most 300
+        characters."""
         detail = self.body.get("detail") if isinstance(self.body, dict) else self.body
         if isinstance(detail, list):
-            parts = []
-            for item in detail:
-                if isinstance(item, dict):
-                    loc = [str(p) for p in item.get("loc", []) if p != "body"]
-                    where = ".".join(loc)
-                    parts.append(
-                        f"{where}: {item.get('msg', '')}" if where else str(item.get("msg"))
-                    )
-                else:
-                    parts.append(str(item))
-            text = "; ".join(parts)
+            problems = (_problem(item) for item in detail[:_MOST_PROBLEMS])
+            text = "; ".join(problem for problem in problems if problem)
         else:
-            text = "" if detail is None else str(detail)
+            text = _text(detail)
             if "<" in text and ">" in text:
                 # A proxy's HTML error page: its title says it, the markup does not.
                 title = _HTML_TITLE.search(text)
                 text = title.group(1) if title else _HTML_TAG.sub(" ", text)
         # Collapsing whitespace and dropping tags can join a secret's pieces: masked after.
         text = self.hide(" ".join(text.split()))
-        return text[:300] or f"HTTP {self.status}"
+        return text[:_DETAIL_LENGTH] or f"HTTP {self.status}"
+
+
+#: The most of a server's explanation kept for messages, outcomes and the journal.
+_DETAIL_LENGTH = 300
+
+#: The most entries of a validation list read, and of one entry's `loc`: enough to say
+#: what is wrong, and a bound on the work for a list of a million.
+_MOST_PROBLEMS = 20
+_MOST_PLACES = 10
+
+
+def _problem(item: object) -> str:
+    """One entry of a validation list, `where: what` as FastAPI writes it, else as JSON."""
+    if not isinstance(item, dict):
+        return _text(item)
+    loc = item.get("loc")
+    places = loc[:_MOST_PLACES] if isinstance(loc, list) else [] if loc is None else [loc]
+    where = ".".join(_text(place) for place in places if place != "body")
+    what = _text(item["msg"]) if "msg" in item else _text(item)
+    return f"{where}: {what}" if where else what
+
+
+def _text(value: object) -> str:
+    """A decoded JSON value as text: a string as it is, null as nothing, else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return _dumps(value)[: 4 * _DETAIL_LENGTH]
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested very deep
+        return f"a JSON {type(value).__name__}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -388,6 +388,35 @@ def test_a_password_echoed_json_escaped_reaches_no_output_file_or_journal(
     assert "is not allowed to issue" in everything
 
 
+@pytest.mark.parametrize(
+    ("problems", "reason"),
+    [
+        ([{"loc": None, "msg": "value is not valid", "type": "value_error"}], "value is not valid"),
+        ([{"loc": 7, "msg": "value is not valid"}], "7: value is not valid"),
+        (["not an object", 2], "not an object; 2"),
+        (
+            [{"loc": ["body", "email"], "msg": ["not", "a", "string"]}],
+            'email: ["not","a","string"]',
+        ),
+    ],
+)
+def test_a_validation_list_of_any_shape_fails_only_its_learner(
+    problems: object, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 422 whose validation list is not FastAPI's shape (a `loc` that is null or a
+    number, items that are not objects, a `msg` that is not a string): that learner fails
+    with the server's detail, the others are issued, exit 1."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(4))
+    refuse = ScriptedAnswer("issue", 422, body={"detail": problems}, times=1)
+    with sandbox_thread(SandboxConfig(rate=None, scripted=[refuse])) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--workers", "1")) == 1
+        assert issue_count(sandbox) == 4
+    found = counts(capsys.readouterr().out)
+    assert (found["issued"], found["failed"], found["rows"]) == (3, 1, 4)
+    [failed] = rows_of(tmp_path / "cohort.failures.csv")
+    assert failed["reason"] == reason
+
+
 def test_a_decomposed_address_after_a_lost_reply_is_issued_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -348,3 +348,59 @@ def test_detail_masks_a_secret_its_own_tidying_joins() -> None:
     for secret, body in [("two words", "refused: two\n  words"), ("a b", "<p>a<br>b</p>")]:
         answer = Answer(401, body, {}, functools.partial(mask, secrets=[secret]))
         assert secret not in answer.detail
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(value=JSON, loc=JSON, msg=JSON, status=st.integers(100, 599))
+def test_any_json_answer_has_a_readable_detail(
+    value: object, loc: object, msg: object, status: int
+) -> None:
+    """Whatever the JSON's shape (a `loc` that is null or a number, items that are not
+    objects, a `msg` that is not a string), the detail is a line of at most 300
+    characters; it never raises."""
+    from bulk_issuer.client import Answer, _parse
+
+    bodies = [
+        value,
+        {"detail": value},
+        {"detail": [value, {"loc": loc, "msg": msg, "type": "value_error"}]},
+        {"detail": [{"loc": loc}, {"msg": msg}]},
+    ]
+    for body in bodies:
+        for answer in (Answer(status, body, {}), Answer(status, _parse(json.dumps(body), str), {})):
+            detail = answer.detail
+            assert isinstance(detail, str)
+            assert 0 < len(detail) <= 300
+            assert "\n" not in detail
+
+
+@pytest.mark.parametrize(
+    ("problems", "expected"),
+    [
+        ([{"loc": None, "msg": "value is not valid"}], "value is not valid"),
+        ([{"loc": 3, "msg": "value is not valid"}], "3: value is not valid"),
+        (
+            [{"loc": "email", "msg": "bad"}, {"loc": ["body", 0, "x"], "msg": "no"}],
+            "email: bad; 0.x: no",
+        ),
+        (["first", 2, None], "first; 2"),
+        ([{"loc": ["body", "email"], "msg": {"en": "bad"}}], 'email: {"en":"bad"}'),
+        (
+            [{"loc": ["body", "email"], "type": "missing"}],
+            'email: {"loc":["body","email"],"type":"missing"}',
+        ),
+        ({"message": "no"}, '{"message":"no"}'),
+    ],
+)
+def test_a_validation_list_of_any_shape_reads_as_one_line(problems: object, expected: str) -> None:
+    """FastAPI's validation list, and what other servers put in its place."""
+    from bulk_issuer.client import Answer
+
+    assert Answer(422, {"detail": problems}, {}).detail == expected
