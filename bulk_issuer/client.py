@@ -361,13 +361,14 @@ class NavigatrClient:
     async def _acquire(self, *, urgent: bool) -> None:
         if self.stopping.is_set():
             raise Stopping
-        if self.pacer.rate is None:
-            # No pace to wait for (bar a 429's pause, which a stop's grace bounds).
+        if self.pacer.rate is None and not self.pacer.paused:
+            # No pace and no pause to wait for: the slot comes at once, nothing to cancel.
             await self.pacer.acquire(urgent=urgent)
             if self.stopping.is_set():
                 raise Stopping
             return
-        # A stop while waiting for the slot cancels the wait: the request does not leave.
+        # A stop while waiting for the slot (a pace, a 429's pause) cancels the wait: the
+        # request does not leave.
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
             try:

@@ -1037,6 +1037,42 @@ async def test_8_stop_during_a_retry_wait_sends_nothing_more() -> None:
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("rate", [None, "5/2s"])
+async def test_8_stop_during_a_retry_after_is_not_attempted_at_once(
+    rate: str | None, tmp_path: Path
+) -> None:
+    """Point 8: stop() while a learner waits out a 429's long Retry-After (no pace, or a
+    pace): the stop does not wait for it, nothing more is sent, and that learner is not
+    attempted in its outcome as in the journal, which keeps nothing of it."""
+    limited = ScriptedAnswer("issue", 429, headers={"Retry-After": "100"})
+    stopped_at: list[float] = []
+    recorder = Recorder()
+    journal = tmp_path / "run.db"
+    async with (
+        run_sandbox(SandboxConfig(rate=None, scripted=[limited])) as sandbox,
+        BadgeIssuer(
+            auth=AUTH, base_url=sandbox.url, rate=rate, on_event=recorder, journal=journal
+        ) as issuer,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def stop_later() -> None:
+            await anyio.sleep(2)
+            stopped_at.append(anyio.current_time())
+            issuer.stop()
+
+        tg.start_soon(stop_later)
+        summary = await issuer.run(cohort(3), badge_id=51)
+        ended = anyio.current_time()
+    assert issue_calls(sandbox)  # the 429 was drawn
+    assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
+    assert ended - stopped_at[0] < 0.5  # not the stop's 4 s grace, let alone the 100 s
+    assert (summary.interrupted, summary.not_attempted, summary.unconfirmed) == (True, 3, 0)
+    assert {o.reason for o in recorder.outcomes} == {"the run stopped before it was sent"}
+    assert journal_states(journal) == {}
+
+
+@pytest.mark.looptime
 async def test_8_stop_between_the_slot_and_the_send_sends_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
