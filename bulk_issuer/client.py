@@ -429,6 +429,12 @@ class NavigatrClient:
                 answer = Answer(response.status, body, response.headers, self.hide)
         except aiohttp.ConnectionTimeoutError as exc:
             raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
+        except aiohttp.ServerTimeoutError:
+            # `sock_read`: silence, which ends an exchange before its deadline does.
+            raise NoReply(
+                f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
+                "request waits for the next byte of its answer)"
+            ) from None
         except TimeoutError:
             raise NoReply(
                 f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
@@ -795,9 +801,10 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 86400:.0f} days" if seconds < 366 * 86400 else "more than a year"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
-    if seconds >= 120:
+    if seconds >= 120 and seconds % 60 == 0:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f}s"
+    # Not rounded: 120.5 s shown as 120 s (or 2 min) would read as within a 2 min cap.
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _describe_connect(exc: BaseException, host: str) -> str:
