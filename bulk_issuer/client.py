@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import ipaddress
 import json
 import math
@@ -89,37 +90,74 @@ class Stopping(Exception):
     """The run is stopping: the request was not sent (it waited for a slot or a retry)."""
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One HTTP answer: status, parsed body (JSON or text) and headers."""
+    """One HTTP answer: status, parsed body (JSON or text) and headers.
+
+    Args:
+        hide: masks the secrets the client knows; `detail` passes its text through it
+            last, after every step that could change how a secret is spelled.
+    """
 
     status: int
     body: Any
     headers: Mapping[str, str] = field(repr=False)
+    hide: Callable[[str], str] = field(default=_as_is, repr=False, compare=False)
 
     @property
     def detail(self) -> str:
-        """The server's explanation: FastAPI's `detail` (a string or a validation list)."""
+        """The server's explanation, secrets masked: FastAPI's `detail` (a string or a
+        validation list), or the body. Whatever the JSON's shape, one line of at most 300
+        characters."""
         detail = self.body.get("detail") if isinstance(self.body, dict) else self.body
         if isinstance(detail, list):
-            parts = []
-            for item in detail:
-                if isinstance(item, dict):
-                    loc = [str(p) for p in item.get("loc", []) if p != "body"]
-                    where = ".".join(loc)
-                    parts.append(
-                        f"{where}: {item.get('msg', '')}" if where else str(item.get("msg"))
-                    )
-                else:
-                    parts.append(str(item))
-            return "; ".join(parts)[:300]
-        text = "" if detail is None else str(detail)
-        if "<" in text and ">" in text:
-            # A proxy's HTML error page: its title says it, the markup does not.
-            title = _HTML_TITLE.search(text)
-            text = title.group(1) if title else _HTML_TAG.sub(" ", text)
-        text = " ".join(text.split())
-        return text[:300] or f"HTTP {self.status}"
+            problems = (_problem(item) for item in detail[:_MOST_PROBLEMS])
+            text = "; ".join(problem for problem in problems if problem)
+        else:
+            text = _text(detail)
+            if "<" in text and ">" in text:
+                # A proxy's HTML error page: its title says it, the markup does not.
+                title = _HTML_TITLE.search(text)
+                text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+        # Collapsing whitespace and dropping tags can join a secret's pieces: masked after.
+        text = self.hide(" ".join(text.split()))
+        return text[:_DETAIL_LENGTH] or f"HTTP {self.status}"
+
+
+#: The most of a server's explanation kept for messages, outcomes and the journal.
+_DETAIL_LENGTH = 300
+
+#: The most entries of a validation list read, and of one entry's `loc`: enough to say
+#: what is wrong, and a bound on the work for a list of a million.
+_MOST_PROBLEMS = 20
+_MOST_PLACES = 10
+
+
+def _problem(item: object) -> str:
+    """One entry of a validation list, `where: what` as FastAPI writes it, else as JSON."""
+    if not isinstance(item, dict):
+        return _text(item)
+    loc = item.get("loc")
+    places = loc[:_MOST_PLACES] if isinstance(loc, list) else [] if loc is None else [loc]
+    where = ".".join(_text(place) for place in places if place != "body")
+    what = _text(item["msg"]) if "msg" in item else _text(item)
+    return f"{where}: {what}" if where else what
+
+
+def _text(value: object) -> str:
+    """A decoded JSON value as text: a string as it is, null as nothing, else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return _dumps(value)[: 4 * _DETAIL_LENGTH]
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested very deep
+        return f"a JSON {type(value).__name__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,13 +361,14 @@ class NavigatrClient:
     async def _acquire(self, *, urgent: bool) -> None:
         if self.stopping.is_set():
             raise Stopping
-        if self.pacer.rate is None:
-            # No pace to wait for (bar a 429's pause, which a stop's grace bounds).
+        if self.pacer.rate is None and not self.pacer.paused:
+            # No pace and no pause to wait for: the slot comes at once, nothing to cancel.
             await self.pacer.acquire(urgent=urgent)
             if self.stopping.is_set():
                 raise Stopping
             return
-        # A stop while waiting for the slot cancels the wait: the request does not leave.
+        # A stop while waiting for the slot (a pace, a 429's pause) cancels the wait: the
+        # request does not leave.
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
             try:
@@ -338,6 +377,10 @@ class NavigatrClient:
                 self._waiting.discard(scope)
         if scope.cancelled_caught or self.stopping.is_set():
             raise Stopping
+
+    def hide(self, text: str) -> str:
+        """`text` with every secret the token manager knows masked (see `mask`)."""
+        return mask(text, self.tokens.secrets())
 
     def stop(self) -> None:
         """Stop: nothing waiting for a slot or a retry leaves after this."""
@@ -382,18 +425,25 @@ class NavigatrClient:
                 timeout=self._timeout,
             ) as response:
                 raw = await _read_body(response)
-                body = _parse(mask(raw.decode("utf-8", "replace"), self.tokens.secrets()))
-                answer = Answer(response.status, body, response.headers)
+                body = _parse(raw.decode("utf-8", "replace"), self.hide)
+                answer = Answer(response.status, body, response.headers, self.hide)
         except aiohttp.ConnectionTimeoutError as exc:
             raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
+        except aiohttp.ServerTimeoutError:
+            # `sock_read`: silence, which ends an exchange before its deadline does.
+            raise NoReply(
+                f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
+                "request waits for the next byte of its answer)"
+            ) from None
         except TimeoutError:
             raise NoReply(
                 f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
             ) from None
         except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-            raise NotSent(_describe_connect(exc, self.host)) from None
+            raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            raise NoReply(_describe(exc)) from None
+            # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
+            raise NoReply(self.hide(_describe(exc))) from None
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
             observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)
@@ -634,16 +684,48 @@ async def _read_body(response: aiohttp.ClientResponse) -> bytes:
 
 def _as_unavailable(answer: Answer) -> Answer:
     """A 5xx to a request that is safe to repeat: retried like a 503."""
-    return Answer(503, answer.body, answer.headers)
+    return Answer(503, answer.body, answer.headers, answer.hide)
 
 
-def _parse(text: str) -> Any:
+def _parse(text: str, hide: Callable[[str], str]) -> Any:
+    """The body: JSON if it parses, else the text; every string in it masked by `hide`.
+
+    Masked before decoding and again after: JSON may spell a secret in ways no list of
+    spellings covers (`\\/`, any character as `\\u00XX`), and once decoded it is the
+    secret itself. A text without a backslash decodes to its own characters.
+    """
+    text = hide(text)
     if text.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(text)
+            body = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
-            pass
+            return text
+        return _hide_strings(body, hide) if "\\" in text else body
     return text
+
+
+def _hide_strings(body: Any, hide: Callable[[str], str]) -> Any:
+    """Decoded JSON with `hide` applied to every string in it, keys too (in place)."""
+    # A loop, not recursion: a body may be nested as deep as the decoder allows.
+    todo = [body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = hide(item)
+                elif isinstance(item, list | dict):
+                    todo.append(item)
+        elif isinstance(node, dict):
+            for key, item in list(node.items()):
+                if isinstance(item, str):
+                    node[key] = hide(item)
+                elif isinstance(item, list | dict):
+                    todo.append(item)
+                hidden = hide(key)
+                if hidden != key:
+                    node[hidden] = node.pop(key)
+    return body
 
 
 #: A secret at least this long is also masked where an echo cut it short (a server that
@@ -655,8 +737,10 @@ _ECHOED_PREFIX = 12
 def mask(text: str, secrets: list[str]) -> str:
     """`text` with every secret replaced by asterisks (a server may echo what it was sent).
 
-    Each secret is masked as it is, JSON-escaped and form-encoded: the ways an echo of a
-    request body or header can spell it. The first (the credential itself, a PAT or a
+    Each secret is masked as it is, JSON-escaped (Python's, PHP's `\\/`, Go's `\\u0026`,
+    every character as `\\uXXXX`), HTML-escaped and form-encoded: the ways an echo of a
+    request body or header can spell it (a JSON answer is masked again once decoded,
+    whatever its escapes: `_parse`). The first (the credential itself, a PAT or a
     password) is masked cut short too, when it is long; not the login tokens after it:
     every JWT starts with the same characters, and a new token would be masked out of its
     own login answer.
@@ -679,14 +763,26 @@ def _cut_short(secret: str) -> re.Pattern[str]:
 def _spellings(secret: str) -> tuple[str, ...]:
     if not secret:
         return ()
+    escaped = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    escaped |= {form.replace("/", "\\/") for form in escaped}  # PHP's json_encode
+    escaped |= {_go_escaped(form) for form in escaped}  # Go's encoding/json
+    # Every character escaped, as a JSON string of UTF-16 units.
+    units = secret.encode("utf-16-be", "surrogatepass")
+    every = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
     forms = {
         secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
+        *escaped,
+        every,
+        html.escape(secret),
+        html.escape(secret, quote=False),
         quote_plus(secret),
         quote(secret, safe=""),
     }
     return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _go_escaped(text: str) -> str:
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def _wall_clock_after(seconds: float) -> str:
@@ -705,9 +801,10 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 86400:.0f} days" if seconds < 366 * 86400 else "more than a year"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
-    if seconds >= 120:
+    if seconds >= 120 and seconds % 60 == 0:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f}s"
+    # Not rounded: 120.5 s shown as 120 s (or 2 min) would read as within a 2 min cap.
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _describe_connect(exc: BaseException, host: str) -> str:

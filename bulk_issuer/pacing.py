@@ -443,6 +443,11 @@ class Pacer:
         return sum(trips) / len(trips) - self._lead() + _SAFETY + self._lag
 
     @property
+    def paused(self) -> bool:
+        """Whether a server's pause (a 429's, a `Retry-After`) holds every request now."""
+        return self._resume_at > _now()
+
+    @property
     def gap(self) -> float:
         """The current even spacing between two requests, in seconds."""
         budgets = self._budgets()

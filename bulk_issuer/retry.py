@@ -165,7 +165,7 @@ class RequestRetry:
             self.refreshed = True
             return Refresh()
         if hint is not None and hint > policy.max_wait and status in NOT_PROCESSED:
-            return TooLong(hint, f"HTTP {status} with a wait of {hint:.0f}s")
+            return TooLong(hint, f"HTTP {status}")
         if status == 429:
             self.limited += 1
             if self.limited > policy.rate_limited_attempts and not outage:

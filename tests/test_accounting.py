@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,121 @@ def test_secrets_echoed_by_the_server_reach_no_output(
     assert "not valid" in everything  # the echo itself did reach the outputs, masked
     for secret in (secret_pat, "wrong-password-never-shown", "demo-password", *tokens):
         assert secret not in everything
+
+
+#: A base64 PAT (its "/" is what PHP's json_encode escapes) and a password with the
+#: characters Go's encoder escapes; neither must show, whole or from its 12th character.
+ESCAPED_PAT = "nvg_AbCd/EfGhIjKl+MnOp/QrStUv=="
+ESCAPED_PASSWORD = "hu/nter2&<secret>pw-x7"
+
+#: How servers spell a string inside a JSON string: each decodes to the string itself.
+JSON_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "slash": lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),
+    "go": lambda s: (
+        json.dumps(s)[1:-1].replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    ),
+    "one character": lambda s: s[:6] + f"\\u{ord(s[6]):04X}" + s[7:],
+    "every character": lambda s: "".join(f"\\u{ord(c):04x}" for c in s),
+}
+
+
+def echo_body(spell: Callable[[str], str], secret: str) -> str:
+    """A FastAPI-style 422 naming `secret`, as a server's own JSON encoder wrote it."""
+    msg = f"header x-access-token={spell(secret)} is not allowed to issue"
+    return '{"detail": [{"loc": ["body", "recipient_email"], "msg": "' + msg + '"}]}'
+
+
+def everything_written(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> str:
+    """stdout, stderr and every file under `tmp_path` (the journal's bytes included)."""
+    captured = capfd.readouterr()
+    written = [captured.out, captured.err]
+    for path in tmp_path.iterdir():
+        written.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(written)
+
+
+@pytest.mark.parametrize("spelling", JSON_SPELLINGS)
+def test_a_pat_echoed_json_escaped_reaches_no_output_file_or_journal(
+    spelling: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 422 that echoes the PAT JSON-escaped (`\\/`, `\\u0026`, any character as
+    `\\u00XX`): the learner fails with the server's reason, masked in the summary, the
+    --log file, the journal's reason and the results files."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    monkeypatch.setenv("NAVIGATR_PAT", ESCAPED_PAT)
+    body = echo_body(JSON_SPELLINGS[spelling], ESCAPED_PAT)
+    refuse = ScriptedAnswer("issue", 422, body=body, content_type="application/json", times=1)
+    config = SandboxConfig(rate=None, pats=frozenset({ESCAPED_PAT}), scripted=[refuse])
+    with sandbox_thread(config) as sandbox:
+        extra = ["--log", str(tmp_path / "events.jsonl"), "--successes", str(tmp_path / "ok.csv")]
+        assert main(issue_args(cohort, sandbox.url, *FAST, *extra, "-vv")) == 1
+    everything = everything_written(tmp_path, capfd)
+    assert ESCAPED_PAT[:12] not in everything
+    [failed] = rows_of(tmp_path / "cohort.failures.csv")
+    assert "header x-access-token=******** is not allowed" in failed["reason"]
+
+
+@pytest.mark.parametrize("spelling", JSON_SPELLINGS)
+def test_a_password_echoed_json_escaped_reaches_no_output_file_or_journal(
+    spelling: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The password echoed JSON-escaped by a refused login, and by an issue call's 422:
+    no part of it shows on the console, in the --log file, the journal or the results."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    monkeypatch.delenv("NAVIGATR_PAT")
+    monkeypatch.setenv("NAVIGATR_USER", "demo@example.com")
+    monkeypatch.setenv("NAVIGATR_PASS", ESCAPED_PASSWORD)
+    spell = JSON_SPELLINGS[spelling]
+    refused = '{"detail": "Incorrect username or password: ' + spell(ESCAPED_PASSWORD) + '"}'
+    login = ScriptedAnswer("token", 401, body=refused, content_type="application/json", times=1)
+    body = echo_body(spell, ESCAPED_PASSWORD)
+    issue = ScriptedAnswer("issue", 422, body=body, content_type="application/json", times=1)
+    users = {"demo@example.com": ESCAPED_PASSWORD}
+    config = SandboxConfig(rate=None, users=users, scripted=[login, issue])
+    with sandbox_thread(config) as sandbox:
+        args = issue_args(cohort, sandbox.url, *FAST, "--log", str(tmp_path / "events.jsonl"))
+        assert main([*args, "-vv"]) == 3  # the login refused, its answer shown
+        assert main([*args, "-vv"]) == 1  # logged in; one learner refused
+    everything = everything_written(tmp_path, capfd)
+    for part in ("nter2", "pw-x7"):
+        assert part not in everything
+    assert "Incorrect username or password: ********" in everything
+    assert "is not allowed to issue" in everything
+
+
+@pytest.mark.parametrize(
+    ("problems", "reason"),
+    [
+        ([{"loc": None, "msg": "value is not valid", "type": "value_error"}], "value is not valid"),
+        ([{"loc": 7, "msg": "value is not valid"}], "7: value is not valid"),
+        (["not an object", 2], "not an object; 2"),
+        (
+            [{"loc": ["body", "email"], "msg": ["not", "a", "string"]}],
+            'email: ["not","a","string"]',
+        ),
+    ],
+)
+def test_a_validation_list_of_any_shape_fails_only_its_learner(
+    problems: object, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 422 whose validation list is not FastAPI's shape (a `loc` that is null or a
+    number, items that are not objects, a `msg` that is not a string): that learner fails
+    with the server's detail, the others are issued, exit 1."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(4))
+    refuse = ScriptedAnswer("issue", 422, body={"detail": problems}, times=1)
+    with sandbox_thread(SandboxConfig(rate=None, scripted=[refuse])) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--workers", "1")) == 1
+        assert issue_count(sandbox) == 4
+    found = counts(capsys.readouterr().out)
+    assert (found["issued"], found["failed"], found["rows"]) == (3, 1, 4)
+    [failed] = rows_of(tmp_path / "cohort.failures.csv")
+    assert failed["reason"] == reason
 
 
 def test_a_decomposed_address_after_a_lost_reply_is_issued_once(

@@ -754,6 +754,18 @@ async def test_5_a_host_that_answers_nothing_is_not_called_unreachable(kind: str
 
 
 @pytest.mark.looptime
+async def test_5_a_silent_server_is_given_up_on_after_30s_and_the_message_says_so() -> None:
+    """Points 3 and 5: a request that hears nothing back is given up after 30 s of silence,
+    before the 60 s deadline for the whole exchange: the message says which of the two."""
+    async with run_sandbox(SandboxConfig(hang=frozenset({"lookup"}))) as sandbox:
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(2), policy=RetryPolicy(deadline=60, outage=60))
+    message = str(caught.value)
+    assert "the server sent nothing for 30s" in message
+    assert "60s" not in message
+
+
+@pytest.mark.looptime
 async def test_5_the_api_going_away_mid_run_stops_with_nobody_failed(tmp_path: Path) -> None:
     """Point 5 after a good start: the server goes away at 4 s; the run stops after the
     outage limit (exit 4), its issued count is the server's, nobody failed or `sending`."""
@@ -877,6 +889,20 @@ async def test_6_an_absurd_retry_after_stops_with_a_readable_message(value: str,
     message = str(caught.value)
     assert said in message
     assert len(message) < 300
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("status", [429, 503])
+async def test_6_a_retry_after_just_past_the_cap_is_not_rounded_to_it(status: int) -> None:
+    """Point 6: a Retry-After of 120.5 s, past the 2 min the run waits: the message says
+    120.5 s, not a rounded 120 s or 2 min that read as within the cap."""
+    past = ScriptedAnswer("issue", status, headers={"Retry-After": "120.5"})
+    async with run_sandbox(SandboxConfig(scripted=[past])) as sandbox:
+        with pytest.raises(UnavailableError) as caught:
+            await issue(sandbox, cohort(2))
+    message = str(caught.value)
+    assert f"asked to wait 120.5s (HTTP {status}), longer than the 2 min this run waits" in message
+    assert caught.value.retry_after == 120.5
 
 
 def test_6_a_long_wait_is_shown_at_the_default_verbosity(
@@ -1034,6 +1060,42 @@ async def test_8_stop_during_a_retry_wait_sends_nothing_more() -> None:
     assert summary.interrupted
     assert summary.total == 20
     assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("rate", [None, "5/2s"])
+async def test_8_stop_during_a_retry_after_is_not_attempted_at_once(
+    rate: str | None, tmp_path: Path
+) -> None:
+    """Point 8: stop() while a learner waits out a 429's long Retry-After (no pace, or a
+    pace): the stop does not wait for it, nothing more is sent, and that learner is not
+    attempted in its outcome as in the journal, which keeps nothing of it."""
+    limited = ScriptedAnswer("issue", 429, headers={"Retry-After": "100"})
+    stopped_at: list[float] = []
+    recorder = Recorder()
+    journal = tmp_path / "run.db"
+    async with (
+        run_sandbox(SandboxConfig(rate=None, scripted=[limited])) as sandbox,
+        BadgeIssuer(
+            auth=AUTH, base_url=sandbox.url, rate=rate, on_event=recorder, journal=journal
+        ) as issuer,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def stop_later() -> None:
+            await anyio.sleep(2)
+            stopped_at.append(anyio.current_time())
+            issuer.stop()
+
+        tg.start_soon(stop_later)
+        summary = await issuer.run(cohort(3), badge_id=51)
+        ended = anyio.current_time()
+    assert issue_calls(sandbox)  # the 429 was drawn
+    assert [t for t in issue_calls(sandbox) if t > stopped_at[0]] == []
+    assert ended - stopped_at[0] < 0.5  # not the stop's 4 s grace, let alone the 100 s
+    assert (summary.interrupted, summary.not_attempted, summary.unconfirmed) == (True, 3, 0)
+    assert {o.reason for o in recorder.outcomes} == {"the run stopped before it was sent"}
+    assert journal_states(journal) == {}
 
 
 @pytest.mark.looptime

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import random
 from email.utils import formatdate
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from bulk_issuer.retry import (
@@ -75,7 +79,7 @@ def test_429s_do_not_spend_the_attempts() -> None:
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_wait_past_max_wait_is_too_long(status: int) -> None:
     """A 429 or a 503 asking for longer than max_wait stops the run instead of waiting."""
-    assert steps([(status, 3600.0)]) == [TooLong(3600.0, f"HTTP {status} with a wait of 3600s")]
+    assert steps([(status, 3600.0)]) == [TooLong(3600.0, f"HTTP {status}")]
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -284,3 +288,119 @@ def test_answer_detail_reads_fastapi_and_proxy_pages() -> None:
     )
     assert Answer(504, page, {}).detail == "504 Gateway Time-out"
     assert Answer(500, "", {}).detail == "HTTP 500"
+
+
+def json_spelled(text: str, escape: list[bool]) -> str:
+    """`text` inside a JSON string, each character escaped as `\\uXXXX` (or a `/` as `\\/`)
+    where `escape` says so, else as Python's encoder writes it."""
+    spelled = []
+    for index, char in enumerate(text):
+        if not escape[index % len(escape)]:
+            spelled.append(json.dumps(char, ensure_ascii=False)[1:-1])
+        elif char == "/" and index % 2:
+            spelled.append("\\/")
+        else:
+            units = char.encode("utf-16-be", "surrogatepass")
+            spelled.extend(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+    return "".join(spelled)
+
+
+def strings_in(value: object) -> list[str]:
+    """Every string in decoded JSON, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (key, *strings_in(item))]
+    return []
+
+
+@settings(max_examples=300)
+@given(
+    secret=st.text(min_size=1, max_size=40).filter(lambda s: "*" not in s and s.strip() == s),
+    escape=st.lists(st.booleans(), min_size=1, max_size=8),
+)
+def test_a_secret_json_escaped_any_way_is_masked_once_decoded(
+    secret: str, escape: list[bool]
+) -> None:
+    """However a JSON answer escapes a secret (any of its characters as `\\uXXXX`, a `/`
+    as `\\/`), no string of the decoded body holds it, and neither does its detail."""
+    from bulk_issuer.client import Answer, _parse, mask
+
+    def hide(text: str) -> str:
+        return mask(text, [secret])
+
+    spelled = json_spelled(secret, escape)
+    raw = '{"detail": [{"loc": ["body", "%s"], "msg": "token %s refused"}], "%s": 1}' % (
+        (spelled,) * 3
+    )
+    answer = Answer(422, _parse(raw, hide), {}, hide)
+    assert not any(secret in text for text in strings_in(answer.body))
+    assert secret not in answer.detail
+
+
+def test_detail_masks_a_secret_its_own_tidying_joins() -> None:
+    """A password with a line break in it, echoed over two lines, or with markup that the
+    HTML tidying drops: the detail is masked after the tidying too."""
+    from bulk_issuer.client import Answer, mask
+
+    for secret, body in [("two words", "refused: two\n  words"), ("a b", "<p>a<br>b</p>")]:
+        answer = Answer(401, body, {}, functools.partial(mask, secrets=[secret]))
+        assert secret not in answer.detail
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(value=JSON, loc=JSON, msg=JSON, status=st.integers(100, 599))
+def test_any_json_answer_has_a_readable_detail(
+    value: object, loc: object, msg: object, status: int
+) -> None:
+    """Whatever the JSON's shape (a `loc` that is null or a number, items that are not
+    objects, a `msg` that is not a string), the detail is a line of at most 300
+    characters; it never raises."""
+    from bulk_issuer.client import Answer, _parse
+
+    bodies = [
+        value,
+        {"detail": value},
+        {"detail": [value, {"loc": loc, "msg": msg, "type": "value_error"}]},
+        {"detail": [{"loc": loc}, {"msg": msg}]},
+    ]
+    for body in bodies:
+        for answer in (Answer(status, body, {}), Answer(status, _parse(json.dumps(body), str), {})):
+            detail = answer.detail
+            assert isinstance(detail, str)
+            assert 0 < len(detail) <= 300
+            assert "\n" not in detail
+
+
+@pytest.mark.parametrize(
+    ("problems", "expected"),
+    [
+        ([{"loc": None, "msg": "value is not valid"}], "value is not valid"),
+        ([{"loc": 3, "msg": "value is not valid"}], "3: value is not valid"),
+        (
+            [{"loc": "email", "msg": "bad"}, {"loc": ["body", 0, "x"], "msg": "no"}],
+            "email: bad; 0.x: no",
+        ),
+        (["first", 2, None], "first; 2"),
+        ([{"loc": ["body", "email"], "msg": {"en": "bad"}}], 'email: {"en":"bad"}'),
+        (
+            [{"loc": ["body", "email"], "type": "missing"}],
+            'email: {"loc":["body","email"],"type":"missing"}',
+        ),
+        ({"message": "no"}, '{"message":"no"}'),
+    ],
+)
+def test_a_validation_list_of_any_shape_reads_as_one_line(problems: object, expected: str) -> None:
+    """FastAPI's validation list, and what other servers put in its place."""
+    from bulk_issuer.client import Answer
+
+    assert Answer(422, {"detail": problems}, {}).detail == expected
