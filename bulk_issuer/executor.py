@@ -113,6 +113,8 @@ class Job:
     claimed: bool = False
     #: This call holds the learner in its issuer (`Context.busy`).
     held: bool = False
+    #: An issue call of it is out, its answer not yet read.
+    on_wire: bool = False
 
 
 def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
@@ -319,11 +321,12 @@ async def settle(ctx: Context, job: Job, flow: LearnerFlow) -> Outcome:
             ctx.stop_with(exc)
             finish = _cut_short(job, f"the run stopped: {exc}")
         except anyio.get_cancelled_exc_class():
-            # The stop's grace ran out with this learner's request on the wire: recorded
-            # (synchronously, so the cancellation cannot interrupt it), then the
-            # cancellation goes on.
-            job.maybe_sent = job.maybe_sent or job.sends > 0
-            _record(ctx, job, _cut_short(job, "the run stopped while it was on the wire"))
+            # The stop's grace ran out (or a caller cancelled), most likely with this
+            # learner's request on the wire: recorded (synchronously, so the cancellation
+            # cannot interrupt it), then the cancellation goes on.
+            job.maybe_sent = job.maybe_sent or job.on_wire
+            where = "while it was on the wire" if job.on_wire else "before it was sent"
+            _record(ctx, job, _cut_short(job, f"the run stopped {where}"))
             raise
         return _record(ctx, job, finish)
     finally:
@@ -440,14 +443,19 @@ async def _exchange_loop(
             job.attempts -= 1
             raise Stopping
         outcome: Answer | NotSent
+        job.on_wire = True
         try:
             outcome = await client.send(ticket, "PUT", path, body=job.learner.payload())
         except NotSent as exc:
             outcome = exc
         except NoReply as exc:
             job.maybe_sent = True
+            job.on_wire = False
             outage = client.note_unanswered(path, str(exc))
             return flow.no_answer(str(exc), outage=outage)
+        # Answered, or known not to have left. (A cancellation while it was out leaves
+        # `on_wire` set: see `settle`.)
+        job.on_wire = False
         if isinstance(outcome, Answer) and outcome.status in (500, 502, 504):
             job.maybe_sent = True
             outage = client.note_unanswered(path, f"HTTP {outcome.status}: {outcome.detail}")

@@ -183,7 +183,11 @@ SEQUENCES: list[tuple[str, dict[str, Any], list[Step], list[Any]]] = [
     (
         "a 2xx page, not the assertion, and the server cannot be asked: unconfirmed",
         {},
-        [("start",), ("answered", 200, "Sign in", {"assertion": False}), ("looked_up", CANNOT_TELL)],
+        [
+            ("start",),
+            ("answered", 200, "Sign in", {"assertion": False}),
+            ("looked_up", CANNOT_TELL),
+        ],
         [
             Send(),
             Verify("HTTP 200 without the assertion (Sign in): was it issued?"),

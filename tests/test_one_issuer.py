@@ -17,7 +17,7 @@ import bulk_issuer
 from bulk_issuer import BadgeIssuer, JournalError, Learner, PersonalAccessToken, Status
 from bulk_issuer.executor import DONE_BY_ANOTHER_CALL
 from bulk_issuer.journal import Journal
-from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
 
 PAT = PersonalAccessToken("sandbox-demo-pat")
 FAST = SandboxConfig(rate=None, latency=(0.01, 0.02))
@@ -301,3 +301,32 @@ async def test_a_404_after_the_badge_was_checked_fails_only_that_learner() -> No
     assert checked.badge_checked
     assert (summary.issued, summary.failed, summary.not_attempted) == (5, 1, 0)
     assert len(sandbox.assertions) == 5
+
+
+@pytest.mark.parametrize("rate", [None, "5/2s"])
+async def test_a_call_cancelled_while_it_waits_out_a_429_stands_as_not_attempted(
+    tmp_path: Path, rate: str | None
+) -> None:
+    """A caller's timeout fires while its learner waits out a 429's Retry-After: the
+    refused send cannot have been processed, so the learner is not attempted and the
+    journal keeps nothing of it (it was unconfirmed, and the next call asked first)."""
+    ana = Learner(first_name="Ana", email="ana@example.org")
+    quota = ScriptedAnswer("issue", 429, headers={"Retry-After": "100"}, times=1)
+    outcomes: list[bulk_issuer.Outcome] = []
+    async with run_sandbox(SandboxConfig(rate=None, scripted=[quota])) as sandbox:
+        async with BadgeIssuer(
+            auth=PAT,
+            base_url=sandbox.url,
+            rate=rate,
+            journal=tmp_path / "j.db",
+            coordinator="memory",
+            policy=bulk_issuer.RetryPolicy(max_wait=300),
+            on_outcome=outcomes.append,
+        ) as issuer:
+            await issuer.preflight(51)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(issuer.issue(ana, badge_id=51), 0.5)
+        with Journal(tmp_path / "j.db") as journal:
+            assert journal.get(51, "ana@example.org") is None
+    assert [o.status for o in outcomes] == [Status.NOT_ATTEMPTED]
+    assert sandbox.assertions == []
