@@ -278,10 +278,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The most digits of a badge id: as for a `badge_id` column (and every id of a row).
+_BADGE_ID_DIGITS = 15
+
+
 def _badge_id(text: str) -> int:
     digits = text.rstrip("/").rsplit("/badge/", 1)[-1].split("/", 1)[0]
     if not digits.isdigit() or int(digits) < 1:
         raise argparse.ArgumentTypeError(f"a badge id is a positive number like 51, got {text!r}")
+    if len(digits.lstrip("0")) > _BADGE_ID_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"a badge id has at most {_BADGE_ID_DIGITS} digits, got {text!r}"
+        )
     return int(digits)
 
 
