@@ -52,7 +52,7 @@ from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
 from .readers import Dialect, ReadOptions, open_source, scan_source
-from .report import Accounting, account, find_journals
+from .report import Accounting, account, check_writable, find_journals
 from .retry import RetryPolicy
 
 _ENV_HELP = """\
@@ -351,6 +351,13 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
     failures = Path(args.failures) if args.failures else None
     if failures is None and args.file != "-" and not args.dry_run:
         failures = _failures_path(Path(source))
+        _check_output(
+            "the failures file", failures, staged=True, hint="; choose where with --failures"
+        )
+    else:
+        _check_output("--failures", failures, staged=True)
+    _check_output("--successes", args.successes)
+    _check_output("--log", args.log)
     return IssueSettings(
         file=source,
         label="standard input" if args.file == "-" else args.file,
@@ -458,6 +465,23 @@ def _check_file(path: str) -> None:
         raise UsageError(f"cannot read {path}: no such file")
     if not target.is_file():
         raise UsageError(f"cannot read {path}: not a regular file")
+
+
+def _check_output(
+    flag: str, path: str | Path | None, *, staged: bool = False, hint: str = ""
+) -> None:
+    """Refuse a results path that cannot take its file now, before anything is sent.
+
+    A folder, a device or a pipe (which the file written beside it and moved into place
+    would replace), a folder that is missing or cannot be written: found out after the
+    run, it would leave a cohort issued and its results nowhere.
+    """
+    if path is None:
+        return
+    try:
+        check_writable(path, staged=staged)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror or exc}{hint}") from None
 
 
 # -- issue --------------------------------------------------------------------------------
@@ -863,6 +887,8 @@ def _report(args: argparse.Namespace) -> int:
         path = found[0]
     if not path.is_file():
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
+    _check_output("--failures", args.failures, staged=True)
+    _check_output("--successes", args.successes)
     badge_id = args.badge if args.badge is not None else _badge_of(path)
     options = dataclasses.replace(_read_options(args), badge_id=badge_id)
     with Journal(path) as journal:
