@@ -14,6 +14,7 @@ import functools
 import glob
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+from anyio.abc import TaskStatus
 
 from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
@@ -62,7 +64,8 @@ credentials come from the environment, never from arguments:
   NAVIGATR_BASE_URL            the API root (default https://api.navigatr.app)
 
 exit status: 0 every learner holds the badge; 1 some failed, were invalid, unconfirmed
-or not attempted; 2 usage error or unreadable input (nothing sent); 3 stopped by a fatal
+or not attempted, or a results file could not be written after the sends (the journal
+has them); 2 usage error or unreadable input (nothing sent); 3 stopped by a fatal
 answer (credentials, badge not found or forbidden); 4 the API could not be reached or
 stayed unavailable (rerun resumes); 70 internal error (a bug); 130 interrupted.
 """
@@ -114,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             return _sandbox(args)
     except KeyboardInterrupt:
-        # Before the run started (at the confirmation prompt, say): nothing was sent.
+        # Before any issue call could leave (at the confirmation prompt, say): once they
+        # may have, `_issue_run` says what stands where and returns itself.
         print("\nbulk-issuer: interrupted; nothing was sent", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Error as exc:
@@ -536,25 +540,33 @@ def _issue_file(settings: IssueSettings) -> int:
     created = journal_path is not None and not journal_path.exists()
     journal = Journal(journal_path) if journal_path is not None else Journal(None)
     log_file: TextIO | None = None
-    learners_recorded = False
     try:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
-        learners_recorded = not journal.is_empty()
-        return status
+        return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
     finally:
-        journal.close()
+        # Asked of the journal itself, however the run ended (an error, Ctrl-C while the
+        # results were written): a journal holding a learner is never removed, or a rerun
+        # would send them again.
+        unused = created and journal_path is not None and _holds_no_learner(journal)
         if log_file is not None:
             log_file.close()
-        if created and not learners_recorded and journal_path is not None:
+        journal.close()
+        if unused:
             # Stopped before anything was recorded (refused at the preflight, or "no" at
             # the prompt): leave no journal behind that no run will ever need.
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+
+
+def _holds_no_learner(journal: Journal) -> bool:
+    try:
+        return journal.is_empty()
+    except sqlite3.Error:
+        return False  # cannot tell: keep it
 
 
 def _issue_run(
@@ -597,9 +609,13 @@ def _issue_run(
     plan: Summary | None = None
     summary: Summary | None = None
     stopped: BaseException | None = None
+    # Set before the first issue call can leave; until then, whatever stops the command,
+    # nothing was sent.
+    sending = False
+    interrupted = False
 
     async def session() -> None:
-        nonlocal plan, summary
+        nonlocal plan, summary, sending
         async with issuer:
             holder["client"] = issuer.client
             checked: Preflight | None = None
@@ -623,16 +639,23 @@ def _issue_run(
                 raise _Declined
             run_sinks.extend([console, *([json_log] if json_log else [])])
             with console.progress(plan.not_attempted + plan.unconfirmed or None):
+                sending = True
                 summary = await _with_signals(issuer, settings.file, settings.badge_id)
 
     try:
         anyio.run(session)
     except _Declined:
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if not sending:
+            raise  # nothing was sent: `main` says so
+        # A second signal while the run wound up (its connections closing, say).
+        interrupted = True
+        summary = summary or issuer.summary
     except StoppedError as exc:
         stopped = exc
         summary = exc.summary or issuer.summary
-    except (InputError, KeyboardInterrupt):
+    except InputError:
         raise
     except Error:
         raise
@@ -655,11 +678,52 @@ def _issue_run(
         assert plan is not None
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
         return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
+    try:
+        return _after_run(
+            settings, journal, dialect, console, started_wall, summary, stopped, interrupted
+        )
+    except KeyboardInterrupt:
+        console.error(
+            "interrupted before the results files were all written: "
+            + _where_learners_stand(settings, journal)
+        )
+        return EXIT_INTERRUPTED
 
-    accounting = _results(settings, journal, dialect, started_wall)
+
+def _after_run(
+    settings: IssueSettings,
+    journal: Journal,
+    dialect: Dialect,
+    console: Console,
+    since: float,
+    summary: Summary | None,
+    stopped: BaseException | None,
+    interrupted: bool,
+) -> int:
+    """Write the results files, show the summary and what to do next; the exit status."""
+    if summary is not None and interrupted:
+        summary = dataclasses.replace(summary, interrupted=True)
+    try:
+        accounting = _results(settings, journal, dialect, since)
+    except (OSError, sqlite3.Error, InputError) as exc:
+        # The learners stand in the journal whatever happens to a results file: say so,
+        # with a status that does not claim that nothing was sent.
+        if summary is not None:
+            console.summary(summary, _title(settings, "Issued"), dry_run=False)
+        if stopped is not None:
+            _say_why_stopped(console, settings, stopped)
+        console.error(
+            f"the results files could not be written: {_what_failed(exc)}; "
+            + _where_learners_stand(settings, journal)
+        )
+        if stopped is not None:
+            return _stopped_status(stopped)
+        if interrupted or (summary is not None and summary.interrupted):
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED
     if summary is None:
         # Stopped before the run began (the preflight): every row stands as the journal says.
-        summary = _summary_of(accounting)
+        summary = dataclasses.replace(_summary_of(accounting), interrupted=interrupted)
     console.summary(summary, _title(settings, "Issued"), dry_run=False)
     for line in accounting.written:
         console.say(line)
@@ -674,15 +738,10 @@ def _issue_run(
         f"{'does' if accounting.not_holding == 1 else 'do'} not hold the badge yet"
     )
     if stopped is not None:
-        status = exit_status(stopped)
-        if isinstance(stopped, sqlite3.Error | OSError):
-            status = EXIT_BUG
-            console.error(f"stopped: the journal or a results file could not be written: {stopped}")
-        elif status != EXIT_BUG:
-            console.error(f"stopped: {stopped}")
+        _say_why_stopped(console, settings, stopped)
         then = "fix that, then rerun" if isinstance(stopped, FatalError) else "rerun"
         console.error(f"{left}; {then} the same command to go on (nothing is sent twice)")
-        return status
+        return _stopped_status(stopped)
     if summary.interrupted:
         console.error(
             f"interrupted: {left}; rerun the same command to finish (nothing is sent twice)"
@@ -691,6 +750,47 @@ def _issue_run(
     if accounting.not_holding:
         console.error(f"{left}: see the reasons above; rerun the same command to retry them")
     return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
+
+
+def _say_why_stopped(console: Console, settings: IssueSettings, stopped: BaseException) -> None:
+    if isinstance(stopped, sqlite3.Error | OSError):
+        console.error(f"stopped: the journal or a results file could not be written: {stopped}")
+    elif _stopped_status(stopped) != EXIT_BUG:  # a bug was said as it happened
+        console.error(f"stopped: {stopped}")
+
+
+def _stopped_status(stopped: BaseException) -> int:
+    # The journal or the log failing mid-run: as the README's 70 says, the journal stands.
+    return EXIT_BUG if isinstance(stopped, sqlite3.Error | OSError) else exit_status(stopped)
+
+
+def _what_failed(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _where_learners_stand(settings: IssueSettings, journal: Journal) -> str:
+    """Where every learner sent is recorded, and how to write the results files again."""
+    if journal.path is None:
+        return "no journal was kept (--no-journal): the summary is all this run leaves"
+    again = "rerun the same command"
+    if settings.label != "standard input":
+        command = ["bulk-issuer", "report", settings.file]
+        if settings.badge_id is not None:
+            command += ["--badge", str(settings.badge_id)]
+        if settings.badge_id is None or journal.path != default_journal_path(
+            settings.file, settings.badge_id
+        ):
+            command += ["--journal", str(journal.path)]
+        for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
+            if path is not None:
+                command += [flag, str(path)]
+        again = f"`{shlex.join(command)}` or a rerun of the same command"
+    return (
+        f"every learner sent stands in the journal {journal.path}: {again} writes the "
+        "results files (nothing is sent twice)"
+    )
 
 
 def _summary_of(accounting: Accounting) -> Summary:
@@ -769,7 +869,8 @@ async def _with_signals(issuer: BadgeIssuer, source: str, badge_id: int | None) 
     result: Summary | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_handle_signals, issuer)
+            # Listening before the first send: a signal from here on stops the run cleanly.
+            await tg.start(_handle_signals, issuer)
             try:
                 result = await issuer.run(source, badge_id=badge_id)
             finally:
@@ -790,8 +891,11 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _handle_signals(issuer: BadgeIssuer) -> None:
+async def _handle_signals(
+    issuer: BadgeIssuer, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         stopping = False
         async for _ in signals:
             if stopping:

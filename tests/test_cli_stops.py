@@ -1,21 +1,31 @@
-"""The command line when it cannot go as planned: results paths that cannot take a file
-are refused before anything is sent, and a special file is never replaced."""
+"""The command line when it cannot go as planned: results paths that cannot take a file,
+a results file failing after the sends, Ctrl-C while the results are written.
+
+Whatever happens, a journal that holds a learner stays, the exit status never claims that
+nothing was sent once something may have been, and a rerun sends nobody twice.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bulk_issuer.cli import main
-from bulk_issuer.sandbox import SandboxConfig
-from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
+from bulk_issuer.sandbox import Sandbox, SandboxConfig
+from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
 
 PAT = "sandbox-demo-pat"
 FAST = ["--rate", "none"]
+#: Each run alone: the journal, not the machine's shared claims, keeps a rerun from sending
+#: twice (and the sandbox cannot say who holds the badge), so a lost journal shows.
+ALONE = ["--coordinator", "memory"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +36,29 @@ def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAVIGATR_PAT", PAT)
 
 
+def issue_count(sandbox: Sandbox) -> int:
+    """Issue calls the sandbox received."""
+    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+
+
+def wait_for(condition: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `check()` until it is true (a few milliseconds apart)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {condition}"
+        time.sleep(0.005)
+
+
 def journal_files(folder: Path) -> list[str]:
     """The journal and its SQLite side files in `folder`."""
     return sorted(p.name for p in folder.iterdir() if ".journal.db" in p.name)
+
+
+def each_issued_once(sandbox: Sandbox, count: int) -> bool:
+    """Whether the sandbox issued the badge to each of the first `count` learners once."""
+    return sandbox.duplicates() == {} and all(
+        sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(count)
+    )
 
 
 # -- results paths ------------------------------------------------------------------------
@@ -91,3 +121,85 @@ def test_report_refuses_a_special_file_as_a_results_path(
     assert main(["report", str(cohort), flag, str(fifo)]) == 2
     assert f"{flag} {fifo}" in capsys.readouterr().err
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+# -- a results file failing after the sends -----------------------------------------------
+
+
+def test_a_results_file_failing_after_the_sends_keeps_the_journal(tmp_path: Path) -> None:
+    """--successes turns into a folder while the run sends: the learners stand in the
+    journal, the message says so and how to write the file (exit 1, not 2), and the rerun
+    sends nobody twice, even where the server cannot say who holds the badge."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(8))
+    successes = tmp_path / "issued.csv"
+    config = SandboxConfig(rate=None, lookup="forbidden")
+    with sandbox_thread(config) as sandbox:
+        argv = child_argv(cohort, sandbox.url, "--rate", "10/1s", "-q", *ALONE)
+        process = subprocess.Popen(
+            [*argv, "--successes", str(successes)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for("a first issue call", lambda: issue_count(sandbox) > 0)
+            successes.mkdir()  # checked before the run; cannot be written after it
+            out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 1, err
+        assert issue_count(sandbox) == 8
+        assert "nothing was sent" not in err
+        assert f"{successes}: it is a folder" in err
+        assert "every learner sent stands in the journal" in err
+        assert f"bulk-issuer report {cohort} --badge 51" in err
+        assert re.search(r"issued\s+8\n", out), out
+        assert journal_files(tmp_path) == ["cohort.csv.badge-51.journal.db"]
+        successes.rmdir()
+        rerun = subprocess.run(
+            [*argv, "--successes", str(successes)], capture_output=True, text=True, timeout=20
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert issue_count(sandbox) == 8
+        assert each_issued_once(sandbox, 8)
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 9
+
+
+#: `bulk-issuer` whose results files take until a signal comes, to signal it exactly then.
+SIGNALLED_WHILE_WRITING = """
+import os, signal, sys, time
+from bulk_issuer import cli
+
+def account(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, os.environ["TEST_SIGNAL"]))
+    time.sleep(10)
+    raise AssertionError("the signal did not stop the results")
+
+cli.account = account
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT"])
+def test_a_signal_while_the_results_are_written_keeps_the_journal(
+    tmp_path: Path, signal_name: str
+) -> None:
+    """Ctrl-C after the sends, while the results files are written: exit 130
+    saying where the learners stand (not "nothing was sent"); the rerun sends nobody twice."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
+    with sandbox_thread(SandboxConfig(rate=None, lookup="forbidden")) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST, *ALONE)
+        signalled = subprocess.run(
+            [argv[0], "-c", SIGNALLED_WHILE_WRITING, *argv[3:]],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "TEST_SIGNAL": signal_name},
+        )
+        assert signalled.returncode == 130, signalled.stderr
+        assert "nothing was sent" not in signalled.stderr
+        assert "interrupted before the results files were all written" in signalled.stderr
+        assert journal_files(tmp_path) == ["cohort.csv.badge-51.journal.db"]
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE)) == 0
+        assert issue_count(sandbox) == 5
+        assert each_issued_once(sandbox, 5)
