@@ -630,11 +630,7 @@ def _issue_run(
                 return
             if plan.not_attempted + plan.unconfirmed == 0:
                 console.say("Nothing to send: every learner is done or invalid.")
-            elif (
-                sys.stdin.isatty()
-                and not settings.yes
-                and not await anyio.to_thread.run_sync(_confirm)
-            ):
+            elif sys.stdin.isatty() and not settings.yes and not await _confirm():
                 console.say("Nothing sent.")
                 raise _Declined
             run_sinks.extend([console, *([json_log] if json_log else [])])
@@ -912,11 +908,14 @@ async def _handle_signals(
             issuer.stop()
 
 
-def _confirm() -> bool:
-    try:
-        answer = input("Continue? [y/N] ")
-    except EOFError:
-        return False
+async def _confirm() -> bool:
+    """Ask on the terminal. The answer is awaited in the event loop, not read by a thread:
+    Ctrl-C cancels the wait, where a thread blocked in `input()` kept the process alive."""
+    print("Continue? [y/N] ", end="", flush=True)
+    descriptor = sys.stdin.fileno()
+    await anyio.wait_readable(descriptor)
+    # A terminal hands over one line at a time; nothing (end of input) says no.
+    answer = os.read(descriptor, 4096).decode(errors="replace")
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -1,5 +1,6 @@
 """The command line when it cannot go as planned: results paths that cannot take a file,
-a results file failing after the sends, Ctrl-C while the results are written.
+a results file failing after the sends, Ctrl-C while the results are written or at the
+prompt.
 
 Whatever happens, a journal that holds a learner stays, the exit status never claims that
 nothing was sent once something may have been, and a rerun sends nobody twice.
@@ -8,7 +9,10 @@ nothing was sent once something may have been, and a rerun sends nobody twice.
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
+import signal
 import stat
 import subprocess
 import time
@@ -203,3 +207,98 @@ def test_a_signal_while_the_results_are_written_keeps_the_journal(
         assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE)) == 0
         assert issue_count(sandbox) == 5
         assert each_issued_once(sandbox, 5)
+
+
+# -- Ctrl-C at the prompt -----------------------------------------------------------------
+
+
+class Terminal:
+    """A child process on a pseudo-terminal: its standard input is a terminal, so it asks."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.master, replica = pty.openpty()
+        self.process = subprocess.Popen(argv, stdin=replica, stdout=replica, stderr=replica)
+        os.close(replica)
+        self.output = b""
+
+    def read_until(self, text: bytes, timeout: float = 15.0) -> None:
+        """Read the terminal until `text` has been shown."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, f"never shown: {text!r} in {self.output!r}"
+            self._read(0.1)
+
+    def finish(self, timeout: float) -> int:
+        """The exit status, within `timeout` seconds, with all it printed read."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"still running {timeout} s later; it printed {self.output!r}")
+            self._read(0.05)
+        while self._read(0.05):
+            pass
+        return self.process.returncode
+
+    def _read(self, wait: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], wait)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:  # the other end closed
+            return False
+        self.output += data
+        return bool(data)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Terminal]]:
+    """Terminals opened by a test, closed (and their processes ended) after it."""
+    opened: list[Terminal] = []
+    yield opened
+    for each in opened:
+        each.close()
+
+
+def test_ctrl_c_at_the_prompt_exits_130_at_once(tmp_path: Path, terminal: list[Terminal]) -> None:
+    """Ctrl-C at `Continue? [y/N]` (on a terminal): exit 130 within a second or two, saying
+    nothing was sent, no traceback, no journal left, no issue call."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST)
+        argv.remove("--yes")
+        shell = Terminal(argv)
+        terminal.append(shell)
+        shell.read_until(b"Continue? [y/N]")
+        shell.process.send_signal(signal.SIGINT)  # what the terminal does on ^C
+        assert shell.finish(timeout=5) == 130
+        assert issue_count(sandbox) == 0
+    shown = shell.output.decode(errors="replace")
+    assert "interrupted; nothing was sent" in shown
+    assert "Traceback" not in shown
+    assert journal_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("answer", "status", "issued"), [(b"y\n", 0, 3), (b"n\n", 2, 0)])
+def test_the_prompt_takes_its_answer_from_the_terminal(
+    tmp_path: Path, terminal: list[Terminal], answer: bytes, status: int, issued: int
+) -> None:
+    """Typing y at the prompt issues; n sends nothing (exit 2)."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST)
+        argv.remove("--yes")
+        shell = Terminal(argv)
+        terminal.append(shell)
+        shell.read_until(b"Continue? [y/N]")
+        os.write(shell.master, answer)
+        assert shell.finish(timeout=15) == status, shell.output
+        assert issue_count(sandbox) == issued
