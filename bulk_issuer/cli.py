@@ -20,11 +20,13 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import anyio
@@ -110,12 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0)
     try:
-        if args.command == "issue":
-            return _issue(args)
-        if args.command == "report":
-            return _report(args)
         if args.command == "sandbox":
             return _sandbox(args)
+        with _sigterm_as_ctrl_c():
+            if args.command == "issue":
+                return _issue(args)
+            if args.command == "report":
+                return _report(args)
     except KeyboardInterrupt:
         # Before any issue call could leave (at the confirmation prompt, say): once they
         # may have, `_issue_run` says what stands where and returns itself.
@@ -142,6 +145,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     parser.print_help(sys.stderr)
     return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does, from its start: cleanly, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (and only it receives signals)
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Whatever Ctrl-C does now: asyncio's handler while the event loop runs (it cancels
+    # the main task, so every `finally` runs), a KeyboardInterrupt otherwise.
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -890,22 +916,31 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _handle_signals(
     issuer: BadgeIssuer, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        stopping = False
-        async for _ in signals:
-            if stopping:
-                # Every journal write is committed before its request leaves: leaving now
-                # keeps it consistent, and the rerun asks the server about anything unanswered.
-                print("\nbulk-issuer: stopped at once", file=sys.stderr)
-                os._exit(EXIT_INTERRUPTED)
-            stopping = True
-            print(
-                "\nbulk-issuer: stopping: nothing more is sent; waiting a few seconds for "
-                "requests on the wire (press Ctrl-C again to quit now)",
-                file=sys.stderr,
-            )
-            issuer.stop()
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            stopping = False
+            async for _ in signals:
+                if stopping:
+                    # Every journal write is committed before its request leaves: leaving
+                    # now keeps it consistent, and the rerun asks the server about anything
+                    # unanswered.
+                    print("\nbulk-issuer: stopped at once", file=sys.stderr)
+                    os._exit(EXIT_INTERRUPTED)
+                stopping = True
+                print(
+                    "\nbulk-issuer: stopping: nothing more is sent; waiting a few seconds for "
+                    "requests on the wire (press Ctrl-C again to quit now)",
+                    file=sys.stderr,
+                )
+                issuer.stop()
+    finally:
+        # asyncio leaves SIGTERM at its default (the process dies, 143) and Ctrl-C at a
+        # bare KeyboardInterrupt when it stops listening: the results are still to write.
+        for number, handler in before.items():
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 async def _confirm() -> bool:

@@ -1,6 +1,6 @@
 """The command line when it cannot go as planned: results paths that cannot take a file,
-a results file failing after the sends, Ctrl-C while the results are written or at the
-prompt.
+a results file failing after the sends, Ctrl-C or SIGTERM while the results are written,
+at the prompt or before the run.
 
 Whatever happens, a journal that holds a learner stays, the exit status never claims that
 nothing was sent once something may have been, and a rerun sends nobody twice.
@@ -184,11 +184,11 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_a_signal_while_the_results_are_written_keeps_the_journal(
     tmp_path: Path, signal_name: str
 ) -> None:
-    """Ctrl-C after the sends, while the results files are written: exit 130
+    """Ctrl-C or SIGTERM after the sends, while the results files are written: exit 130
     saying where the learners stand (not "nothing was sent"); the rerun sends nobody twice."""
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
     with sandbox_thread(SandboxConfig(rate=None, lookup="forbidden")) as sandbox:
@@ -302,3 +302,37 @@ def test_the_prompt_takes_its_answer_from_the_terminal(
         os.write(shell.master, answer)
         assert shell.finish(timeout=15) == status, shell.output
         assert issue_count(sandbox) == issued
+
+
+# -- SIGTERM before the run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("waiting_on", ["badge", "token"])
+def test_sigterm_before_the_run_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waiting_on: str
+) -> None:
+    """SIGTERM while the badge check or the login waits for an answer: exit 130, saying
+    nothing was sent, no journal left behind."""
+    if waiting_on == "token":
+        monkeypatch.delenv("NAVIGATR_PAT")
+        monkeypatch.setenv("NAVIGATR_USER", "demo@example.com")
+        monkeypatch.setenv("NAVIGATR_PASS", "demo-password")
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    config = SandboxConfig(rate=None, hang=frozenset({waiting_on}))
+    with sandbox_thread(config) as sandbox:
+        process = subprocess.Popen(
+            child_argv(cohort, sandbox.url, *FAST), stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_for(
+                f"a {waiting_on} request",
+                lambda: any(r.kind == waiting_on for r in list(sandbox.requests)),
+            )
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=5)
+        finally:
+            process.kill()
+        assert issue_count(sandbox) == 0
+    assert process.returncode == 130, err
+    assert "interrupted; nothing was sent" in err
+    assert journal_files(tmp_path) == []
