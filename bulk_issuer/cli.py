@@ -524,7 +524,13 @@ def _issue(args: argparse.Namespace) -> int:
     # Standard input can be read once; the run reads its input more than once (a check
     # before anything is sent, then the run), so it is spooled to a private file first.
     with tempfile.TemporaryDirectory(prefix="bulk-issuer-") as folder:
-        return _issue_file(_settings(args, _spool_stdin(Path(folder))))
+        spooled = _spool_stdin(Path(folder))
+        try:
+            return _issue_file(_settings(args, spooled))
+        except InputError as exc:
+            # The private copy's name means nothing to the person who piped the file in.
+            message = str(exc).replace(spooled, "standard input")
+            raise InputError(message, row=exc.row, path="-") from None
 
 
 def _spool_stdin(folder: Path) -> str:
@@ -579,7 +585,7 @@ def _issue_file(settings: IssueSettings) -> int:
         # would send them again.
         unused = created and journal_path is not None and _holds_no_learner(journal)
         if log_file is not None:
-            log_file.close()
+            _close_log(log_file, settings, console)
         journal.close()
         if unused:
             # Stopped before anything was recorded (refused at the preflight, or "no" at
@@ -593,6 +599,13 @@ def _holds_no_learner(journal: Journal) -> bool:
         return journal.is_empty()
     except sqlite3.Error:
         return False  # cannot tell: keep it
+
+
+def _close_log(log_file: TextIO, settings: IssueSettings, console: Console) -> None:
+    try:
+        log_file.close()
+    except OSError as exc:
+        console.error(f"the log {settings.log} could not be written: {exc.strerror or exc}")
 
 
 def _issue_run(
@@ -776,7 +789,8 @@ def _after_run(
 
 def _say_why_stopped(console: Console, settings: IssueSettings, stopped: BaseException) -> None:
     if isinstance(stopped, sqlite3.Error | OSError):
-        console.error(f"stopped: the journal or a results file could not be written: {stopped}")
+        log = f" or the log ({settings.log})" if settings.log is not None else ""
+        console.error(f"stopped: the journal{log} could not be written: {_what_failed(stopped)}")
     elif _stopped_status(stopped) != EXIT_BUG:  # a bug was said as it happened
         console.error(f"stopped: {stopped}")
 

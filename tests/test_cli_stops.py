@@ -1,6 +1,6 @@
 """The command line when it cannot go as planned: results paths that cannot take a file,
-a results file failing after the sends, Ctrl-C or SIGTERM while the results are written,
-at the prompt or before the run.
+a results file or the log failing, Ctrl-C or SIGTERM while the results are written, at the
+prompt or before the run, an empty standard input.
 
 Whatever happens, a journal that holds a learner stays, the exit status never claims that
 nothing was sent once something may have been, and a rerun sends nobody twice.
@@ -8,6 +8,7 @@ nothing was sent once something may have been, and a rerun sends nobody twice.
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import re
@@ -336,3 +337,44 @@ def test_sigterm_before_the_run_stops_cleanly(
     assert process.returncode == 130, err
     assert "interrupted; nothing was sent" in err
     assert journal_files(tmp_path) == []
+
+
+# -- standard input -----------------------------------------------------------------------
+
+
+def test_empty_standard_input_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`issue -` with nothing piped in: exit 2, "standard input is empty", no temp path."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["issue", "-", "--badge", "51", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "standard input is empty" in err
+    assert "bulk-issuer-" not in err
+
+
+#: `bulk-issuer` in a process whose files cannot grow past 1 MiB (a disk that fills up).
+SMALL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+from bulk_issuer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    """The --log file fills the disk: every message about it names it, and the status is
+    the run's stop (70, as for the journal), not "usage error, nothing sent" (2)."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"x" * ((1 << 20) - 8))  # the first event does not fit
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST, "-q", "--log", str(log))
+        ran = subprocess.run(
+            [argv[0], "-c", SMALL_DISK, *argv[3:]], capture_output=True, text=True, timeout=20
+        )
+    assert ran.returncode == 70, ran.stderr
+    about_it = [line for line in ran.stderr.splitlines() if "File too large" in line]
+    assert about_it, ran.stderr
+    assert all(str(log) in line for line in about_it), ran.stderr
