@@ -14,19 +14,23 @@ import functools
 import glob
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import anyio
+from anyio.abc import TaskStatus
 
 from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
@@ -52,7 +56,7 @@ from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
 from .readers import Dialect, ReadOptions, open_source, scan_source
-from .report import Accounting, account, find_journals
+from .report import Accounting, account, check_writable, find_journals
 from .retry import RetryPolicy
 
 _ENV_HELP = """\
@@ -62,7 +66,8 @@ credentials come from the environment, never from arguments:
   NAVIGATR_BASE_URL            the API root (default https://api.navigatr.app)
 
 exit status: 0 every learner holds the badge; 1 some failed, were invalid, unconfirmed
-or not attempted; 2 usage error or unreadable input (nothing sent); 3 stopped by a fatal
+or not attempted, or a results file could not be written after the sends (the journal
+has them); 2 usage error or unreadable input (nothing sent); 3 stopped by a fatal
 answer (credentials, badge not found or forbidden); 4 the API could not be reached or
 stayed unavailable (rerun resumes); 70 internal error (a bug); 130 interrupted.
 """
@@ -107,14 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0)
     try:
-        if args.command == "issue":
-            return _issue(args)
-        if args.command == "report":
-            return _report(args)
         if args.command == "sandbox":
             return _sandbox(args)
+        with _sigterm_as_ctrl_c():
+            if args.command == "issue":
+                return _issue(args)
+            if args.command == "report":
+                return _report(args)
     except KeyboardInterrupt:
-        # Before the run started (at the confirmation prompt, say): nothing was sent.
+        # Before any issue call could leave (at the confirmation prompt, say): once they
+        # may have, `_issue_run` says what stands where and returns itself.
         print("\nbulk-issuer: interrupted; nothing was sent", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Error as exc:
@@ -138,6 +145,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     parser.print_help(sys.stderr)
     return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does, from its start: cleanly, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (and only it receives signals)
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Whatever Ctrl-C does now: asyncio's handler while the event loop runs (it cancels
+    # the main task, so every `finally` runs), a KeyboardInterrupt otherwise.
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -278,10 +308,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The most digits of a badge id: as for a `badge_id` column (and every id of a row).
+_BADGE_ID_DIGITS = 15
+
+
 def _badge_id(text: str) -> int:
     digits = text.rstrip("/").rsplit("/badge/", 1)[-1].split("/", 1)[0]
     if not digits.isdigit() or int(digits) < 1:
         raise argparse.ArgumentTypeError(f"a badge id is a positive number like 51, got {text!r}")
+    if len(digits.lstrip("0")) > _BADGE_ID_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"a badge id has at most {_BADGE_ID_DIGITS} digits, got {text!r}"
+        )
     return int(digits)
 
 
@@ -343,6 +381,13 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
     failures = Path(args.failures) if args.failures else None
     if failures is None and args.file != "-" and not args.dry_run:
         failures = _failures_path(Path(source))
+        _check_output(
+            "the failures file", failures, staged=True, hint="; choose where with --failures"
+        )
+    else:
+        _check_output("--failures", failures, staged=True)
+    _check_output("--successes", args.successes)
+    _check_output("--log", args.log)
     return IssueSettings(
         file=source,
         label="standard input" if args.file == "-" else args.file,
@@ -452,6 +497,23 @@ def _check_file(path: str) -> None:
         raise UsageError(f"cannot read {path}: not a regular file")
 
 
+def _check_output(
+    flag: str, path: str | Path | None, *, staged: bool = False, hint: str = ""
+) -> None:
+    """Refuse a results path that cannot take its file now, before anything is sent.
+
+    A folder, a device or a pipe (which the file written beside it and moved into place
+    would replace), a folder that is missing or cannot be written: found out after the
+    run, it would leave a cohort issued and its results nowhere.
+    """
+    if path is None:
+        return
+    try:
+        check_writable(path, staged=staged)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror or exc}{hint}") from None
+
+
 # -- issue --------------------------------------------------------------------------------
 
 
@@ -462,7 +524,13 @@ def _issue(args: argparse.Namespace) -> int:
     # Standard input can be read once; the run reads its input more than once (a check
     # before anything is sent, then the run), so it is spooled to a private file first.
     with tempfile.TemporaryDirectory(prefix="bulk-issuer-") as folder:
-        return _issue_file(_settings(args, _spool_stdin(Path(folder))))
+        spooled = _spool_stdin(Path(folder))
+        try:
+            return _issue_file(_settings(args, spooled))
+        except InputError as exc:
+            # The private copy's name means nothing to the person who piped the file in.
+            message = str(exc).replace(spooled, "standard input")
+            raise InputError(message, row=exc.row, path="-") from None
 
 
 def _spool_stdin(folder: Path) -> str:
@@ -504,25 +572,40 @@ def _issue_file(settings: IssueSettings) -> int:
     created = journal_path is not None and not journal_path.exists()
     journal = Journal(journal_path) if journal_path is not None else Journal(None)
     log_file: TextIO | None = None
-    learners_recorded = False
     try:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
-        learners_recorded = not journal.is_empty()
-        return status
+        return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
     finally:
-        journal.close()
+        # Asked of the journal itself, however the run ended (an error, Ctrl-C while the
+        # results were written): a journal holding a learner is never removed, or a rerun
+        # would send them again.
+        unused = created and journal_path is not None and _holds_no_learner(journal)
         if log_file is not None:
-            log_file.close()
-        if created and not learners_recorded and journal_path is not None:
+            _close_log(log_file, settings, console)
+        journal.close()
+        if unused:
             # Stopped before anything was recorded (refused at the preflight, or "no" at
             # the prompt): leave no journal behind that no run will ever need.
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+
+
+def _holds_no_learner(journal: Journal) -> bool:
+    try:
+        return journal.is_empty()
+    except sqlite3.Error:
+        return False  # cannot tell: keep it
+
+
+def _close_log(log_file: TextIO, settings: IssueSettings, console: Console) -> None:
+    try:
+        log_file.close()
+    except OSError as exc:
+        console.error(f"the log {settings.log} could not be written: {exc.strerror or exc}")
 
 
 def _issue_run(
@@ -565,9 +648,13 @@ def _issue_run(
     plan: Summary | None = None
     summary: Summary | None = None
     stopped: BaseException | None = None
+    # Set before the first issue call can leave; until then, whatever stops the command,
+    # nothing was sent.
+    sending = False
+    interrupted = False
 
     async def session() -> None:
-        nonlocal plan, summary
+        nonlocal plan, summary, sending
         async with issuer:
             holder["client"] = issuer.client
             checked: Preflight | None = None
@@ -582,25 +669,28 @@ def _issue_run(
                 return
             if plan.not_attempted + plan.unconfirmed == 0:
                 console.say("Nothing to send: every learner is done or invalid.")
-            elif (
-                sys.stdin.isatty()
-                and not settings.yes
-                and not await anyio.to_thread.run_sync(_confirm)
-            ):
+            elif sys.stdin.isatty() and not settings.yes and not await _confirm():
                 console.say("Nothing sent.")
                 raise _Declined
             run_sinks.extend([console, *([json_log] if json_log else [])])
             with console.progress(plan.not_attempted + plan.unconfirmed or None):
+                sending = True
                 summary = await _with_signals(issuer, settings.file, settings.badge_id)
 
     try:
         anyio.run(session)
     except _Declined:
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if not sending:
+            raise  # nothing was sent: `main` says so
+        # A second signal while the run wound up (its connections closing, say).
+        interrupted = True
+        summary = summary or issuer.summary
     except StoppedError as exc:
         stopped = exc
         summary = exc.summary or issuer.summary
-    except (InputError, KeyboardInterrupt):
+    except InputError:
         raise
     except Error:
         raise
@@ -623,11 +713,52 @@ def _issue_run(
         assert plan is not None
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
         return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
+    try:
+        return _after_run(
+            settings, journal, dialect, console, started_wall, summary, stopped, interrupted
+        )
+    except KeyboardInterrupt:
+        console.error(
+            "interrupted before the results files were all written: "
+            + _where_learners_stand(settings, journal)
+        )
+        return EXIT_INTERRUPTED
 
-    accounting = _results(settings, journal, dialect, started_wall)
+
+def _after_run(
+    settings: IssueSettings,
+    journal: Journal,
+    dialect: Dialect,
+    console: Console,
+    since: float,
+    summary: Summary | None,
+    stopped: BaseException | None,
+    interrupted: bool,
+) -> int:
+    """Write the results files, show the summary and what to do next; the exit status."""
+    if summary is not None and interrupted:
+        summary = dataclasses.replace(summary, interrupted=True)
+    try:
+        accounting = _results(settings, journal, dialect, since)
+    except (OSError, sqlite3.Error, InputError) as exc:
+        # The learners stand in the journal whatever happens to a results file: say so,
+        # with a status that does not claim that nothing was sent.
+        if summary is not None:
+            console.summary(summary, _title(settings, "Issued"), dry_run=False)
+        if stopped is not None:
+            _say_why_stopped(console, settings, stopped)
+        console.error(
+            f"the results files could not be written: {_what_failed(exc)}; "
+            + _where_learners_stand(settings, journal)
+        )
+        if stopped is not None:
+            return _stopped_status(stopped)
+        if interrupted or (summary is not None and summary.interrupted):
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED
     if summary is None:
         # Stopped before the run began (the preflight): every row stands as the journal says.
-        summary = _summary_of(accounting)
+        summary = dataclasses.replace(_summary_of(accounting), interrupted=interrupted)
     console.summary(summary, _title(settings, "Issued"), dry_run=False)
     for line in accounting.written:
         console.say(line)
@@ -642,15 +773,10 @@ def _issue_run(
         f"{'does' if accounting.not_holding == 1 else 'do'} not hold the badge yet"
     )
     if stopped is not None:
-        status = exit_status(stopped)
-        if isinstance(stopped, sqlite3.Error | OSError):
-            status = EXIT_BUG
-            console.error(f"stopped: the journal or a results file could not be written: {stopped}")
-        elif status != EXIT_BUG:
-            console.error(f"stopped: {stopped}")
+        _say_why_stopped(console, settings, stopped)
         then = "fix that, then rerun" if isinstance(stopped, FatalError) else "rerun"
         console.error(f"{left}; {then} the same command to go on (nothing is sent twice)")
-        return status
+        return _stopped_status(stopped)
     if summary.interrupted:
         console.error(
             f"interrupted: {left}; rerun the same command to finish (nothing is sent twice)"
@@ -659,6 +785,48 @@ def _issue_run(
     if accounting.not_holding:
         console.error(f"{left}: see the reasons above; rerun the same command to retry them")
     return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
+
+
+def _say_why_stopped(console: Console, settings: IssueSettings, stopped: BaseException) -> None:
+    if isinstance(stopped, sqlite3.Error | OSError):
+        log = f" or the log ({settings.log})" if settings.log is not None else ""
+        console.error(f"stopped: the journal{log} could not be written: {_what_failed(stopped)}")
+    elif _stopped_status(stopped) != EXIT_BUG:  # a bug was said as it happened
+        console.error(f"stopped: {stopped}")
+
+
+def _stopped_status(stopped: BaseException) -> int:
+    # The journal or the log failing mid-run: as the README's 70 says, the journal stands.
+    return EXIT_BUG if isinstance(stopped, sqlite3.Error | OSError) else exit_status(stopped)
+
+
+def _what_failed(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _where_learners_stand(settings: IssueSettings, journal: Journal) -> str:
+    """Where every learner sent is recorded, and how to write the results files again."""
+    if journal.path is None:
+        return "no journal was kept (--no-journal): the summary is all this run leaves"
+    again = "rerun the same command"
+    if settings.label != "standard input":
+        command = ["bulk-issuer", "report", settings.file]
+        if settings.badge_id is not None:
+            command += ["--badge", str(settings.badge_id)]
+        if settings.badge_id is None or journal.path != default_journal_path(
+            settings.file, settings.badge_id
+        ):
+            command += ["--journal", str(journal.path)]
+        for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
+            if path is not None:
+                command += [flag, str(path)]
+        again = f"`{shlex.join(command)}` or a rerun of the same command"
+    return (
+        f"every learner sent stands in the journal {journal.path}: {again} writes the "
+        "results files (nothing is sent twice)"
+    )
 
 
 def _summary_of(accounting: Accounting) -> Summary:
@@ -737,7 +905,8 @@ async def _with_signals(issuer: BadgeIssuer, source: str, badge_id: int | None) 
     result: Summary | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_handle_signals, issuer)
+            # Listening before the first send: a signal from here on stops the run cleanly.
+            await tg.start(_handle_signals, issuer)
             try:
                 result = await issuer.run(source, badge_id=badge_id)
             finally:
@@ -758,29 +927,44 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _handle_signals(issuer: BadgeIssuer) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        stopping = False
-        async for _ in signals:
-            if stopping:
-                # Every journal write is committed before its request leaves: leaving now
-                # keeps it consistent, and the rerun asks the server about anything unanswered.
-                print("\nbulk-issuer: stopped at once", file=sys.stderr)
-                os._exit(EXIT_INTERRUPTED)
-            stopping = True
-            print(
-                "\nbulk-issuer: stopping: nothing more is sent; waiting a few seconds for "
-                "requests on the wire (press Ctrl-C again to quit now)",
-                file=sys.stderr,
-            )
-            issuer.stop()
-
-
-def _confirm() -> bool:
+async def _handle_signals(
+    issuer: BadgeIssuer, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        answer = input("Continue? [y/N] ")
-    except EOFError:
-        return False
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            stopping = False
+            async for _ in signals:
+                if stopping:
+                    # Every journal write is committed before its request leaves: leaving
+                    # now keeps it consistent, and the rerun asks the server about anything
+                    # unanswered.
+                    print("\nbulk-issuer: stopped at once", file=sys.stderr)
+                    os._exit(EXIT_INTERRUPTED)
+                stopping = True
+                print(
+                    "\nbulk-issuer: stopping: nothing more is sent; waiting a few seconds for "
+                    "requests on the wire (press Ctrl-C again to quit now)",
+                    file=sys.stderr,
+                )
+                issuer.stop()
+    finally:
+        # asyncio leaves SIGTERM at its default (the process dies, 143) and Ctrl-C at a
+        # bare KeyboardInterrupt when it stops listening: the results are still to write.
+        for number, handler in before.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
+async def _confirm() -> bool:
+    """Ask on the terminal. The answer is awaited in the event loop, not read by a thread:
+    Ctrl-C cancels the wait, where a thread blocked in `input()` kept the process alive."""
+    print("Continue? [y/N] ", end="", flush=True)
+    descriptor = sys.stdin.fileno()
+    await anyio.wait_readable(descriptor)
+    # A terminal hands over one line at a time; nothing (end of input) says no.
+    answer = os.read(descriptor, 4096).decode(errors="replace")
     return answer.strip().lower() in ("y", "yes")
 
 
@@ -855,6 +1039,8 @@ def _report(args: argparse.Namespace) -> int:
         path = found[0]
     if not path.is_file():
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
+    _check_output("--failures", args.failures, staged=True)
+    _check_output("--successes", args.successes)
     badge_id = args.badge if args.badge is not None else _badge_of(path)
     options = dataclasses.replace(_read_options(args), badge_id=badge_id)
     with Journal(path) as journal:

@@ -8,7 +8,11 @@ learner who holds the badge through this journal across all runs, with how.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +23,7 @@ from .learners import Row
 from .readers import Dialect, ReadOptions, open_source
 from .results import FailuresWriter, SuccessWriter
 
-__all__ = ["Accounting", "account", "find_journals"]
+__all__ = ["Accounting", "account", "check_writable", "find_journals"]
 
 #: The category of each journal state.
 _CATEGORY = {
@@ -109,49 +113,105 @@ def account(
             "issued now", earlier ones "issued earlier".
     """
     tally = Accounting()
+    for target in (failures, successes):
+        if target:
+            _refuse_special(Path(target))
     # Written beside the target and moved into place at the end: the input itself may be
     # a failures file being fed back (the same path), and a crash leaves the old file whole.
-    staging = Path(failures).with_name(f".{Path(failures).name}.partial") if failures else None
-    failures_writer = FailuresWriter(staging, dialect) if staging is not None else None
-    successes_writer = SuccessWriter(Path(successes)) if successes else None
+    staging = _staging(Path(failures)) if failures else None
     try:
-        for row, category, reason, entry in _rows(learners, journal, badge_id, options):
-            setattr(tally, category, getattr(tally, category) + 1)
-            if category in ("issued", "already_held"):
-                if successes_writer is not None and row.learner is not None:
-                    successes_writer.write(
-                        row.number,
-                        row.learner.email,
-                        entry.assertion_id if entry else None,
-                        _how(category, entry, since),
-                    )
-            elif failures_writer is not None:
-                failures_writer.write_fields(row.number, row.fields, reason)
-    finally:
-        if failures_writer is not None:
-            failures_writer.close()
-        if successes_writer is not None:
-            successes_writer.close()
-    if failures and staging is not None:
-        path = Path(failures)
-        if tally.not_holding:
-            os.replace(staging, path)
-            tally.written.append(
-                f"Rows not issued ({tally.not_holding}): {path} "
-                "(fix them and feed the file back, or rerun the same command)"
+        with contextlib.ExitStack() as files:
+            failures_writer = (
+                files.enter_context(FailuresWriter(staging, dialect)) if staging else None
             )
-        else:
-            staging.unlink(missing_ok=True)
-            if path.exists():
-                path.unlink()
+            successes_writer = (
+                files.enter_context(SuccessWriter(Path(successes))) if successes else None
+            )
+            for row, category, reason, entry in _rows(learners, journal, badge_id, options):
+                setattr(tally, category, getattr(tally, category) + 1)
+                if category in ("issued", "already_held"):
+                    if successes_writer is not None and row.learner is not None:
+                        successes_writer.write(
+                            row.number,
+                            row.learner.email,
+                            entry.assertion_id if entry else None,
+                            _how(category, entry, since),
+                        )
+                elif failures_writer is not None:
+                    failures_writer.write_fields(row.number, row.fields, reason)
+        if failures and staging is not None:
+            path = Path(failures)
+            if tally.not_holding:
+                os.replace(staging, path)
                 tally.written.append(
-                    f"Removed {path}: every row of an earlier run's failures now holds the badge"
+                    f"Rows not issued ({tally.not_holding}): {path} "
+                    "(fix them and feed the file back, or rerun the same command)"
                 )
+            else:
+                staging.unlink(missing_ok=True)
+                if path.exists():
+                    path.unlink()
+                    tally.written.append(
+                        f"Removed {path}: every row of an earlier run's failures now holds "
+                        "the badge"
+                    )
+    except BaseException:
+        # The target keeps what it held; no half-written copy is left beside it.
+        if staging is not None:
+            staging.unlink(missing_ok=True)
+        raise
     if successes:
         tally.written.append(
             f"Holding the badge ({tally.issued + tally.already_held}): {successes}"
         )
     return tally
+
+
+def check_writable(path: str | os.PathLike[str], *, staged: bool = False) -> None:
+    """Check, before a run sends anything, that a results file can be written at `path`.
+
+    Args:
+        path: where the file will go.
+        staged: it is written beside `path` first and then moved over it (as `account`
+            writes the failures file), so its folder must take a new file too.
+
+    Raises:
+        OSError: naming `path`: a folder, a device or a pipe (which a results file must
+            not replace), a folder that does not exist, or one that cannot be written.
+    """
+    target = Path(path)
+    exists = _refuse_special(target)
+    folder = target.parent
+    try:
+        if exists:
+            with target.open("a"):
+                pass
+        if staged or not exists:
+            handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as exc:
+        where = "it" if exists and not staged else f"a file in {folder}"
+        raise OSError(exc.errno, f"cannot write {where} ({exc.strerror})", str(target)) from None
+
+
+def _refuse_special(path: Path) -> bool:
+    """Whether `path` exists, as a regular file; raise OSError if it is anything else."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a folder: name a file", str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            errno.EINVAL, "not a regular file (a device or a pipe): name a file", str(path)
+        )
+    return True
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
 
 
 def _rows(

@@ -154,6 +154,12 @@ def test_wrong_password_exits_3_quickly(
         ),
         (["--badge", "51", "--rate", "fast"], {"NAVIGATR_PAT": "x"}, "5/2s"),
         (["--badge", "abc"], {"NAVIGATR_PAT": "x"}, "badge"),
+        (["--badge", "9223372036854775808"], {"NAVIGATR_PAT": "x"}, "at most 15 digits"),
+        (
+            ["--badge", "1000000000000000", "--base-url", "http://127.0.0.1:9"],
+            {"NAVIGATR_PAT": "x"},
+            "at most 15 digits",
+        ),
         (["--badge", "51", "--workers", "100000"], {"NAVIGATR_PAT": "x"}, "at most 1000"),
         (["--badge", "51"], {"NAVIGATR_PAT": "pat\x01pat"}, "control character"),
     ],
@@ -166,8 +172,9 @@ def test_usage_errors_exit_2_without_sending(
     env: dict[str, str],
     message: str,
 ) -> None:
-    """Missing credentials, plain http to a remote host, a bad rate, badge or number of
-    workers, a PAT no header can carry: exit 2."""
+    """Missing credentials, plain http to a remote host, a bad rate, badge (or one of more
+    than 15 digits, as a badge_id column) or number of workers, a PAT no header can carry:
+    exit 2."""
     for name in ("NAVIGATR_PAT", "NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from bulk_issuer.formulas import restore
+from bulk_issuer.journal import Journal
 from bulk_issuer.learners import Learner, Row
 from bulk_issuer.readers import Dialect, ReadOptions, open_source
+from bulk_issuer.report import account
 from bulk_issuer.results import FailuresWriter, SuccessWriter, neutralise
+from tests.conftest import good_rows, write_cohort
 
 
 def _read_rows(path: Path, options: ReadOptions | None = None) -> tuple[Dialect, list[Row]]:
@@ -227,3 +232,32 @@ def test_success_file_appends_for_a_resumed_run(tmp_path: Path) -> None:
         "2,a@example.com,x1,",
         "3,b@example.com,x2,",
     ]
+
+
+def test_account_never_replaces_a_special_file_nor_leaves_a_partial_copy(tmp_path: Path) -> None:
+    """`account` refuses a pipe as the failures file (its copy moved over the pipe would
+    replace it) and, when the successes file cannot be opened, leaves no half-written copy
+    of the failures file beside it."""
+    source = write_cohort(tmp_path / "cohort.csv", good_rows(2))
+    dialect, _ = _read_rows(source)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with Journal(None) as journal:
+        with pytest.raises(OSError, match="not a regular file"):
+            account(
+                source, journal, badge_id=51, options=ReadOptions(), dialect=dialect, failures=pipe
+            )
+        with pytest.raises(IsADirectoryError):
+            account(
+                source,
+                journal,
+                badge_id=51,
+                options=ReadOptions(),
+                dialect=dialect,
+                failures=tmp_path / "failures.csv",
+                successes=folder,
+            )
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.csv", "folder", "pipe"]

@@ -1,0 +1,380 @@
+"""The command line when it cannot go as planned: results paths that cannot take a file,
+a results file or the log failing, Ctrl-C or SIGTERM while the results are written, at the
+prompt or before the run, an empty standard input.
+
+Whatever happens, a journal that holds a learner stays, the exit status never claims that
+nothing was sent once something may have been, and a rerun sends nobody twice.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import select
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bulk_issuer.cli import main
+from bulk_issuer.sandbox import Sandbox, SandboxConfig
+from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
+
+PAT = "sandbox-demo-pat"
+FAST = ["--rate", "none"]
+#: Each run alone: the journal, not the machine's shared claims, keeps a rerun from sending
+#: twice (and the sandbox cannot say who holds the badge), so a lost journal shows.
+ALONE = ["--coordinator", "memory"]
+
+
+@pytest.fixture(autouse=True)
+def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PAT in the environment, nothing else."""
+    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NAVIGATR_PAT", PAT)
+
+
+def issue_count(sandbox: Sandbox) -> int:
+    """Issue calls the sandbox received."""
+    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+
+
+def wait_for(condition: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `check()` until it is true (a few milliseconds apart)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {condition}"
+        time.sleep(0.005)
+
+
+def journal_files(folder: Path) -> list[str]:
+    """The journal and its SQLite side files in `folder`."""
+    return sorted(p.name for p in folder.iterdir() if ".journal.db" in p.name)
+
+
+def each_issued_once(sandbox: Sandbox, count: int) -> bool:
+    """Whether the sandbox issued the badge to each of the first `count` learners once."""
+    return sandbox.duplicates() == {} and all(
+        sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(count)
+    )
+
+
+# -- results paths ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A named pipe with a reader, so that writing to it (as before the fix) never blocks."""
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield path
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.parametrize("flag", ["--failures", "--successes", "--log"])
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device", "missing folder"])
+def test_a_results_path_that_cannot_take_a_file_is_refused_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fifo: Path, flag: str, kind: str
+) -> None:
+    """A folder, a pipe, a device or a missing folder as a results path: exit 2 before any
+    request, naming the flag and the path; the special file is left as it was."""
+    if kind == "folder":
+        target = tmp_path / "out"
+        target.mkdir()
+    elif kind == "fifo":
+        target = fifo
+    elif kind == "device":
+        target = tmp_path / "full"
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 7))  # what /dev/full is
+        except PermissionError:
+            pytest.skip("creating a device needs CAP_MKNOD")
+    else:
+        target = tmp_path / "no-such-folder" / "out.csv"
+    rows = [*good_rows(2), ("Bad", "Mail", "bad@")]  # a failures file is due
+    cohort = write_cohort(tmp_path / "cohort.csv", rows)
+    mode = target.stat().st_mode if target.exists() else None
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = main(issue_args(cohort, sandbox.url, *FAST, flag, str(target)))
+        assert list(sandbox.requests) == []
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert f"{flag} {target}" in err
+    assert journal_files(tmp_path) == []
+    assert (target.stat().st_mode if target.exists() else None) == mode
+
+
+@pytest.mark.parametrize("flag", ["--failures", "--successes"])
+def test_report_refuses_a_special_file_as_a_results_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fifo: Path, flag: str
+) -> None:
+    """`report --failures PIPE`: exit 2, and the pipe is still a pipe."""
+    cohort = write_cohort(tmp_path / "cohort.csv", [*good_rows(2), ("Bad", "Mail", "bad@")])
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+    capsys.readouterr()
+    assert main(["report", str(cohort), flag, str(fifo)]) == 2
+    assert f"{flag} {fifo}" in capsys.readouterr().err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+# -- a results file failing after the sends -----------------------------------------------
+
+
+def test_a_results_file_failing_after_the_sends_keeps_the_journal(tmp_path: Path) -> None:
+    """--successes turns into a folder while the run sends: the learners stand in the
+    journal, the message says so and how to write the file (exit 1, not 2), and the rerun
+    sends nobody twice, even where the server cannot say who holds the badge."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(8))
+    successes = tmp_path / "issued.csv"
+    config = SandboxConfig(rate=None, lookup="forbidden")
+    with sandbox_thread(config) as sandbox:
+        argv = child_argv(cohort, sandbox.url, "--rate", "10/1s", "-q", *ALONE)
+        process = subprocess.Popen(
+            [*argv, "--successes", str(successes)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for("a first issue call", lambda: issue_count(sandbox) > 0)
+            successes.mkdir()  # checked before the run; cannot be written after it
+            out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 1, err
+        assert issue_count(sandbox) == 8
+        assert "nothing was sent" not in err
+        assert f"{successes}: it is a folder" in err
+        assert "every learner sent stands in the journal" in err
+        assert f"bulk-issuer report {cohort} --badge 51" in err
+        assert re.search(r"issued\s+8\n", out), out
+        assert journal_files(tmp_path) == ["cohort.csv.badge-51.journal.db"]
+        successes.rmdir()
+        rerun = subprocess.run(
+            [*argv, "--successes", str(successes)], capture_output=True, text=True, timeout=20
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert issue_count(sandbox) == 8
+        assert each_issued_once(sandbox, 8)
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 9
+
+
+#: `bulk-issuer` whose results files take until a signal comes, to signal it exactly then.
+SIGNALLED_WHILE_WRITING = """
+import os, signal, sys, time
+from bulk_issuer import cli
+
+def account(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, os.environ["TEST_SIGNAL"]))
+    time.sleep(10)
+    raise AssertionError("the signal did not stop the results")
+
+cli.account = account
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_results_are_written_keeps_the_journal(
+    tmp_path: Path, signal_name: str
+) -> None:
+    """Ctrl-C or SIGTERM after the sends, while the results files are written: exit 130
+    saying where the learners stand (not "nothing was sent"); the rerun sends nobody twice."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
+    with sandbox_thread(SandboxConfig(rate=None, lookup="forbidden")) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST, *ALONE)
+        signalled = subprocess.run(
+            [argv[0], "-c", SIGNALLED_WHILE_WRITING, *argv[3:]],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "TEST_SIGNAL": signal_name},
+        )
+        assert signalled.returncode == 130, signalled.stderr
+        assert "nothing was sent" not in signalled.stderr
+        assert "interrupted before the results files were all written" in signalled.stderr
+        assert journal_files(tmp_path) == ["cohort.csv.badge-51.journal.db"]
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE)) == 0
+        assert issue_count(sandbox) == 5
+        assert each_issued_once(sandbox, 5)
+
+
+# -- Ctrl-C at the prompt -----------------------------------------------------------------
+
+
+class Terminal:
+    """A child process on a pseudo-terminal: its standard input is a terminal, so it asks."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.master, replica = pty.openpty()
+        self.process = subprocess.Popen(argv, stdin=replica, stdout=replica, stderr=replica)
+        os.close(replica)
+        self.output = b""
+
+    def read_until(self, text: bytes, timeout: float = 15.0) -> None:
+        """Read the terminal until `text` has been shown."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, f"never shown: {text!r} in {self.output!r}"
+            self._read(0.1)
+
+    def finish(self, timeout: float) -> int:
+        """The exit status, within `timeout` seconds, with all it printed read."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"still running {timeout} s later; it printed {self.output!r}")
+            self._read(0.05)
+        while self._read(0.05):
+            pass
+        return self.process.returncode
+
+    def _read(self, wait: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], wait)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:  # the other end closed
+            return False
+        self.output += data
+        return bool(data)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Terminal]]:
+    """Terminals opened by a test, closed (and their processes ended) after it."""
+    opened: list[Terminal] = []
+    yield opened
+    for each in opened:
+        each.close()
+
+
+def test_ctrl_c_at_the_prompt_exits_130_at_once(tmp_path: Path, terminal: list[Terminal]) -> None:
+    """Ctrl-C at `Continue? [y/N]` (on a terminal): exit 130 within a second or two, saying
+    nothing was sent, no traceback, no journal left, no issue call."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST)
+        argv.remove("--yes")
+        shell = Terminal(argv)
+        terminal.append(shell)
+        shell.read_until(b"Continue? [y/N]")
+        shell.process.send_signal(signal.SIGINT)  # what the terminal does on ^C
+        assert shell.finish(timeout=5) == 130
+        assert issue_count(sandbox) == 0
+    shown = shell.output.decode(errors="replace")
+    assert "interrupted; nothing was sent" in shown
+    assert "Traceback" not in shown
+    assert journal_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("answer", "status", "issued"), [(b"y\n", 0, 3), (b"n\n", 2, 0)])
+def test_the_prompt_takes_its_answer_from_the_terminal(
+    tmp_path: Path, terminal: list[Terminal], answer: bytes, status: int, issued: int
+) -> None:
+    """Typing y at the prompt issues; n sends nothing (exit 2)."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST)
+        argv.remove("--yes")
+        shell = Terminal(argv)
+        terminal.append(shell)
+        shell.read_until(b"Continue? [y/N]")
+        os.write(shell.master, answer)
+        assert shell.finish(timeout=15) == status, shell.output
+        assert issue_count(sandbox) == issued
+
+
+# -- SIGTERM before the run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("waiting_on", ["badge", "token"])
+def test_sigterm_before_the_run_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waiting_on: str
+) -> None:
+    """SIGTERM while the badge check or the login waits for an answer: exit 130, saying
+    nothing was sent, no journal left behind."""
+    if waiting_on == "token":
+        monkeypatch.delenv("NAVIGATR_PAT")
+        monkeypatch.setenv("NAVIGATR_USER", "demo@example.com")
+        monkeypatch.setenv("NAVIGATR_PASS", "demo-password")
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    config = SandboxConfig(rate=None, hang=frozenset({waiting_on}))
+    with sandbox_thread(config) as sandbox:
+        process = subprocess.Popen(
+            child_argv(cohort, sandbox.url, *FAST), stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_for(
+                f"a {waiting_on} request",
+                lambda: any(r.kind == waiting_on for r in list(sandbox.requests)),
+            )
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=5)
+        finally:
+            process.kill()
+        assert issue_count(sandbox) == 0
+    assert process.returncode == 130, err
+    assert "interrupted; nothing was sent" in err
+    assert journal_files(tmp_path) == []
+
+
+# -- standard input -----------------------------------------------------------------------
+
+
+def test_empty_standard_input_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`issue -` with nothing piped in: exit 2, "standard input is empty", no temp path."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["issue", "-", "--badge", "51", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "standard input is empty" in err
+    assert "bulk-issuer-" not in err
+
+
+#: `bulk-issuer` in a process whose files cannot grow past 1 MiB (a disk that fills up).
+SMALL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+from bulk_issuer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    """The --log file fills the disk: every message about it names it, and the status is
+    the run's stop (70, as for the journal), not "usage error, nothing sent" (2)."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"x" * ((1 << 20) - 8))  # the first event does not fit
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST, "-q", "--log", str(log))
+        ran = subprocess.run(
+            [argv[0], "-c", SMALL_DISK, *argv[3:]], capture_output=True, text=True, timeout=20
+        )
+    assert ran.returncode == 70, ran.stderr
+    about_it = [line for line in ran.stderr.splitlines() if "File too large" in line]
+    assert about_it, ran.stderr
+    assert all(str(log) in line for line in about_it), ran.stderr
