@@ -768,9 +768,10 @@ def _after_run(
             "whether it was issued, and the server could not be asked. Rerun the same command "
             "to ask again; --resend-unconfirmed sends them anyway (they may then hold it twice)"
         )
+    # Unconfirmed learners may hold it: what is certain is that they are not known to.
     left = (
         f"{plural(accounting.not_holding, 'learner')} of {accounting.rows} "
-        f"{'does' if accounting.not_holding == 1 else 'do'} not hold the badge yet"
+        f"{'is' if accounting.not_holding == 1 else 'are'} not known to hold the badge yet"
     )
     if stopped is not None:
         _say_why_stopped(console, settings, stopped)
@@ -1076,7 +1077,7 @@ def _report(args: argparse.Namespace) -> int:
             print(line)
         if accounting.not_holding:
             print(
-                f"{plural(accounting.not_holding, 'learner')} do not hold the badge yet: "
+                f"{plural(accounting.not_holding, 'learner')} not known to hold the badge yet: "
                 "rerun the same issue command to go on"
             )
     return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
