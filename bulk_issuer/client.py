@@ -120,9 +120,10 @@ class Answer:
         else:
             text = _text(detail)
             if "<" in text and ">" in text:
-                # A proxy's HTML error page: its title says it, the markup does not.
+                # A proxy's HTML error page: its title says it, the markup does not; its
+                # entities are read (a secret it echoes may be spelled with any).
                 title = _HTML_TITLE.search(text)
-                text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+                text = html.unescape(title.group(1) if title else _HTML_TAG.sub(" ", text))
         # Collapsing whitespace and dropping tags can join a secret's pieces: masked after.
         text = self.hide(" ".join(text.split()))
         return text[:_DETAIL_LENGTH] or f"HTTP {self.status}"
@@ -775,10 +776,25 @@ def _spellings(secret: str) -> tuple[str, ...]:
         every,
         html.escape(secret),
         html.escape(secret, quote=False),
+        *(_entities(secret, style) for style in _ENTITY_STYLES),
         quote_plus(secret),
         quote(secret, safe=""),
     }
     return tuple(sorted(forms, key=len, reverse=True))
+
+
+#: How HTML templates spell the five characters they escape: Python's own (above), and
+#: markupsafe's (Jinja2), PHP's and XML's.
+_ENTITY_STYLES: tuple[dict[str, str], ...] = (
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"},
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#039;"},
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"},
+    {"&": "&#38;", "<": "&#60;", ">": "&#62;", '"': "&#34;", "'": "&#39;"},
+)
+
+
+def _entities(text: str, style: dict[str, str]) -> str:
+    return "".join(style.get(char, char) for char in text)
 
 
 def _go_escaped(text: str) -> str:

@@ -350,6 +350,37 @@ def test_detail_masks_a_secret_its_own_tidying_joins() -> None:
         assert secret not in answer.detail
 
 
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        "it&#39;s &#34;my&#34; pass",  # markupsafe (Jinja2, Flask)
+        "it&#039;s &quot;my&quot; pass",  # PHP's htmlspecialchars
+        "it&apos;s &quot;my&quot; pass",  # XML
+        "it&#x27;s &quot;my&quot; pass",  # Python's html.escape
+    ],
+)
+@pytest.mark.parametrize("page", [True, False])
+def test_a_secret_html_escaped_as_templates_do_is_masked(escaped: str, page: bool) -> None:
+    """A password with quotes, echoed by a login page the way common templates escape it:
+    masked as text, and in the detail read from a page's title."""
+    from bulk_issuer.client import Answer, _parse, mask
+
+    secret = 'it\'s "my" pass'
+
+    def hide(text: str) -> str:
+        return mask(text, [secret])
+
+    raw = (
+        f"<html><head><title>Login refused for {escaped}</title></head></html>"
+        if page
+        else f"login refused: password={escaped}"
+    )
+    answer = Answer(401, _parse(raw, hide), {}, hide)
+    assert escaped not in str(answer.body)
+    assert secret not in answer.detail
+    assert escaped not in answer.detail
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
