@@ -241,7 +241,8 @@ async def _hold(ctx: Context, job: Job) -> Outcome | None:
     waited = False
     while (other := ctx.busy.get(key)) is not None:
         waited = True
-        await other.wait()
+        if not await _set_before(other, ctx.client.stopping):
+            return _stopped_waiting(ctx, job)
     ctx.busy[key] = anyio.Event()
     job.held = True
     if not waited and ctx.fresh_journal:
@@ -260,6 +261,31 @@ async def _hold(ctx: Context, job: Job) -> Outcome | None:
     return None
 
 
+async def _set_before(event: anyio.Event, stopping: anyio.Event) -> bool:
+    """Wait for `event`; False if `stopping` is set first."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_when, stopping, scope)
+            await event.wait()
+            tg.cancel_scope.cancel()
+    return not scope.cancelled_caught
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _stopped_waiting(ctx: Context, job: Job) -> Outcome:
+    """The outcome of a learner the run stopped before this call could send it."""
+    if job.entry is not None and job.entry.state is State.SENDING:
+        why = "the run stopped; an earlier send is still unconfirmed"
+        return _record(ctx, job, Finish(Status.UNCONFIRMED, reason=why))
+    return _record(
+        ctx, job, Finish(Status.NOT_ATTEMPTED, reason="the run stopped before it was sent")
+    )
+
+
 def _let_go(ctx: Context, job: Job) -> None:
     if job.held:
         job.held = False
@@ -275,11 +301,7 @@ async def _claim_shared(ctx: Context, job: Job) -> Outcome | bool:
         ctx.stop_with(exc)
         got = None
     if got is None:
-        if job.entry is not None and job.entry.state is State.SENDING:
-            why = "the run stopped; an earlier send is still unconfirmed"
-            return _record(ctx, job, Finish(Status.UNCONFIRMED, reason=why))
-        why = "the run stopped before it was sent"
-        return _record(ctx, job, Finish(Status.NOT_ATTEMPTED, reason=why))
+        return _stopped_waiting(ctx, job)
     if got.verdict is Verdict.DONE:
         # In this run's journal too, so that its results and reruns count it as holding.
         ctx.journal.mark(
@@ -484,25 +506,29 @@ async def _exchange_loop(
 
 
 #: The keys of which an issue call's 2xx body must carry one, as the assertion record the
-#: API answers with does (`id`; the others in case a version names it otherwise).
-_ASSERTION_KEYS = ("id", "assertion_id", "uuid", "recipient_email")
+#: API answers with does (`id`; the others in case a version names it otherwise). Not the
+#: recipient's fields: a gateway that queues a request may echo them back.
+_ASSERTION_KEYS = ("id", "assertion_id", "uuid")
 
 
 def _not_the_assertion(answer: Answer) -> bool:
-    """A 2xx whose body is not the assertion record the API answers a success with: a page,
-    nothing, or JSON of another shape (`{"detail": "..."}`, `{}`, a list)."""
+    """A 2xx that does not show the assertion record the API answers a success with: a
+    page, nothing, JSON of another shape (`{"detail": "..."}`, `{}`, a list, an echo of
+    the request), or a 202 (accepted, not done)."""
     if not 200 <= answer.status < 300:
         return False
     body = answer.body
-    if not isinstance(body, dict):
+    if answer.status == 202 or not isinstance(body, dict):
         return True
-    return not any(_present(body.get(key)) for key in _ASSERTION_KEYS)
+    return not any(_an_id(body.get(key)) for key in _ASSERTION_KEYS)
 
 
-def _present(value: object) -> bool:
+def _an_id(value: object) -> bool:
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
+    if isinstance(value, int):
+        return value > 0
+    return isinstance(value, str) and bool(value.strip()) and value.strip() != "0"
 
 
 def _cut_short(job: Job, why: str) -> Finish:

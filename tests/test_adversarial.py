@@ -1360,17 +1360,23 @@ PORTAL = "<html><head><title>Sign in to continue</title></head><body>...</body><
         ("[]", "application/json", False),
         ('[{"id": 1}]', "application/json", True),
         ('{"id": null, "status": true}', "application/json", False),
+        # A gateway that queued the request and echoes it, or a placeholder id.
+        ('{"detail": "queued", "recipient_email": "x@example.org"}', "application/json", False),
+        ('{"id": 0, "detail": "queued"}', "application/json", True),
+        # 202: accepted, not done, whatever the body.
+        ('{"id": 7, "detail": "accepted"}', "application/json", False),
     ],
 )
 async def test_a_2xx_page_is_not_taken_for_an_issued_badge(
     body: str, content_type: str, went_through: bool
 ) -> None:
-    """Two issue calls answered 200 with a page that is not the assertion: whether or not
+    """Two issue calls answered 2xx with a page that is not the assertion: whether or not
     the call went through, the server is asked, and every learner ends up holding the
     badge once."""
     learners = cohort(5)
+    status = 202 if "accepted" in body else 200
     page = ScriptedAnswer(
-        "issue", 200, body=body, content_type=content_type, times=2, commit=went_through
+        "issue", status, body=body, content_type=content_type, times=2, commit=went_through
     )
     async with run_sandbox(SandboxConfig(scripted=[page])) as sandbox:
         summary = await issue(sandbox, learners)

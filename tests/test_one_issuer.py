@@ -330,3 +330,70 @@ async def test_a_call_cancelled_while_it_waits_out_a_429_stands_as_not_attempted
             assert journal.get(51, "ana@example.org") is None
     assert [o.status for o in outcomes] == [Status.NOT_ATTEMPTED]
     assert sandbox.assertions == []
+
+
+async def test_a_claim_cancelled_while_a_settlement_waits_is_not_ended_under_the_next_call(
+    tmp_path: Path,
+) -> None:
+    """A webhook delivered twice: the first call is cancelled while its claim is being
+    written and a journal write waits to be committed, the second goes on (its first send
+    refused with a 503, it waits to send again). Another run of the account meanwhile must
+    see the learner held, not free: the queued settlement of the cancelled claim is
+    written before the second call's claim, never after it (Ana held the badge twice)."""
+    ana = Learner(first_name="Ana", email="ana@example.org")
+    config = SandboxConfig(rate=None)
+    async with run_sandbox(config) as sandbox:
+        with Journal(tmp_path / "one.db") as journal:
+            async with (
+                BadgeIssuer(auth=PAT, base_url=sandbox.url, rate=None, journal=journal) as one,
+                BadgeIssuer(
+                    auth=PAT, base_url=sandbox.url, rate=None, journal=tmp_path / "two.db"
+                ) as two,
+            ):
+                await one.preflight(51)
+                await two.preflight(51)
+                await one.issue(Learner(first_name="Zoe", email="zoe@example.org"), badge_id=51)
+                config.scripted = [
+                    ScriptedAnswer("issue", 503, headers={"Retry-After": "2"}, times=1)
+                ]
+                store = one._coordinator
+                cancelled = asyncio.ensure_future(one.issue(ana, badge_id=51))
+                again = asyncio.ensure_future(one.issue(ana, badge_id=51))
+                while not store._batch:  # type: ignore[union-attr]  # noqa: ASYNC110
+                    await asyncio.sleep(0)  # until the first claim is queued
+                journal.set_meta("busy", 1)  # another call's write, not yet committed
+                cancelled.cancel()
+                await asyncio.sleep(0.5)  # the second call's first send got its 503
+                meanwhile = await two.issue(ana, badge_id=51)
+                settled = await again
+    assert sandbox.issued_count(51, "ana@example.org") == 1
+    assert settled.status is Status.ISSUED
+    assert meanwhile.status is Status.SKIPPED
+
+
+async def test_a_stop_reaches_a_learner_waiting_for_another_call() -> None:
+    """A run's learner waits while an `issue` call of the same issuer has it on the wire
+    (an answer that never comes): `stop()` ends the run at once, that learner
+    unconfirmed, instead of after the other call's 30 s of silence."""
+    config = SandboxConfig(rate=None, latency=(0.01, 0.02))
+    ana = Learner(first_name="Ana", email="ana@example.org")
+    async with (
+        run_sandbox(config) as sandbox,
+        BadgeIssuer(auth=PAT, base_url=sandbox.url, rate=None, coordinator="memory") as issuer,
+    ):
+        await issuer.issue(Learner(first_name="Zoe", email="zoe@example.org"), badge_id=51)
+        config.hang = frozenset({"issue"})
+        single = asyncio.ensure_future(issuer.issue(ana, badge_id=51))
+        while not issuer._context().busy:  # noqa: ASYNC110
+            await asyncio.sleep(0)  # until Ana's call holds her
+        await asyncio.sleep(0.2)
+        config.hang = frozenset()
+        run = asyncio.ensure_future(issuer.run([ana, *learners(3)], badge_id=51))
+        await asyncio.sleep(0.5)
+        started = anyio.current_time()
+        issuer.stop()
+        summary = await run
+        took = anyio.current_time() - started
+        single.cancel()
+    assert took < 1.0
+    assert (summary.issued, summary.unconfirmed) == (3, 1)

@@ -277,9 +277,10 @@ class LocalCoordinator:
                 live = ending in (None, _SENDING)
                 if live and expires_at > now and self._alive(host, pid, holder):
                     return Claim(Verdict.HELD, holder)
-                # A dead run that may have sent it, or a send that went unanswered: it may
-                # have been processed, so the server is asked first.
-                verify = ending in (_SENDING, Ending.UNCONFIRMED)
+            # A dead run that may have sent it, a send that went unanswered, or this run's
+            # own claim of it cut short by a cancellation: it may have been processed, so
+            # the server is asked first.
+            verify = ending in (_SENDING, Ending.UNCONFIRMED)
         db.execute(
             "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
             (badge_id, learner, run_id, self._host, self._pid, now + lease, now),

@@ -77,7 +77,7 @@ class InProcessCoordinator:
             return Claim(Verdict.HELD, holder)
         self._claims[key] = (run_id, None, now)
         self._sending.discard(key)
-        return Claim(Verdict.GRANTED, verify=ending is Ending.UNCONFIRMED and holder != run_id)
+        return Claim(Verdict.GRANTED, verify=ending is Ending.UNCONFIRMED)
 
     async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
         """Note a send; see `Coordinator.sending` (kept for symmetry: no run dies alone here)."""

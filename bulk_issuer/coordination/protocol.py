@@ -43,8 +43,9 @@ class Claim:
     Attributes:
         verdict: granted, held by another live run, or done by another run.
         run_id: the other run, when held or done.
-        verify: granted, but an earlier claimant may have sent it (it died, or its send
-            went unanswered): ask the server before sending.
+        verify: granted, but an earlier claim may have sent it (its run died, its send
+            went unanswered, or this run's own claim was cut short by a cancellation):
+            ask the server before sending.
     """
 
     verdict: Verdict

@@ -154,7 +154,7 @@ else
   redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
 local verify = '0'
-if who and who ~= ARGV[1] and (what == 'sending' or what == 'unconfirmed') then verify = '1' end
+if who and (what == 'sending' or what == 'unconfirmed') then verify = '1' end
 redis.call('SET', KEYS[2], 'claimed:' .. now .. ':' .. ARGV[1], 'EX', ARGV[3])
 return {'granted', verify}
 """

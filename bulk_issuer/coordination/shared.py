@@ -149,6 +149,8 @@ class ClaimLedger:
         self.lost: UnavailableError | None = None
         self._on_lost: Callable[[UnavailableError], None] = lambda _: None
         self._pending: list[tuple[int, str, Ending]] = []
+        #: Settlements queued and not yet written, by (badge, learner hash).
+        self._unwritten: dict[tuple[int, str], int] = {}
         self._after: Callable[[], Awaitable[None]] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[None] | None = None
@@ -183,6 +185,11 @@ class ClaimLedger:
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
 
+    def _written(self, badge_id: int, key: str) -> None:
+        left = self._unwritten.pop((badge_id, key), 1) - 1
+        if left:
+            self._unwritten[badge_id, key] = left
+
     def _lose(self, exc: UnavailableError) -> None:
         if self.lost is None:
             self.lost = exc
@@ -211,6 +218,7 @@ class ClaimLedger:
                 batch, self._pending = self._pending, []
                 for badge_id, key, ending in batch:
                     await self.coordinator.settle(badge_id, key, self.run_id, ending)
+                    self._written(badge_id, key)
         except UnavailableError as exc:
             self._lose(exc)
         except Exception:
@@ -229,6 +237,11 @@ class ClaimLedger:
             UnavailableError: the store cannot be reached.
         """
         key = learner_hash(learner_key)
+        # A settlement of this run's for the learner still queued (an earlier call of the
+        # same run that ended, or was cancelled mid-claim) is written first: written after
+        # this claim, it would end the claim while this call still settles the learner.
+        while (badge_id, key) in self._unwritten and self._flushing is not None:
+            await asyncio.shield(self._flushing)
         while True:
             if self.lost is not None:
                 raise self.lost
@@ -242,7 +255,8 @@ class ClaimLedger:
             except BaseException:
                 # Cancelled while the claim was being written: it may have been. Left so
                 # that the next claimant takes it at once and asks the server first (a
-                # claim it replaced may have been a dead run's unanswered send).
+                # claim it replaced may have been a dead run's unanswered send; this
+                # run's own next claim of it asks first too).
                 self._queue(badge_id, key, Ending.UNCONFIRMED)
                 raise
             if claim.verdict is not Verdict.HELD:
@@ -291,5 +305,6 @@ class ClaimLedger:
         if self._renewing is None or self.lost is not None:
             return
         self._pending.append((badge_id, key, ending))
+        self._unwritten[badge_id, key] = self._unwritten.get((badge_id, key), 0) + 1
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
