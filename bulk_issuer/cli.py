@@ -388,6 +388,15 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         _check_output("--failures", failures, staged=True)
     _check_output("--successes", args.successes)
     _check_output("--log", args.log)
+    _check_distinct(
+        None if args.file == "-" else source,
+        journal,
+        [
+            ("--failures" if args.failures else "the failures file", failures),
+            ("--successes", args.successes),
+            ("--log", args.log),
+        ],
+    )
     return IssueSettings(
         file=source,
         label="standard input" if args.file == "-" else args.file,
@@ -512,6 +521,55 @@ def _check_output(
         check_writable(path, staged=staged)
     except OSError as exc:
         raise UsageError(f"{flag} {path}: {exc.strerror or exc}{hint}") from None
+
+
+def _check_distinct(
+    source: str | None,
+    journal: Path | None,
+    outputs: Sequence[tuple[str, str | Path | None]],
+) -> None:
+    """Refuse a results path that is the input, the journal, or another results path.
+
+    Written after the run, it would destroy what it names: the input overwritten with
+    results (or read while a log grows into it), the journal lost, or two results files
+    moved over each other. Paths are compared resolved (symlinks followed), and as the
+    same file where it exists (hard links). The one exception is the README's loop: a
+    failures file fed back is its own failures file, rewritten in place.
+    """
+    taken: list[tuple[str, Path]] = []
+    if source is not None:
+        taken.append(("the input file", Path(source)))
+    if journal is not None:
+        taken += [("the journal", Path(f"{journal}{end}")) for end in ("", "-wal", "-shm")]
+    for flag, given in outputs:
+        if given is None:
+            continue
+        path = Path(given)
+        for what, other in taken:
+            fed_back = (
+                flag in ("--failures", "the failures file")
+                and what == "the input file"
+                and _failures_path(other) == other
+            )
+            if not fed_back and _same_file(path, other):
+                raise UsageError(
+                    f"{flag} {given} is {what} ({other}): writing it would destroy that; "
+                    f"give {flag} another path"
+                )
+        taken.append((f"the {flag} file" if flag.startswith("--") else flag, path))
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or the same inode."""
+    try:
+        if one.resolve() == other.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: compare what exists below
+        pass
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 # -- issue --------------------------------------------------------------------------------
@@ -1042,6 +1100,9 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
     _check_output("--failures", args.failures, staged=True)
     _check_output("--successes", args.successes)
+    _check_distinct(
+        args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
+    )
     badge_id = args.badge if args.badge is not None else _badge_of(path)
     options = dataclasses.replace(_read_options(args), badge_id=badge_id)
     with Journal(path) as journal:
