@@ -300,6 +300,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--sheet", help="the sheet of a workbook input")
     report.add_argument("--json", action="store_true", help="print the counts as JSON")
+    # How to read the input: by default as the run recorded in its journal; given, they win.
+    report.add_argument("--delimiter", help="force the CSV delimiter (default: as the run)")
+    report.add_argument("--encoding", help="force the file's encoding (default: as the run)")
+    report.add_argument(
+        "--date-format", help="strptime format of date columns (default: as the run)"
+    )
+    report.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="use COLUMN for FIELD, as for issue (default: the run's, which these add to)",
+    )
+    report.add_argument(
+        "--require-consent", metavar="COLUMN", help="the consent column (default: as the run)"
+    )
 
     sandbox = commands.add_parser("sandbox", help="serve a local stand-in for the Navigatr API")
     from .sandbox.cli import add_arguments
@@ -634,6 +650,8 @@ def _issue_file(settings: IssueSettings) -> int:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
+            if settings.label != "standard input":  # `report` reads files, not a pipe
+                _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
         return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
@@ -1066,14 +1084,61 @@ def _dialect_meta(dialect: Dialect) -> dict[str, Any]:
     }
 
 
-def _dialect_from_meta(meta: object) -> Dialect:
-    data = meta if isinstance(meta, dict) else {}
-    return Dialect(
-        format=data.get("format", "csv"),
-        encoding=data.get("encoding", "utf-8"),
-        delimiter=data.get("delimiter", ","),
-        columns=tuple(data.get("columns", ())),
-        notes=(),
+#: The journal's meta of how each input was read: its resolved path -> the read options
+#: that change what a row is, so that `report` reads it as the run did.
+_READ_META = "read_options"
+
+#: The options recorded, as `ReadOptions` fields (`badge_id` is the run's, recorded apart).
+_READ_FIELDS = ("delimiter", "encoding", "date_format", "require_consent", "sheet")
+
+
+def _record_read_options(journal: Journal, source: str, options: ReadOptions) -> None:
+    recorded = journal.meta(_READ_META)
+    table = dict(recorded) if isinstance(recorded, dict) else {}
+    entry: dict[str, Any] = {name: getattr(options, name) for name in _READ_FIELDS}
+    entry["column_map"] = dict(options.column_map)
+    table[str(Path(source).resolve())] = entry
+    journal.set_meta(_READ_META, table)
+
+
+def _recorded_read_options(journal: Journal, source: str) -> dict[str, Any]:
+    """How the run read `source`, as recorded; {} for a journal from before they were.
+
+    A file the journal knows under another path (moved with its journal, or a failures
+    file of the one file it was run on) is read as that one file was.
+    """
+    recorded = journal.meta(_READ_META)
+    table = recorded if isinstance(recorded, dict) else {}
+    entry = table.get(str(Path(source).resolve()))
+    if entry is None and len(table) == 1:
+        entry = next(iter(table.values()))
+    return entry if isinstance(entry, dict) else {}
+
+
+def _report_options(args: argparse.Namespace, journal: Journal) -> ReadOptions:
+    """The options the run read the input with, where the command line does not say."""
+    given = _read_options(args)
+    recorded = _recorded_read_options(journal, args.file)
+
+    def chosen(name: str) -> str | None:
+        value = getattr(given, name)
+        if value is None:
+            value = recorded.get(name)
+        return value if isinstance(value, str) else None
+
+    column_map = recorded.get("column_map")
+    mapped = {
+        str(key): str(value)
+        for key, value in (column_map.items() if isinstance(column_map, dict) else ())
+    }
+    return ReadOptions(
+        badge_id=given.badge_id,
+        delimiter=chosen("delimiter"),
+        encoding=chosen("encoding"),
+        date_format=chosen("date_format"),
+        column_map={**mapped, **given.column_map},
+        require_consent=chosen("require_consent"),
+        sheet=chosen("sheet"),
     )
 
 
@@ -1104,11 +1169,12 @@ def _report(args: argparse.Namespace) -> int:
         args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
     )
     badge_id = args.badge if args.badge is not None else _badge_of(path)
-    options = dataclasses.replace(_read_options(args), badge_id=badge_id)
     with Journal(path) as journal:
-        dialect = _dialect_from_meta(journal.meta("dialect"))
-        if not dialect.columns:
-            dialect = open_source(args.file, options).dialect
+        options = dataclasses.replace(_report_options(args, journal), badge_id=badge_id)
+        # The failures file in this file's own columns and encoding (the journal's last run
+        # may have been of another file sharing it through --journal).
+        with open_source(args.file, options) as source:
+            dialect = source.dialect
         accounting = account(
             args.file,
             journal,

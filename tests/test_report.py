@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,84 @@ def test_report_refuses_a_results_path_naming_the_input(
     assert "is the journal" in err
     assert cohort.read_bytes() == before
     assert report(str(cohort))[0] == 0
+
+
+# -- report reads the input as the run did ----------------------------------------------
+
+
+def test_report_reads_the_input_with_the_runs_options(tmp_path: Path) -> None:
+    """After `issue --encoding cp1251 --map ... --date-format ... --require-consent ...`,
+    `report` counts, writes and exits as the run did (it counted the issued row invalid,
+    refused --map, and wrote Cyrillic as ?????); options given to `report` win."""
+    cohort = tmp_path / "cyr.csv"
+    cohort.write_bytes(
+        "Given,Work Email,Issue Date,Consent\r\n"
+        "Анна,anna@example.com,03/31/2025,yes\r\n"
+        "Борис,boris@example.com,04/01/2025,no\r\n"
+        "Вера,vera@@example.com,04/02/2025,yes\r\n".encode("cp1251")
+    )
+    options = ["--encoding", "cp1251", "--map", "first_name=Given", "--map"]
+    options += ["email=Work Email", "--date-format", "%m/%d/%Y", "--require-consent", "Consent"]
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *options)) == 1
+        assert sandbox.issued_count(51, "anna@example.com") == 1
+    written = (tmp_path / "cyr.failures.csv").read_bytes()
+    assert "Борис".encode("cp1251") in written
+    successes, failures = tmp_path / "s.csv", tmp_path / "f.csv"
+    status, counts = report(str(cohort), "--successes", str(successes), "--failures", str(failures))
+    assert status == 1
+    assert (counts["issued"], counts["invalid"], counts["rows"]) == (1, 2, 3)
+    assert failures.read_bytes() == written
+    assert "anna@example.com" in successes.read_text(encoding="utf-8")
+    # Given on the command line, an option wins over the run's: now no date reads.
+    status, counts = report(str(cohort), "--date-format", "%d/%m/%Y")
+    assert (status, counts["issued"], counts["invalid"]) == (1, 0, 3)
+    status, counts = report(str(cohort), "--map", "email=Given")
+    assert counts["invalid"] == 3
+
+
+def test_report_of_a_journal_from_before_the_read_options_were_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal without the recorded options: read with defaults, or the options given."""
+    cohort = tmp_path / "map.csv"
+    cohort.write_text("Given,Work Email\r\nAnn,ann@example.com\r\n", encoding="utf-8")
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = issue_args(cohort, sandbox.url, *FAST, "--map", "first_name=Given")
+        assert main([*argv, "--map", "email=Work Email"]) == 0
+    journal = tmp_path / "map.csv.badge-51.journal.db"
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
+        db.execute("DELETE FROM meta WHERE name = 'read_options'")
+    assert main(["report", str(cohort)]) == 2  # as before: the columns are not found
+    assert "Given" in capsys.readouterr().err
+    options = ["--map", "first_name=Given", "--map", "email=Work Email"]
+    assert report(str(cohort), *options)[1]["issued"] == 1
+
+
+def test_report_writes_each_files_failures_in_its_own_dialect(tmp_path: Path) -> None:
+    """Two files sharing one journal (--journal): each one's failures file has its own
+    columns, delimiter and encoding, not those of the last run."""
+    first = tmp_path / "a2.csv"
+    first.write_text(
+        "First Name,Email,Dept\r\nAnn,x@@example.com,D1\r\nBo,bo@example.com,D2\r\n",
+        encoding="utf-8",
+    )
+    second = tmp_path / "b2.csv"
+    second.write_bytes(
+        "Given Name;Mail;Team\r\nCéline;y@@example.com;T1\r\nDe;de@example.com;T2\r\n".encode(
+            "cp1252"
+        )
+    )
+    journal = tmp_path / "a2.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(first, sandbox.url, *FAST)) == 1
+        assert main(issue_args(second, sandbox.url, *FAST, "--journal", str(journal))) == 1
+    failures = tmp_path / "r.csv"
+    assert report(str(first), "--failures", str(failures))[0] == 1
+    lines = failures.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "row,reason,First Name,Email,Dept"
+    assert lines[1].endswith(",Ann,x@@example.com,D1")
+    assert report(str(second), "--journal", str(journal), "--failures", str(failures))[0] == 1
+    lines = failures.read_bytes().decode("cp1252").splitlines()
+    assert lines[0] == "row;reason;Given Name;Mail;Team"
+    assert lines[1].endswith(";Céline;y@@example.com;T1")
