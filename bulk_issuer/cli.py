@@ -454,16 +454,24 @@ def _original_journal(source: str, badge_id: int | None) -> Path | None:
     `cohort.failures.csv` came from a run of `cohort.csv` (or `.xlsx`, ...) whose journal
     is `cohort.csv.badge-ID.journal.db`: the fixes land in that run's records.
     """
-    path = Path(source)
-    if badge_id is None or not path.name.endswith(_FAILURES_SUFFIX):
-        return None
-    stem = path.name[: -len(_FAILURES_SUFFIX)]
     found = [
-        candidate
-        for candidate in path.parent.glob(f"{glob.escape(stem)}.*.badge-{badge_id}.journal.db")
-        if not candidate.name.startswith(path.name)
+        candidate for candidate in _original_journals(source) if _badge_of(candidate) == badge_id
     ]
     return found[0] if len(found) == 1 else None
+
+
+def _original_journals(source: str) -> list[Path]:
+    """For a failures file, the journals of the runs of the file it came from (any badge,
+    and a run without one: `cohort.csv.journal.db`)."""
+    path = Path(source)
+    if not path.name.endswith(_FAILURES_SUFFIX):
+        return []
+    stem = path.name[: -len(_FAILURES_SUFFIX)]
+    return sorted(
+        candidate
+        for candidate in path.parent.glob(f"{glob.escape(stem)}.*.journal.db")
+        if not candidate.name.startswith(path.name)
+    )
 
 
 def _credentials(pat_header: str) -> Auth:
@@ -1153,8 +1161,11 @@ def _report(args: argparse.Namespace) -> int:
         path = Path(args.journal)
     elif args.badge is not None:
         path = default_journal_path(args.file, args.badge)
+        if not path.is_file():
+            # A failures file: the journal its fixes went to when fed back (as `issue` does).
+            path = _original_journal(args.file, args.badge) or path
     else:
-        found = find_journals(args.file)
+        found = find_journals(args.file) or _original_journals(args.file)
         if not found:
             raise UsageError(f"no journal beside {args.file}: no run of it yet (or pass --journal)")
         if len(found) > 1:

@@ -214,3 +214,76 @@ def test_report_writes_each_files_failures_in_its_own_dialect(tmp_path: Path) ->
     lines = failures.read_bytes().decode("cp1252").splitlines()
     assert lines[0] == "row;reason;Given Name;Mail;Team"
     assert lines[1].endswith(";Céline;y@@example.com;T1")
+
+
+# -- report after a failures file was fed back; finding the journal -----------------------
+
+
+def test_report_after_the_fix_and_feed_back_loop_agrees_with_the_run(tmp_path: Path) -> None:
+    """An invalid row fixed in the failures file and fed back holds the badge: `report` of
+    the original file counts it so (it said invalid, exit 1, and left it out of
+    --successes), and `report` of the failures file finds the journal `issue` used."""
+    cohort = write_cohort(tmp_path / "c.csv", [*good_rows(2), ("Bad", "Mail", "bad@")])
+    failures = tmp_path / "c.failures.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        journal = str(tmp_path / "c.csv.badge-51.journal.db")
+        for badge in (["--badge", "51"], []):
+            status, counts = report(str(failures), *badge)
+            assert (status, counts["invalid"], counts["journal"]) == (1, 1, journal)
+        fixed = failures.read_text(encoding="utf-8").replace("bad@", "fixed@example.org")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 0
+        assert sandbox.issued_count(51, "fixed@example.org") == 1
+    successes = tmp_path / "s.csv"
+    status, counts = report(str(cohort), "--successes", str(successes))
+    assert (status, counts["issued"], counts["invalid"], counts["rows"]) == (0, 3, 0, 3)
+    rows = successes.read_text(encoding="utf-8").splitlines()
+    assert rows[-1].startswith("4,fixed@example.org,")
+    assert "fixed in a failures file" in rows[-1]
+
+
+def test_a_fix_in_another_files_failures_does_not_count(tmp_path: Path) -> None:
+    """A journal shared by two files: a fix fed back from one file's failures (same row
+    number, other columns) does not make the other file's invalid row hold the badge."""
+    first = write_cohort(tmp_path / "a.csv", [("Bad", "Mail", "bad@")])
+    second = tmp_path / "b.csv"
+    second.write_text("Given Name,Mail\r\nBo,bo@\r\n", encoding="utf-8")
+    journal = tmp_path / "a.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(first, sandbox.url, *FAST)) == 1
+        assert main(issue_args(second, sandbox.url, *FAST, "--journal", str(journal))) == 1
+        failures = tmp_path / "b.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("bo@", "bo@example.org")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST, "--journal", str(journal))) == 0
+    assert report(str(first))[1]["invalid"] == 1
+    assert report(str(second), "--journal", str(journal))[1]["issued"] == 1
+
+
+def test_report_finds_the_journal_of_a_run_without_badge(tmp_path: Path) -> None:
+    """A run with a badge_id column and no --badge keeps `b.csv.journal.db`: `report b.csv`
+    finds it (it looked only for b.csv.badge-*), and its failures file fed back without
+    --badge lands in it, as for a run with one."""
+    cohort = tmp_path / "b.csv"
+    cohort.write_text(
+        "First Name,Email,badge_id\r\nCy,cy@example.com,51\r\nDi,di@,51\r\n", encoding="utf-8"
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = ["--base-url", sandbox.url, "--yes", *FAST]
+        assert main(["issue", str(cohort), *argv]) == 1
+        journal = str(tmp_path / "b.csv.journal.db")
+        status, counts = report(str(cohort))
+        assert (status, counts["issued"], counts["invalid"], counts["journal"]) == (
+            1,
+            1,
+            1,
+            journal,
+        )
+        failures = tmp_path / "b.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("di@", "di@example.com")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(["issue", str(failures), *argv]) == 0
+    assert not list(tmp_path.glob("b.failures.csv*"))
+    status, counts = report(str(cohort))
+    assert (status, counts["issued"], counts["journal"]) == (0, 2, journal)
