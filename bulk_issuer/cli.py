@@ -55,7 +55,7 @@ from .journal import Journal, default_journal_path
 from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
-from .readers import Dialect, ReadOptions, open_source, scan_source
+from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source, scan_source
 from .report import Accounting, account, check_writable, find_journals
 from .retry import RetryPolicy
 
@@ -218,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     issue.add_argument(
         "--failures",
-        help="the rows not issued, with row and reason columns (default: FILE-stem.failures.csv)",
+        help="the rows not issued, with row and reason columns (default: FILE-stem.failures.csv,"
+        " .jsonl for JSON Lines; a .jsonl name is written as JSON Lines)",
     )
     issue.add_argument(
         "--successes",
@@ -438,14 +439,26 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
 
 
 _FAILURES_SUFFIX = ".failures.csv"
+#: A JSON Lines input's: each record keeps its own keys (CSV has one set of columns).
+_FAILURES_LINES_SUFFIX = ".failures.jsonl"
 
 
 def _failures_path(source: Path) -> Path:
-    """Where the rows not issued go: `STEM.failures.csv` beside the input; a failures file
-    fed back is rewritten in place (fix, feed back, repeat until it is gone)."""
-    if source.name.endswith(_FAILURES_SUFFIX):
+    """Where the rows not issued go: `STEM.failures.csv` beside the input (`.jsonl` for a
+    JSON Lines input); a failures file fed back is rewritten in place (fix, feed back,
+    repeat until it is gone)."""
+    if _failures_stem(source) is not None:
         return source
-    return source.with_name(source.stem + _FAILURES_SUFFIX)
+    lines = source.suffix.lower() in LINES_SUFFIXES
+    return source.with_name(source.stem + (_FAILURES_LINES_SUFFIX if lines else _FAILURES_SUFFIX))
+
+
+def _failures_stem(path: Path) -> str | None:
+    """`cohort` for `cohort.failures.csv` (or `.jsonl`); None for any other name."""
+    for suffix in (_FAILURES_SUFFIX, _FAILURES_LINES_SUFFIX):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
 
 
 def _original_journal(source: str, badge_id: int | None) -> Path | None:
@@ -464,9 +477,9 @@ def _original_journals(source: str) -> list[Path]:
     """For a failures file, the journals of the runs of the file it came from (any badge,
     and a run without one: `cohort.csv.journal.db`)."""
     path = Path(source)
-    if not path.name.endswith(_FAILURES_SUFFIX):
+    stem = _failures_stem(path)
+    if stem is None:
         return []
-    stem = path.name[: -len(_FAILURES_SUFFIX)]
     return sorted(
         candidate
         for candidate in path.parent.glob(f"{glob.escape(stem)}.*.journal.db")

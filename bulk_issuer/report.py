@@ -22,8 +22,8 @@ from .cohort import invalid_outcome
 from .columns import failures_file_columns
 from .journal import Entry, Journal, State, default_journal_path
 from .learners import Row
-from .readers import Dialect, ReadOptions, open_source
-from .results import FailuresWriter, SuccessWriter
+from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source
+from .results import FailuresLinesWriter, FailuresWriter, SuccessWriter
 
 __all__ = ["Accounting", "account", "check_writable", "find_journals"]
 
@@ -123,9 +123,15 @@ def account(
     staging = _staging(Path(failures)) if failures else None
     try:
         with contextlib.ExitStack() as files:
-            failures_writer = (
-                files.enter_context(FailuresWriter(staging, dialect)) if staging else None
-            )
+            failures_writer: FailuresWriter | FailuresLinesWriter | None = None
+            if failures and staging is not None:
+                # JSON Lines where the name says so (as the readers tell it when fed back).
+                lines = Path(failures).suffix.lower() in LINES_SUFFIXES
+                failures_writer = (
+                    files.enter_context(FailuresLinesWriter(staging))
+                    if lines
+                    else files.enter_context(FailuresWriter(staging, dialect))
+                )
             successes_writer = (
                 files.enter_context(SuccessWriter(Path(successes))) if successes else None
             )

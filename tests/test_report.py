@@ -287,3 +287,48 @@ def test_report_finds_the_journal_of_a_run_without_badge(tmp_path: Path) -> None
     assert not list(tmp_path.glob("b.failures.csv*"))
     status, counts = report(str(cohort))
     assert (status, counts["issued"], counts["journal"]) == (0, 2, journal)
+
+
+# -- JSON Lines failures files --------------------------------------------------------
+
+
+def test_a_json_lines_failures_file_keeps_each_records_own_keys(tmp_path: Path) -> None:
+    """A JSON Lines input's failures file is JSON Lines, each record with its own keys: fed
+    back unchanged, its rows stay invalid (the CSV one had the first record's columns and
+    put the other keys in `reason`, so the learners were issued without them)."""
+    cohort = tmp_path / "c.jsonl"
+    records: list[dict[str, object]] = [
+        {"first_name": "Ann", "email": "ann@example.com"},
+        {"first_name": "Fi", "email": "fi@example.com", "issue_date": "31/02/2025",
+         "recipient_organisation": "Acme"},
+        {"first_name": "Ed", "email": "ed@example.com", "score": 12345678901234567890},
+        {"first_name": "Am", "Email": "am@example.com", "email": "am2@example.com"},
+    ]  # fmt: skip
+    cohort.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    failures = tmp_path / "c.failures.jsonl"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        assert issue_count(sandbox) == 1
+        written = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
+        assert [(r["row"], list(r)[2:]) for r in written] == [
+            (2, ["first_name", "email", "issue_date", "recipient_organisation"]),
+            (3, ["first_name", "email", "score"]),
+            (4, ["first_name", "Email", "email"]),
+        ]
+        assert written[0]["issue_date"] == "31/02/2025"
+        assert written[2]["email"] == "am2@example.com"
+        assert not (tmp_path / "c.failures.csv").exists()
+        before = failures.read_bytes()
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 1
+        assert issue_count(sandbox) == 1
+        again = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
+        assert [{**r, "reason": ""} for r in again] == [{**r, "reason": ""} for r in written]
+        # Fixed and fed back: issued at its original row, in the original's journal.
+        lines = before.decode().splitlines()
+        lines[0] = lines[0].replace("31/02/2025", "28/02/2025")
+        failures.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 1
+        assert sandbox.issued_count(51, "fi@example.com") == 1
+    status, counts = report(str(cohort))
+    assert (status, counts["issued"], counts["invalid"]) == (1, 2, 2)
+    assert not list(tmp_path.glob("c.failures.jsonl.badge-*"))
