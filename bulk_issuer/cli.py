@@ -665,7 +665,8 @@ def _issue_file(settings: IssueSettings) -> int:
     if settings.dry_run and journal_path is not None and not journal_path.exists():
         journal_path = None
     created = journal_path is not None and not journal_path.exists()
-    journal = Journal(journal_path) if journal_path is not None else Journal(None)
+    # A dry run only reads it: opened read-only, it works in a folder that is too.
+    journal = Journal(journal_path, read_only=settings.dry_run)
     log_file: TextIO | None = None
     try:
         if not settings.dry_run:
@@ -841,7 +842,12 @@ def _after_run(
         # The learners stand in the journal whatever happens to a results file: say so,
         # with a status that does not claim that nothing was sent.
         if summary is not None:
-            console.summary(summary, _title(settings, "Issued"), dry_run=False)
+            console.summary(
+                summary,
+                _title(settings, "Issued"),
+                dry_run=False,
+                failures_file=settings.failures is not None,
+            )
         if stopped is not None:
             _say_why_stopped(console, settings, stopped)
         console.error(
@@ -856,7 +862,12 @@ def _after_run(
     if summary is None:
         # Stopped before the run began (the preflight): every row stands as the journal says.
         summary = dataclasses.replace(_summary_of(accounting), interrupted=interrupted)
-    console.summary(summary, _title(settings, "Issued"), dry_run=False)
+    console.summary(
+        summary,
+        _title(settings, "Issued"),
+        dry_run=False,
+        failures_file=settings.failures is not None,
+    )
     for line in accounting.written:
         console.say(line)
     if accounting.unconfirmed:
@@ -1193,7 +1204,7 @@ def _report(args: argparse.Namespace) -> int:
         args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
     )
     badge_id = args.badge if args.badge is not None else _badge_of(path)
-    with Journal(path) as journal:
+    with Journal(path, read_only=True) as journal:
         options = dataclasses.replace(_report_options(args, journal), badge_id=badge_id)
         # The failures file in this file's own columns and encoding (the journal's last run
         # may have been of another file sharing it through --journal).

@@ -6,7 +6,11 @@ import contextlib
 import io
 import json
 import os
+import re
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -332,3 +336,74 @@ def test_a_json_lines_failures_file_keeps_each_records_own_keys(tmp_path: Path) 
     status, counts = report(str(cohort))
     assert (status, counts["issued"], counts["invalid"]) == (1, 2, 2)
     assert not list(tmp_path.glob("c.failures.jsonl.badge-*"))
+
+
+# -- read-only uses of a journal; standard input's summary ---------------------------
+
+
+@contextlib.contextmanager
+def _read_only_view(folder: Path) -> Iterator[Path]:
+    """`folder` seen through a read-only bind mount (root only; skips elsewhere)."""
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only folder needs a bind mount: {mounted.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(view)]
+        if subprocess.run(remount, capture_output=True).returncode != 0:
+            pytest.skip("cannot remount the bind mount read-only")
+        if os.access(view, os.W_OK) and not _cannot_write(view):
+            pytest.skip("the read-only mount can still be written")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+def _cannot_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("x")
+    except OSError:
+        return True
+    (folder / ".probe").unlink()
+    return False
+
+
+def test_report_and_an_offline_dry_run_read_a_journal_in_a_read_only_folder(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Reading a journal writes nothing: in a read-only folder, `report` and `issue
+    --dry-run --offline` work (they said "disk I/O error")."""
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    cohort = write_cohort(folder / "c.csv", good_rows(2))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+    with _read_only_view(folder) as view:
+        argv = [sys.executable, "-m", "bulk_issuer"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        done = subprocess.run(
+            [*argv, "report", "c.csv", "--json"], cwd=view, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["issued"] == 2
+        dry = [*argv, "issue", "c.csv", "--badge", "51", "--dry-run", "--offline"]
+        done = subprocess.run(dry, cwd=view, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"done earlier\s+2", done.stdout)
+    assert sorted(p.name for p in folder.iterdir()) == ["c.csv", "c.csv.badge-51.journal.db"]
+
+
+def test_standard_input_without_failures_file_does_not_say_to_feed_it_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`issue -` keeps no failures file unless --failures: its summary does not say to
+    feed one back."""
+    data = b"First Name,Email\r\nAnn,ann@example.com\r\nBad,bad@\r\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(["issue", "-", "--badge", "51", "--base-url", sandbox.url, "--yes"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"invalid\s+1", out)
+    assert "failures file" not in out
+    assert "--failures writes them" in out
