@@ -101,9 +101,12 @@ class Journal:
 
     Args:
         path: the SQLite file, created if missing; None keeps the journal in memory.
+        read_only: only read it (`report`, a dry run): nothing is written, the file is
+            not locked against a run, and a folder that cannot be written will do.
 
     Raises:
-        JournalError: the file is in use by another run, or is not a journal.
+        JournalError: the file is in use by another run, or is not a journal (or, read
+            only, cannot be read where it is).
     """
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
