@@ -55,7 +55,7 @@ from .journal import Journal, default_journal_path
 from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
-from .readers import Dialect, ReadOptions, open_source, scan_source
+from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source, scan_source
 from .report import Accounting, account, check_writable, find_journals
 from .retry import RetryPolicy
 
@@ -218,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     issue.add_argument(
         "--failures",
-        help="the rows not issued, with row and reason columns (default: FILE-stem.failures.csv)",
+        help="the rows not issued, with row and reason columns (default: FILE-stem.failures.csv,"
+        " .jsonl for JSON Lines; a .jsonl name is written as JSON Lines)",
     )
     issue.add_argument(
         "--successes",
@@ -300,6 +301,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--sheet", help="the sheet of a workbook input")
     report.add_argument("--json", action="store_true", help="print the counts as JSON")
+    # How to read the input: by default as the run recorded in its journal; given, they win.
+    report.add_argument("--delimiter", help="force the CSV delimiter (default: as the run)")
+    report.add_argument("--encoding", help="force the file's encoding (default: as the run)")
+    report.add_argument(
+        "--date-format", help="strptime format of date columns (default: as the run)"
+    )
+    report.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="use COLUMN for FIELD, as for issue (default: the run's, which these add to)",
+    )
+    report.add_argument(
+        "--require-consent", metavar="COLUMN", help="the consent column (default: as the run)"
+    )
 
     sandbox = commands.add_parser("sandbox", help="serve a local stand-in for the Navigatr API")
     from .sandbox.cli import add_arguments
@@ -388,6 +405,15 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         _check_output("--failures", failures, staged=True)
     _check_output("--successes", args.successes)
     _check_output("--log", args.log)
+    _check_distinct(
+        None if args.file == "-" else source,
+        journal,
+        [
+            ("--failures" if args.failures else "the failures file", failures),
+            ("--successes", args.successes),
+            ("--log", args.log),
+        ],
+    )
     return IssueSettings(
         file=source,
         label="standard input" if args.file == "-" else args.file,
@@ -413,14 +439,26 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
 
 
 _FAILURES_SUFFIX = ".failures.csv"
+#: A JSON Lines input's: each record keeps its own keys (CSV has one set of columns).
+_FAILURES_LINES_SUFFIX = ".failures.jsonl"
 
 
 def _failures_path(source: Path) -> Path:
-    """Where the rows not issued go: `STEM.failures.csv` beside the input; a failures file
-    fed back is rewritten in place (fix, feed back, repeat until it is gone)."""
-    if source.name.endswith(_FAILURES_SUFFIX):
+    """Where the rows not issued go: `STEM.failures.csv` beside the input (`.jsonl` for a
+    JSON Lines input); a failures file fed back is rewritten in place (fix, feed back,
+    repeat until it is gone)."""
+    if _failures_stem(source) is not None:
         return source
-    return source.with_name(source.stem + _FAILURES_SUFFIX)
+    lines = source.suffix.lower() in LINES_SUFFIXES
+    return source.with_name(source.stem + (_FAILURES_LINES_SUFFIX if lines else _FAILURES_SUFFIX))
+
+
+def _failures_stem(path: Path) -> str | None:
+    """`cohort` for `cohort.failures.csv` (or `.jsonl`); None for any other name."""
+    for suffix in (_FAILURES_SUFFIX, _FAILURES_LINES_SUFFIX):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
 
 
 def _original_journal(source: str, badge_id: int | None) -> Path | None:
@@ -429,16 +467,24 @@ def _original_journal(source: str, badge_id: int | None) -> Path | None:
     `cohort.failures.csv` came from a run of `cohort.csv` (or `.xlsx`, ...) whose journal
     is `cohort.csv.badge-ID.journal.db`: the fixes land in that run's records.
     """
-    path = Path(source)
-    if badge_id is None or not path.name.endswith(_FAILURES_SUFFIX):
-        return None
-    stem = path.name[: -len(_FAILURES_SUFFIX)]
     found = [
-        candidate
-        for candidate in path.parent.glob(f"{glob.escape(stem)}.*.badge-{badge_id}.journal.db")
-        if not candidate.name.startswith(path.name)
+        candidate for candidate in _original_journals(source) if _badge_of(candidate) == badge_id
     ]
     return found[0] if len(found) == 1 else None
+
+
+def _original_journals(source: str) -> list[Path]:
+    """For a failures file, the journals of the runs of the file it came from (any badge,
+    and a run without one: `cohort.csv.journal.db`)."""
+    path = Path(source)
+    stem = _failures_stem(path)
+    if stem is None:
+        return []
+    return sorted(
+        candidate
+        for candidate in path.parent.glob(f"{glob.escape(stem)}.*.journal.db")
+        if not candidate.name.startswith(path.name)
+    )
 
 
 def _credentials(pat_header: str) -> Auth:
@@ -514,6 +560,55 @@ def _check_output(
         raise UsageError(f"{flag} {path}: {exc.strerror or exc}{hint}") from None
 
 
+def _check_distinct(
+    source: str | None,
+    journal: Path | None,
+    outputs: Sequence[tuple[str, str | Path | None]],
+) -> None:
+    """Refuse a results path that is the input, the journal, or another results path.
+
+    Written after the run, it would destroy what it names: the input overwritten with
+    results (or read while a log grows into it), the journal lost, or two results files
+    moved over each other. Paths are compared resolved (symlinks followed), and as the
+    same file where it exists (hard links). The one exception is the README's loop: a
+    failures file fed back is its own failures file, rewritten in place.
+    """
+    taken: list[tuple[str, Path]] = []
+    if source is not None:
+        taken.append(("the input file", Path(source)))
+    if journal is not None:
+        taken += [("the journal", Path(f"{journal}{end}")) for end in ("", "-wal", "-shm")]
+    for flag, given in outputs:
+        if given is None:
+            continue
+        path = Path(given)
+        for what, other in taken:
+            fed_back = (
+                flag in ("--failures", "the failures file")
+                and what == "the input file"
+                and _failures_path(other) == other
+            )
+            if not fed_back and _same_file(path, other):
+                raise UsageError(
+                    f"{flag} {given} is {what} ({other}): writing it would destroy that; "
+                    f"give {flag} another path"
+                )
+        taken.append((f"the {flag} file" if flag.startswith("--") else flag, path))
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or the same inode."""
+    try:
+        if one.resolve() == other.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: compare what exists below
+        pass
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 # -- issue --------------------------------------------------------------------------------
 
 
@@ -570,12 +665,15 @@ def _issue_file(settings: IssueSettings) -> int:
     if settings.dry_run and journal_path is not None and not journal_path.exists():
         journal_path = None
     created = journal_path is not None and not journal_path.exists()
-    journal = Journal(journal_path) if journal_path is not None else Journal(None)
+    # A dry run only reads it: opened read-only, it works in a folder that is too.
+    journal = Journal(journal_path, read_only=settings.dry_run)
     log_file: TextIO | None = None
     try:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
+            if settings.label != "standard input":  # `report` reads files, not a pipe
+                _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
         return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
@@ -744,7 +842,12 @@ def _after_run(
         # The learners stand in the journal whatever happens to a results file: say so,
         # with a status that does not claim that nothing was sent.
         if summary is not None:
-            console.summary(summary, _title(settings, "Issued"), dry_run=False)
+            console.summary(
+                summary,
+                _title(settings, "Issued"),
+                dry_run=False,
+                failures_file=settings.failures is not None,
+            )
         if stopped is not None:
             _say_why_stopped(console, settings, stopped)
         console.error(
@@ -759,7 +862,12 @@ def _after_run(
     if summary is None:
         # Stopped before the run began (the preflight): every row stands as the journal says.
         summary = dataclasses.replace(_summary_of(accounting), interrupted=interrupted)
-    console.summary(summary, _title(settings, "Issued"), dry_run=False)
+    console.summary(
+        summary,
+        _title(settings, "Issued"),
+        dry_run=False,
+        failures_file=settings.failures is not None,
+    )
     for line in accounting.written:
         console.say(line)
     if accounting.unconfirmed:
@@ -1008,14 +1116,61 @@ def _dialect_meta(dialect: Dialect) -> dict[str, Any]:
     }
 
 
-def _dialect_from_meta(meta: object) -> Dialect:
-    data = meta if isinstance(meta, dict) else {}
-    return Dialect(
-        format=data.get("format", "csv"),
-        encoding=data.get("encoding", "utf-8"),
-        delimiter=data.get("delimiter", ","),
-        columns=tuple(data.get("columns", ())),
-        notes=(),
+#: The journal's meta of how each input was read: its resolved path -> the read options
+#: that change what a row is, so that `report` reads it as the run did.
+_READ_META = "read_options"
+
+#: The options recorded, as `ReadOptions` fields (`badge_id` is the run's, recorded apart).
+_READ_FIELDS = ("delimiter", "encoding", "date_format", "require_consent", "sheet")
+
+
+def _record_read_options(journal: Journal, source: str, options: ReadOptions) -> None:
+    recorded = journal.meta(_READ_META)
+    table = dict(recorded) if isinstance(recorded, dict) else {}
+    entry: dict[str, Any] = {name: getattr(options, name) for name in _READ_FIELDS}
+    entry["column_map"] = dict(options.column_map)
+    table[str(Path(source).resolve())] = entry
+    journal.set_meta(_READ_META, table)
+
+
+def _recorded_read_options(journal: Journal, source: str) -> dict[str, Any]:
+    """How the run read `source`, as recorded; {} for a journal from before they were.
+
+    A file the journal knows under another path (moved with its journal, or a failures
+    file of the one file it was run on) is read as that one file was.
+    """
+    recorded = journal.meta(_READ_META)
+    table = recorded if isinstance(recorded, dict) else {}
+    entry = table.get(str(Path(source).resolve()))
+    if entry is None and len(table) == 1:
+        entry = next(iter(table.values()))
+    return entry if isinstance(entry, dict) else {}
+
+
+def _report_options(args: argparse.Namespace, journal: Journal) -> ReadOptions:
+    """The options the run read the input with, where the command line does not say."""
+    given = _read_options(args)
+    recorded = _recorded_read_options(journal, args.file)
+
+    def chosen(name: str) -> str | None:
+        value = getattr(given, name)
+        if value is None:
+            value = recorded.get(name)
+        return value if isinstance(value, str) else None
+
+    column_map = recorded.get("column_map")
+    mapped = {
+        str(key): str(value)
+        for key, value in (column_map.items() if isinstance(column_map, dict) else ())
+    }
+    return ReadOptions(
+        badge_id=given.badge_id,
+        delimiter=chosen("delimiter"),
+        encoding=chosen("encoding"),
+        date_format=chosen("date_format"),
+        column_map={**mapped, **given.column_map},
+        require_consent=chosen("require_consent"),
+        sheet=chosen("sheet"),
     )
 
 
@@ -1030,8 +1185,11 @@ def _report(args: argparse.Namespace) -> int:
         path = Path(args.journal)
     elif args.badge is not None:
         path = default_journal_path(args.file, args.badge)
+        if not path.is_file():
+            # A failures file: the journal its fixes went to when fed back (as `issue` does).
+            path = _original_journal(args.file, args.badge) or path
     else:
-        found = find_journals(args.file)
+        found = find_journals(args.file) or _original_journals(args.file)
         if not found:
             raise UsageError(f"no journal beside {args.file}: no run of it yet (or pass --journal)")
         if len(found) > 1:
@@ -1042,12 +1200,16 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
     _check_output("--failures", args.failures, staged=True)
     _check_output("--successes", args.successes)
+    _check_distinct(
+        args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
+    )
     badge_id = args.badge if args.badge is not None else _badge_of(path)
-    options = dataclasses.replace(_read_options(args), badge_id=badge_id)
-    with Journal(path) as journal:
-        dialect = _dialect_from_meta(journal.meta("dialect"))
-        if not dialect.columns:
-            dialect = open_source(args.file, options).dialect
+    with Journal(path, read_only=True) as journal:
+        options = dataclasses.replace(_report_options(args, journal), badge_id=badge_id)
+        # The failures file in this file's own columns and encoding (the journal's last run
+        # may have been of another file sharing it through --journal).
+        with open_source(args.file, options) as source:
+            dialect = source.dialect
         accounting = account(
             args.file,
             journal,

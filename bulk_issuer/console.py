@@ -42,6 +42,12 @@ _LINES = (
     ("not attempted", "not_attempted", "rerun the same command to send them"),
 )
 
+#: The notes that name a failures file, for a run that wrote none.
+_WITHOUT_FAILURES_FILE = {
+    "failed": "see the reasons above",
+    "invalid": "fix the rows and run them again (--failures writes them to a file)",
+}
+
 
 class Console:
     """Problems as they happen, a progress bar on a terminal, the plan and the summary.
@@ -185,11 +191,20 @@ class Console:
 
     # -- plan and summary -----------------------------------------------------------------
 
-    def summary(self, summary: Summary, title: str, *, dry_run: bool) -> None:
-        """The counts, one line each; every input row is in exactly one of them."""
+    def summary(
+        self, summary: Summary, title: str, *, dry_run: bool, failures_file: bool = True
+    ) -> None:
+        """The counts, one line each; every input row is in exactly one of them.
+
+        Args:
+            failures_file: whether the rows not issued were written to a failures file
+                (standard input without --failures has none to feed back).
+        """
         lines = [title]
         for label, name, note in _LINES:
             count = getattr(summary, name)
+            if not failures_file and name in _WITHOUT_FAILURES_FILE:
+                note = _WITHOUT_FAILURES_FILE[name]
             if dry_run and name == "not_attempted":
                 label, note = "would issue", None
             if dry_run and name in ("issued", "failed", "unconfirmed"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -100,13 +101,23 @@ class Journal:
 
     Args:
         path: the SQLite file, created if missing; None keeps the journal in memory.
+        read_only: only read it (`report`, a dry run): nothing is written, the file is
+            not locked against a run, and a folder that cannot be written will do.
 
     Raises:
-        JournalError: the file is in use by another run, or is not a journal.
+        JournalError: the file is in use by another run, or is not a journal (or, read
+            only, cannot be read where it is).
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
         self.path = None if path is None else Path(path)
+        if read_only and self.path is not None:
+            self._db = _open_read_only(self.path)
+            self._db.row_factory = sqlite3.Row
+            self._pending: asyncio.Future[None] | None = None
+            self._timer: asyncio.TimerHandle | None = None
+            self._user: object | None = None
+            return
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         target = ":memory:" if self.path is None else str(self.path)
@@ -135,9 +146,9 @@ class Journal:
                 ) from None
             raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
         self._db.row_factory = sqlite3.Row
-        self._pending: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._user: object | None = None
+        self._pending = None
+        self._timer = None
+        self._user = None
 
     def take(self, user: object) -> None:
         """Let `user` (an issuer) use this open journal: one at a time, as the file lock
@@ -409,6 +420,51 @@ class Journal:
             f"SELECT * FROM learners{where} ORDER BY row", [str(s) for s in states]
         )
         return (_entry(found) for found in cursor)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A journal opened to be read (`report`, a dry run): it writes nothing, not even in
+    its folder, which may be read-only.
+
+    SQLite reads a WAL journal through its -wal and -shm files, which it must create
+    beside it; in a folder that cannot take them, a journal whose every write was merged
+    (no -wal left, as a finished run leaves it) is read as the immutable file it is there.
+    """
+    uri = path.resolve().as_uri()
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    attempts = [f"{uri}?mode=ro"]
+    if not pending and not os.access(path.parent, os.W_OK):
+        attempts.insert(0, f"{uri}?immutable=1")
+    for target in attempts:
+        try:
+            db = sqlite3.connect(target, uri=True, isolation_level=None, timeout=1.0)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"cannot read {path} as a journal: {exc}", path=str(path)) from None
+        try:
+            db.execute("SELECT 1 FROM learners LIMIT 1").fetchall()
+            db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise JournalError(
+                    f"the journal {path} is in use by a run of bulk-issuer; wait for it to "
+                    "finish, then ask again",
+                    path=str(path),
+                ) from None
+            if not os.access(path.parent, os.W_OK):
+                unmerged = " and it holds writes not yet merged (its -wal file)" if pending else ""
+                raise JournalError(
+                    f"cannot read the journal {path}: its folder is read-only{unmerged}; "
+                    "SQLite needs to write beside it. Copy the journal (with its -wal) to a "
+                    "folder that can be written and pass --journal",
+                    path=str(path),
+                ) from None
+            if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                raise JournalError(f"{path} is not a journal", path=str(path)) from None
+            raise JournalError(f"cannot read {path} as a journal: {exc}", path=str(path)) from None
+        return db
+    raise AssertionError("unreachable: at least one way to open")
 
 
 def _entry(found: sqlite3.Row) -> Entry:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Final, Literal
 
+from .columns import failures_file_columns
 from .csvfile import check_quotes, delimiter_hint, open_csv
 from .errors import InputError
 from .jsonlines import open_jsonl
@@ -34,6 +35,7 @@ from .textfile import DecodeFailure, Encoding, choose_encoding, decoded_lines, r
 from .workbook import WORKBOOK_SUFFIXES, WorkbookFormat, read_workbook, workbook_kind
 
 __all__ = [
+    "LINES_SUFFIXES",
     "Dialect",
     "LearnerSource",
     "ReadOptions",
@@ -42,6 +44,10 @@ __all__ = [
     "open_source",
     "scan_source",
 ]
+
+
+#: The names of a JSON Lines file (anything else not a workbook is read as CSV).
+LINES_SUFFIXES: Final = frozenset({".jsonl", ".ndjson"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +281,7 @@ def _open(
         suffix = os.path.splitext(path)[1].lower()
         if suffix in WORKBOOK_SUFFIXES and os.path.isfile(path):
             return _open_workbook(path, path, WORKBOOK_SUFFIXES[suffix], options)
-        if suffix in {".jsonl", ".ndjson"}:
+        if suffix in LINES_SUFFIXES:
             kind = "jsonl"
         elif suffix == ".json":
             kind = None
@@ -525,16 +531,33 @@ def _open_jsonl(
 ) -> LearnerSource:
     table = open_jsonl(lines, name=name, codec=encoding.codec)
     builder = _builder(options)
-    dialect = Dialect("jsonl", encoding.name, ",", table.columns, encoding.notes)
+    notes = encoding.notes
+    fed_back = failures_file_columns(table.columns)
+    if fed_back:
+        notes += ("a failures file: records keep their numbers from the original file",)
+    dialect = Dialect("jsonl", encoding.name, ",", table.columns, notes, original_rows=fed_back)
 
     def rows() -> Iterator[Row]:
         for number, record in table.records:
             if isinstance(record, Problem):
                 yield Row(number, {}, None, (record,))
             else:
-                yield builder.from_mapping(number, record)
+                yield builder.from_mapping(_original_row(record) or number, record)
 
     return LearnerSource(dialect, rows(), resource, name)
+
+
+def _original_row(record: Mapping[str, object]) -> int | None:
+    """A failures file's record (`row` and `reason` first): the row number it keeps."""
+    keys = list(record)
+    if not failures_file_columns(keys):
+        return None
+    number = record[keys[0]]
+    if isinstance(number, str) and number.strip().isdigit():
+        number = int(number.strip())
+    if isinstance(number, int) and not isinstance(number, bool) and 0 < number < 1 << 31:
+        return number
+    return None
 
 
 # ----- workbooks -------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import stat
 import tempfile
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .cohort import invalid_outcome
-from .journal import Entry, Journal, State
+from .columns import failures_file_columns
+from .journal import Entry, Journal, State, default_journal_path
 from .learners import Row
-from .readers import Dialect, ReadOptions, open_source
-from .results import FailuresWriter, SuccessWriter
+from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source
+from .results import FailuresLinesWriter, FailuresWriter, SuccessWriter
 
 __all__ = ["Accounting", "account", "check_writable", "find_journals"]
 
@@ -121,21 +123,27 @@ def account(
     staging = _staging(Path(failures)) if failures else None
     try:
         with contextlib.ExitStack() as files:
-            failures_writer = (
-                files.enter_context(FailuresWriter(staging, dialect)) if staging else None
-            )
+            failures_writer: FailuresWriter | FailuresLinesWriter | None = None
+            if failures and staging is not None:
+                # JSON Lines where the name says so (as the readers tell it when fed back).
+                lines = Path(failures).suffix.lower() in LINES_SUFFIXES
+                failures_writer = (
+                    files.enter_context(FailuresLinesWriter(staging))
+                    if lines
+                    else files.enter_context(FailuresWriter(staging, dialect))
+                )
             successes_writer = (
                 files.enter_context(SuccessWriter(Path(successes))) if successes else None
             )
-            for row, category, reason, entry in _rows(learners, journal, badge_id, options):
+            for row, category, reason, entry, email in _rows(learners, journal, badge_id, options):
                 setattr(tally, category, getattr(tally, category) + 1)
                 if category in ("issued", "already_held"):
-                    if successes_writer is not None and row.learner is not None:
+                    if successes_writer is not None and email is not None:
+                        how = _how(category, entry, since)
+                        if row.learner is None or email != row.learner.email:
+                            how += f"; {_FIXED}"
                         successes_writer.write(
-                            row.number,
-                            row.learner.email,
-                            entry.assertion_id if entry else None,
-                            _how(category, entry, since),
+                            row.number, email, entry.assertion_id if entry else None, how
                         )
                 elif failures_writer is not None:
                     failures_writer.write_fields(row.number, row.fields, reason)
@@ -214,32 +222,91 @@ def _staging(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+#: How `--successes` tells a learner issued from a row fixed in a failures file.
+_FIXED = "from its row fixed in a failures file fed back"
+
+
 def _rows(
     learners: str | os.PathLike[str], journal: Journal, badge_id: int | None, options: ReadOptions
-) -> Iterator[tuple[Row, str, str, Entry | None]]:
+) -> Iterator[tuple[Row, str, str, Entry | None, str | None]]:
+    """Each row, its category and reason, its journal entry and the address that holds it."""
     with open_source(learners, replace(options, badge_id=badge_id)) as source:
+        fixes = _Fixes(journal, by_columns=source.dialect.format != "jsonl")
         for row in source:
-            invalid = invalid_outcome(row, badge_id)
-            if invalid is not None or row.learner is None:
-                yield row, "invalid", (invalid.reason if invalid else "") or "invalid", None
-                continue
-            badge = row.learner.badge_id or badge_id
-            assert badge is not None
-            entry = journal.get(badge, row.learner.key)
-            if entry is None:
-                yield row, "not_attempted", "not attempted: rerun the same command", None
-                continue
-            category = _CATEGORY[entry.state]
-            if entry.state is State.SENDING:
-                reason = (
-                    entry.reason
-                    or "a send went unanswered: rerun the same command to ask the server"
-                )
-            elif entry.state is State.FAILED:
-                reason = entry.reason or "failed"
-            else:
-                reason = ""
-            yield row, category, reason, entry
+            category, reason, entry = _stands(row, journal, badge_id)
+            email = row.learner.email if row.learner is not None else None
+            if category not in ("issued", "already_held"):
+                # Fixed in a failures file and fed back: the fix holds it (as `issue` of
+                # that file said), though this row, unfixed, cannot be sent.
+                fixed = fixes.holding(row, badge_id)
+                if fixed is not None:
+                    category, reason, entry, email = _CATEGORY[fixed.state], "", fixed, fixed.email
+            yield row, category, reason, entry, email
+
+
+def _stands(row: Row, journal: Journal, badge_id: int | None) -> tuple[str, str, Entry | None]:
+    invalid = invalid_outcome(row, badge_id)
+    if invalid is not None or row.learner is None:
+        return "invalid", (invalid.reason if invalid else "") or "invalid", None
+    badge = row.learner.badge_id or badge_id
+    assert badge is not None
+    entry = journal.get(badge, row.learner.key)
+    if entry is None:
+        return "not_attempted", "not attempted: rerun the same command", None
+    if entry.state is State.SENDING:
+        reason = entry.reason or "a send went unanswered: rerun the same command to ask the server"
+    elif entry.state is State.FAILED:
+        reason = entry.reason or "failed"
+    else:
+        reason = ""
+    return _CATEGORY[entry.state], reason, entry
+
+
+class _Fixes:
+    """The learners holding the badge through a failures file fed back, by row number.
+
+    A failures file keeps each row's number in the original file, so its fixes are
+    journaled at those numbers, with its `row` and `reason` columns among their fields.
+    Read from the journal once, when the first row not holding the badge asks.
+
+    Args:
+        journal: the journal.
+        by_columns: also require the input's own columns (CSV, workbooks), so that a
+            failures file of another input sharing the journal does not count.
+    """
+
+    def __init__(self, journal: Journal, *, by_columns: bool) -> None:
+        self._journal = journal
+        self._by_columns = by_columns
+        self._by_row: dict[int, list[Entry]] | None = None
+
+    def holding(self, row: Row, badge_id: int | None) -> Entry | None:
+        if self._by_row is None:
+            self._by_row = {}
+            for entry in self._journal.entries(State.ISSUED, State.HELD):
+                if (
+                    entry.row is not None
+                    and entry.fields
+                    and failures_file_columns(list(entry.fields))
+                ):
+                    self._by_row.setdefault(entry.row, []).append(entry)
+        found = [
+            entry
+            for entry in self._by_row.get(row.number, ())
+            if (badge_id is None or entry.badge_id == badge_id)
+            and (
+                not self._by_columns
+                or _own_columns(list(entry.fields or ())) == _own_columns(list(row.fields))
+            )
+        ]
+        return found[0] if len(found) == 1 else None
+
+
+def _own_columns(keys: list[str]) -> list[str]:
+    """The input's columns among a row's keys: not a failures file's own, nor overflow."""
+    if failures_file_columns(keys):
+        keys = keys[2:]
+    return [key for key in keys if not key.startswith("(column ")]
 
 
 def _how(category: str, entry: Entry | None, since: float | None) -> str:
@@ -255,6 +322,9 @@ def _how(category: str, entry: Entry | None, since: float | None) -> str:
 
 
 def find_journals(source: str | os.PathLike[str]) -> list[Path]:
-    """The journals that runs of `source` left beside it (one per badge)."""
+    """The journals that runs of `source` left beside it: one per badge, and one of a run
+    without a badge (the file's `badge_id` column)."""
     path = Path(source)
-    return sorted(path.parent.glob(f"{path.name}.badge-*.journal.db"))
+    found = sorted(path.parent.glob(f"{glob.escape(path.name)}.badge-*.journal.db"))
+    own = default_journal_path(path, None)
+    return [own, *found] if own.is_file() else found

@@ -4,12 +4,14 @@ Both are CSV that a course administrator opens in a spreadsheet, so every cell i
 neutralised against formula injection. The failures file is written in the input's own
 columns, delimiter and encoding (a workbook's as UTF-8 CSV with a BOM, beside it), so
 that it can be corrected and fed back unchanged: read again, its `row` column gives each
-record its row number in the original file and `reason` is ignored.
+record its row number in the original file and `reason` is ignored. A failures file
+named `.jsonl` (a JSON Lines input's) is JSON Lines instead, each record with its own keys.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -20,7 +22,7 @@ from .formulas import neutralise
 from .learners import Row
 from .readers import Dialect
 
-__all__ = ["FailuresWriter", "SuccessWriter", "neutralise"]
+__all__ = ["FailuresLinesWriter", "FailuresWriter", "SuccessWriter", "neutralise"]
 
 _ROW: Final = "row"
 _REASON: Final = "reason"
@@ -132,6 +134,65 @@ class FailuresWriter(_CsvFile):
             reason = f"{reason} (other fields: {others})"
         self._write([str(row_number), self._safe(reason), *cells, *overflow])
         self.count += 1
+
+
+class FailuresLinesWriter:
+    """The rows that were not issued, as JSON Lines: one object per row, `row` and
+    `reason` first, then that row's own keys and values.
+
+    JSON Lines needs no common columns: a record keeps every key it had (a CSV failures
+    file of JSON Lines input has the first record's keys, and can only mention the others
+    in `reason`), so that fed back unchanged, it is read as it was. UTF-8; no cell is
+    neutralised (no spreadsheet runs a JSON value).
+
+    Args:
+        path: Where to write; an existing file is replaced.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.count = 0
+        self._file: IO[str] | None = open(  # noqa: SIM115 - closed by close() / __exit__
+            self.path, "w", encoding="utf-8", newline=""
+        )
+
+    def write(self, row: Row, reason: str) -> None:
+        """Add one row that was not issued, with the reason a person can act on."""
+        self.write_fields(row.number, row.fields, reason)
+
+    def write_fields(self, row_number: int, fields: Mapping[str, str], reason: str) -> None:
+        """Add one row from its number and its input values."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed; open a new writer to add rows")
+        keys = list(fields)
+        if failures_file_columns(keys):  # a failures file fed back: its own row and reason
+            keys = keys[2:]
+        taken = {key.casefold() for key in keys}
+        record: dict[str, object] = {
+            _ROW if _ROW not in taken else "bulk-issuer row": row_number,
+            _REASON if _REASON not in taken else "bulk-issuer reason": reason,
+        }
+        record.update((key, fields[key]) for key in keys)
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        """Close the file; safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class SuccessWriter(_CsvFile):

@@ -1,0 +1,409 @@
+"""`bulk-issuer report` agrees with the run, and results paths never destroy what they name."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bulk_issuer.cli import main
+from bulk_issuer.sandbox import Sandbox, SandboxConfig
+from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
+
+PAT = "sandbox-demo-pat"
+FAST = ["--rate", "none"]
+
+
+@pytest.fixture(autouse=True)
+def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PAT in the environment, nothing else."""
+    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NAVIGATR_PAT", PAT)
+
+
+def issue_count(sandbox: Sandbox) -> int:
+    """Issue calls the sandbox received."""
+    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+
+
+def report(*argv: str) -> tuple[int, dict[str, object]]:
+    """`bulk-issuer report ARGV --json`: exit status and what it printed."""
+    with contextlib.redirect_stdout(buffer := io.StringIO()):
+        status = main(["report", *argv, "--json"])
+    return status, json.loads(buffer.getvalue().strip().splitlines()[-1])
+
+
+# -- results paths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "clash",
+    [
+        lambda c: ["--successes", str(c)],
+        lambda c: ["--log", str(c)],
+        lambda c: ["--failures", str(c)],
+        # The same file under another name: a symlink, a hard link, a path through "..".
+        lambda c: ["--successes", _symlink(c)],
+        lambda c: ["--log", _hardlink(c)],
+        lambda c: ["--successes", str(c.parent / ".." / c.parent.name / c.name)],
+    ],
+    ids=["successes", "log", "failures", "symlink", "hardlink", "dotdot"],
+)
+def test_a_results_path_naming_the_input_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clash: object
+) -> None:
+    """`issue c.csv --successes c.csv` (or --log, --failures, another name of it): exit 2,
+    naming the flag and the path; nothing sent, the input untouched."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(2))
+    before = cohort.read_bytes()
+    extra = clash(cohort)  # type: ignore[operator]
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *extra)) == 2
+        assert issue_count(sandbox) == 0
+    err = capsys.readouterr().err
+    assert extra[0] in err
+    assert "is the input file" in err
+    assert cohort.read_bytes() == before
+
+
+def _symlink(target: Path) -> str:
+    link = target.with_name("link.csv")
+    link.symlink_to(target)
+    return str(link)
+
+
+def _hardlink(target: Path) -> str:
+    link = target.with_name("hard.csv")
+    os.link(target, link)
+    return str(link)
+
+
+def test_results_paths_naming_each_other_or_the_journal_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--successes and --failures on one path (which ended up removed), or a results path
+    on the journal or its -wal: refused before anything is sent."""
+    cohort = write_cohort(tmp_path / "e.csv", good_rows(1))
+    journal = tmp_path / "e.csv.badge-51.journal.db"
+    out = str(tmp_path / "out.csv")
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        for extra in (
+            ["--successes", out, "--failures", out],
+            ["--log", out, "--successes", out],
+            ["--successes", str(journal)],
+            ["--log", f"{journal}-wal"],
+        ):
+            assert main(issue_args(cohort, sandbox.url, *FAST, *extra)) == 2, extra
+            err = capsys.readouterr().err
+            assert extra[-2] in err
+            assert extra[-1] in err
+        assert issue_count(sandbox) == 0
+        assert not journal.exists()
+        # A failures file fed back is still its own failures file (the README's loop).
+        bad = write_cohort(tmp_path / "f.csv", [("Bad", "Mail", "bad@")])
+        assert main(issue_args(bad, sandbox.url, *FAST)) == 1
+        failures = tmp_path / "f.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("bad@", "fixed@example.org")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST, "--failures", str(failures))) == 0
+        assert sandbox.issued_count(51, "fixed@example.org") == 1
+
+
+def test_report_refuses_a_results_path_naming_the_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report c2.csv --successes c2.csv` overwrote the input with the successes file."""
+    cohort = write_cohort(tmp_path / "c2.csv", good_rows(1))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+    before = cohort.read_bytes()
+    assert main(["report", str(cohort), "--successes", str(cohort)]) == 2
+    assert main(["report", str(cohort), "--failures", str(cohort)]) == 2
+    journal = tmp_path / "c2.csv.badge-51.journal.db"
+    assert main(["report", str(cohort), "--successes", str(journal)]) == 2
+    err = capsys.readouterr().err
+    assert f"--successes {cohort} is the input file" in err
+    assert f"--failures {cohort} is the input file" in err
+    assert "is the journal" in err
+    assert cohort.read_bytes() == before
+    assert report(str(cohort))[0] == 0
+
+
+# -- report reads the input as the run did ----------------------------------------------
+
+
+def test_report_reads_the_input_with_the_runs_options(tmp_path: Path) -> None:
+    """After `issue --encoding cp1251 --map ... --date-format ... --require-consent ...`,
+    `report` counts, writes and exits as the run did (it counted the issued row invalid,
+    refused --map, and wrote Cyrillic as ?????); options given to `report` win."""
+    cohort = tmp_path / "cyr.csv"
+    cohort.write_bytes(
+        "Given,Work Email,Issue Date,Consent\r\n"
+        "Анна,anna@example.com,03/31/2025,yes\r\n"
+        "Борис,boris@example.com,04/01/2025,no\r\n"
+        "Вера,vera@@example.com,04/02/2025,yes\r\n".encode("cp1251")
+    )
+    options = ["--encoding", "cp1251", "--map", "first_name=Given", "--map"]
+    options += ["email=Work Email", "--date-format", "%m/%d/%Y", "--require-consent", "Consent"]
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *options)) == 1
+        assert sandbox.issued_count(51, "anna@example.com") == 1
+    written = (tmp_path / "cyr.failures.csv").read_bytes()
+    assert "Борис".encode("cp1251") in written
+    successes, failures = tmp_path / "s.csv", tmp_path / "f.csv"
+    status, counts = report(str(cohort), "--successes", str(successes), "--failures", str(failures))
+    assert status == 1
+    assert (counts["issued"], counts["invalid"], counts["rows"]) == (1, 2, 3)
+    assert failures.read_bytes() == written
+    assert "anna@example.com" in successes.read_text(encoding="utf-8")
+    # Given on the command line, an option wins over the run's: now no date reads.
+    status, counts = report(str(cohort), "--date-format", "%d/%m/%Y")
+    assert (status, counts["issued"], counts["invalid"]) == (1, 0, 3)
+    status, counts = report(str(cohort), "--map", "email=Given")
+    assert counts["invalid"] == 3
+
+
+def test_report_of_a_journal_from_before_the_read_options_were_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal without the recorded options: read with defaults, or the options given."""
+    cohort = tmp_path / "map.csv"
+    cohort.write_text("Given,Work Email\r\nAnn,ann@example.com\r\n", encoding="utf-8")
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = issue_args(cohort, sandbox.url, *FAST, "--map", "first_name=Given")
+        assert main([*argv, "--map", "email=Work Email"]) == 0
+    journal = tmp_path / "map.csv.badge-51.journal.db"
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
+        db.execute("DELETE FROM meta WHERE name = 'read_options'")
+    assert main(["report", str(cohort)]) == 2  # as before: the columns are not found
+    assert "Given" in capsys.readouterr().err
+    options = ["--map", "first_name=Given", "--map", "email=Work Email"]
+    assert report(str(cohort), *options)[1]["issued"] == 1
+
+
+def test_report_writes_each_files_failures_in_its_own_dialect(tmp_path: Path) -> None:
+    """Two files sharing one journal (--journal): each one's failures file has its own
+    columns, delimiter and encoding, not those of the last run."""
+    first = tmp_path / "a2.csv"
+    first.write_text(
+        "First Name,Email,Dept\r\nAnn,x@@example.com,D1\r\nBo,bo@example.com,D2\r\n",
+        encoding="utf-8",
+    )
+    second = tmp_path / "b2.csv"
+    second.write_bytes(
+        "Given Name;Mail;Team\r\nCéline;y@@example.com;T1\r\nDe;de@example.com;T2\r\n".encode(
+            "cp1252"
+        )
+    )
+    journal = tmp_path / "a2.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(first, sandbox.url, *FAST)) == 1
+        assert main(issue_args(second, sandbox.url, *FAST, "--journal", str(journal))) == 1
+    failures = tmp_path / "r.csv"
+    assert report(str(first), "--failures", str(failures))[0] == 1
+    lines = failures.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "row,reason,First Name,Email,Dept"
+    assert lines[1].endswith(",Ann,x@@example.com,D1")
+    assert report(str(second), "--journal", str(journal), "--failures", str(failures))[0] == 1
+    lines = failures.read_bytes().decode("cp1252").splitlines()
+    assert lines[0] == "row;reason;Given Name;Mail;Team"
+    assert lines[1].endswith(";Céline;y@@example.com;T1")
+
+
+# -- report after a failures file was fed back; finding the journal -----------------------
+
+
+def test_report_after_the_fix_and_feed_back_loop_agrees_with_the_run(tmp_path: Path) -> None:
+    """An invalid row fixed in the failures file and fed back holds the badge: `report` of
+    the original file counts it so (it said invalid, exit 1, and left it out of
+    --successes), and `report` of the failures file finds the journal `issue` used."""
+    cohort = write_cohort(tmp_path / "c.csv", [*good_rows(2), ("Bad", "Mail", "bad@")])
+    failures = tmp_path / "c.failures.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        journal = str(tmp_path / "c.csv.badge-51.journal.db")
+        for badge in (["--badge", "51"], []):
+            status, counts = report(str(failures), *badge)
+            assert (status, counts["invalid"], counts["journal"]) == (1, 1, journal)
+        fixed = failures.read_text(encoding="utf-8").replace("bad@", "fixed@example.org")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 0
+        assert sandbox.issued_count(51, "fixed@example.org") == 1
+    successes = tmp_path / "s.csv"
+    status, counts = report(str(cohort), "--successes", str(successes))
+    assert (status, counts["issued"], counts["invalid"], counts["rows"]) == (0, 3, 0, 3)
+    rows = successes.read_text(encoding="utf-8").splitlines()
+    assert rows[-1].startswith("4,fixed@example.org,")
+    assert "fixed in a failures file" in rows[-1]
+
+
+def test_a_fix_in_another_files_failures_does_not_count(tmp_path: Path) -> None:
+    """A journal shared by two files: a fix fed back from one file's failures (same row
+    number, other columns) does not make the other file's invalid row hold the badge."""
+    first = write_cohort(tmp_path / "a.csv", [("Bad", "Mail", "bad@")])
+    second = tmp_path / "b.csv"
+    second.write_text("Given Name,Mail\r\nBo,bo@\r\n", encoding="utf-8")
+    journal = tmp_path / "a.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(first, sandbox.url, *FAST)) == 1
+        assert main(issue_args(second, sandbox.url, *FAST, "--journal", str(journal))) == 1
+        failures = tmp_path / "b.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("bo@", "bo@example.org")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST, "--journal", str(journal))) == 0
+    assert report(str(first))[1]["invalid"] == 1
+    assert report(str(second), "--journal", str(journal))[1]["issued"] == 1
+
+
+def test_report_finds_the_journal_of_a_run_without_badge(tmp_path: Path) -> None:
+    """A run with a badge_id column and no --badge keeps `b.csv.journal.db`: `report b.csv`
+    finds it (it looked only for b.csv.badge-*), and its failures file fed back without
+    --badge lands in it, as for a run with one."""
+    cohort = tmp_path / "b.csv"
+    cohort.write_text(
+        "First Name,Email,badge_id\r\nCy,cy@example.com,51\r\nDi,di@,51\r\n", encoding="utf-8"
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = ["--base-url", sandbox.url, "--yes", *FAST]
+        assert main(["issue", str(cohort), *argv]) == 1
+        journal = str(tmp_path / "b.csv.journal.db")
+        status, counts = report(str(cohort))
+        assert (status, counts["issued"], counts["invalid"], counts["journal"]) == (
+            1,
+            1,
+            1,
+            journal,
+        )
+        failures = tmp_path / "b.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("di@", "di@example.com")
+        failures.write_text(fixed, encoding="utf-8")
+        assert main(["issue", str(failures), *argv]) == 0
+    assert not list(tmp_path.glob("b.failures.csv*"))
+    status, counts = report(str(cohort))
+    assert (status, counts["issued"], counts["journal"]) == (0, 2, journal)
+
+
+# -- JSON Lines failures files --------------------------------------------------------
+
+
+def test_a_json_lines_failures_file_keeps_each_records_own_keys(tmp_path: Path) -> None:
+    """A JSON Lines input's failures file is JSON Lines, each record with its own keys: fed
+    back unchanged, its rows stay invalid (the CSV one had the first record's columns and
+    put the other keys in `reason`, so the learners were issued without them)."""
+    cohort = tmp_path / "c.jsonl"
+    records: list[dict[str, object]] = [
+        {"first_name": "Ann", "email": "ann@example.com"},
+        {"first_name": "Fi", "email": "fi@example.com", "issue_date": "31/02/2025",
+         "recipient_organisation": "Acme"},
+        {"first_name": "Ed", "email": "ed@example.com", "score": 12345678901234567890},
+        {"first_name": "Am", "Email": "am@example.com", "email": "am2@example.com"},
+    ]  # fmt: skip
+    cohort.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    failures = tmp_path / "c.failures.jsonl"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        assert issue_count(sandbox) == 1
+        written = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
+        assert [(r["row"], list(r)[2:]) for r in written] == [
+            (2, ["first_name", "email", "issue_date", "recipient_organisation"]),
+            (3, ["first_name", "email", "score"]),
+            (4, ["first_name", "Email", "email"]),
+        ]
+        assert written[0]["issue_date"] == "31/02/2025"
+        assert written[2]["email"] == "am2@example.com"
+        assert not (tmp_path / "c.failures.csv").exists()
+        before = failures.read_bytes()
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 1
+        assert issue_count(sandbox) == 1
+        again = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
+        assert [{**r, "reason": ""} for r in again] == [{**r, "reason": ""} for r in written]
+        # Fixed and fed back: issued at its original row, in the original's journal.
+        lines = before.decode().splitlines()
+        lines[0] = lines[0].replace("31/02/2025", "28/02/2025")
+        failures.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 1
+        assert sandbox.issued_count(51, "fi@example.com") == 1
+    status, counts = report(str(cohort))
+    assert (status, counts["issued"], counts["invalid"]) == (1, 2, 2)
+    assert not list(tmp_path.glob("c.failures.jsonl.badge-*"))
+
+
+# -- read-only uses of a journal; standard input's summary ---------------------------
+
+
+@contextlib.contextmanager
+def _read_only_view(folder: Path) -> Iterator[Path]:
+    """`folder` seen through a read-only bind mount (root only; skips elsewhere)."""
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only folder needs a bind mount: {mounted.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(view)]
+        if subprocess.run(remount, capture_output=True).returncode != 0:
+            pytest.skip("cannot remount the bind mount read-only")
+        if os.access(view, os.W_OK) and not _cannot_write(view):
+            pytest.skip("the read-only mount can still be written")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+def _cannot_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("x")
+    except OSError:
+        return True
+    (folder / ".probe").unlink()
+    return False
+
+
+def test_report_and_an_offline_dry_run_read_a_journal_in_a_read_only_folder(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Reading a journal writes nothing: in a read-only folder, `report` and `issue
+    --dry-run --offline` work (they said "disk I/O error")."""
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    cohort = write_cohort(folder / "c.csv", good_rows(2))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+    with _read_only_view(folder) as view:
+        argv = [sys.executable, "-m", "bulk_issuer"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        done = subprocess.run(
+            [*argv, "report", "c.csv", "--json"], cwd=view, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["issued"] == 2
+        dry = [*argv, "issue", "c.csv", "--badge", "51", "--dry-run", "--offline"]
+        done = subprocess.run(dry, cwd=view, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"done earlier\s+2", done.stdout)
+    assert sorted(p.name for p in folder.iterdir()) == ["c.csv", "c.csv.badge-51.journal.db"]
+
+
+def test_standard_input_without_failures_file_does_not_say_to_feed_it_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`issue -` keeps no failures file unless --failures: its summary does not say to
+    feed one back."""
+    data = b"First Name,Email\r\nAnn,ann@example.com\r\nBad,bad@\r\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(["issue", "-", "--badge", "51", "--base-url", sandbox.url, "--yes"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"invalid\s+1", out)
+    assert "failures file" not in out
+    assert "--failures writes them" in out
