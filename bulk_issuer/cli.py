@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -668,6 +668,7 @@ def _issue_file(settings: IssueSettings) -> int:
     # A dry run only reads it: opened read-only, it works in a folder that is too.
     journal = Journal(journal_path, read_only=settings.dry_run)
     log_file: TextIO | None = None
+    status: int | None = None
     try:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
@@ -676,20 +677,48 @@ def _issue_file(settings: IssueSettings) -> int:
                 _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        return _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        return status
     finally:
-        # Asked of the journal itself, however the run ended (an error, Ctrl-C while the
-        # results were written): a journal holding a learner is never removed, or a rerun
-        # would send them again.
-        unused = created and journal_path is not None and _holds_no_learner(journal)
-        if log_file is not None:
-            _close_log(log_file, settings, console)
-        journal.close()
-        if unused:
-            # Stopped before anything was recorded (refused at the preflight, or "no" at
-            # the prompt): leave no journal behind that no run will ever need.
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+        # Closed whatever comes meanwhile: Ctrl-C or SIGTERM now waits until they are, and
+        # once the run has said where every learner stands, it changes nothing of it (it
+        # used to end the command as "interrupted; nothing was sent").
+        with _signals_held(dropped=lambda: status is not None):
+            # Asked of the journal itself, however the run ended (an error, Ctrl-C while
+            # the results were written): a journal holding a learner is never removed, or
+            # a rerun would send them again.
+            unused = created and journal_path is not None and _holds_no_learner(journal)
+            if log_file is not None:
+                _close_log(log_file, settings, console)
+            journal.close()
+            if unused:
+                # Stopped before anything was recorded (refused at the preflight, or "no"
+                # at the prompt): leave no journal behind that no run will ever need.
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+
+
+#: The signals that stop the command (see `_sigterm_as_ctrl_c`).
+_STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _signals_held(dropped: Callable[[], bool]) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends; then drop them if `dropped()` says
+    so, else let them act. (The main thread only, where the platform can hold signals.)"""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        if dropped() and hasattr(signal, "sigtimedwait"):
+            while signal.sigtimedwait(_STOPS, 0) is not None:
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _holds_no_learner(journal: Journal) -> bool:

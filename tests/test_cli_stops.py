@@ -210,6 +210,46 @@ def test_a_signal_while_the_results_are_written_keeps_the_journal(
         assert each_issued_once(sandbox, 5)
 
 
+#: `bulk-issuer` that signals itself as it closes the journal, after the run.
+SIGNALLED_WHILE_CLOSING = """
+import os, signal, sys
+from bulk_issuer import cli, journal
+
+close = journal.Journal.close
+
+def signalled_close(self):
+    os.kill(os.getpid(), getattr(signal, os.environ["TEST_SIGNAL"]))
+    close(self)
+
+journal.Journal.close = signalled_close
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_as_the_journal_closes_after_the_run_changes_nothing(
+    tmp_path: Path, signal_name: str
+) -> None:
+    """Ctrl-C or SIGTERM as the journal closes, once the run has said where every learner
+    stands: the journal is closed whole and the exit status is the run's (it was 130 and
+    "interrupted; nothing was sent", after five badges were issued)."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = child_argv(cohort, sandbox.url, *FAST, *ALONE)
+        signalled = subprocess.run(
+            [argv[0], "-c", SIGNALLED_WHILE_CLOSING, *argv[3:]],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "TEST_SIGNAL": signal_name},
+        )
+        assert signalled.returncode == 0, signalled.stderr
+        assert "nothing was sent" not in signalled.stderr
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE)) == 0
+        assert issue_count(sandbox) == 5
+        assert each_issued_once(sandbox, 5)
+
+
 # -- Ctrl-C at the prompt -----------------------------------------------------------------
 
 
