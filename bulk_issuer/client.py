@@ -462,7 +462,11 @@ class NavigatrClient:
         """
         answer = outcome if isinstance(outcome, Answer) else None
         status = answer.status if answer is not None else None
-        hint = retry_after(answer.headers) if answer is not None and answer.status >= 300 else None
+        hint = (
+            retry_after(answer.headers, quota=answer.status == 429)
+            if answer is not None and answer.status >= 300
+            else None
+        )
         kind = _kind(path)
         self._health_after(
             kind,

@@ -715,9 +715,15 @@ class Pacer:
             return  # sent before the last lesson: nothing new
         if send is None and now < self._resume_at:
             return  # one lesson per episode when the pacer cannot tell the requests apart
-        self._changed_at = now
         limit = self.limit
         assert limit is not None
+        if send is not None and send.at - limit.period < self._resume_at:
+            # The window the server judged held a pause of ours (a 429's, the refused
+            # request's own retry after it): our count there is not our pace, and a server
+            # still refusing then says nothing of its limit (a lone retry taught 1 per
+            # window, for the rest of the run).
+            return
+        self._changed_at = now
         counted = self._counted(send, now, limit.period, itself=False)
         if send is not None and 0 < counted < limit.requests and hints.limit is None:
             # The server refused with fewer of ours in its window than we allow ourselves:

@@ -187,16 +187,22 @@ _RATELIMIT_RESET = re.compile(r"(?:^|[,;\s])(?:reset|r)\s*=\s*(\d+(?:\.\d+)?)")
 _MAX_HEADER = 200
 
 
-def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+def retry_after(
+    headers: Mapping[str, str], *, now: float | None = None, quota: bool = True
+) -> float | None:
     """The seconds a rate-limited or unavailable server asked the client to wait, if it said.
 
-    Reads `Retry-After` (delta-seconds or an HTTP-date), then the IETF draft `RateLimit`
-    header (`reset=`), then `X-RateLimit-Reset` (delta-seconds, or an epoch timestamp).
-    Values that make no sense (huge headers, negative or not finite) are ignored.
+    Reads `Retry-After` (delta-seconds or an HTTP-date), then (with `quota`) the IETF draft
+    `RateLimit` header (`reset=`), then `X-RateLimit-Reset` (delta-seconds, or an epoch
+    timestamp). Values that make no sense (huge headers, negative or not finite) are
+    ignored.
 
     Args:
         headers: the answer's headers (a case-insensitive mapping, as aiohttp gives).
         now: the wall-clock time as a Unix timestamp, for dates; defaults to `time.time()`.
+        quota: also read when the rate-limit window resets: what a 429 waits for. Not
+            for other answers: a server that sends those headers on every answer says
+            nothing by them of when a 503 will pass.
     """
     wall = time.time() if now is None else now
     value = _header(headers, "Retry-After")
@@ -209,6 +215,8 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
             when = None
         if when is not None and when.tzinfo is not None:
             return max(when.timestamp() - wall, 0.0)
+    if not quota:
+        return None
     draft = _header(headers, "RateLimit")
     if draft and (match := _RATELIMIT_RESET.search(draft.lower())):
         return float(match.group(1))

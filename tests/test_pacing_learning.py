@@ -16,7 +16,7 @@ import pytest
 
 from bulk_issuer.pacing import DEFAULT_MARGIN, Pacer, Rate, ServerHints, read_hints
 from bulk_issuer.retry import retry_after
-from bulk_issuer.sandbox import Sandbox, SandboxConfig, run_sandbox
+from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
 from tests.conftest import most_in_server_windows, most_in_window
 
 pytestmark = pytest.mark.looptime
@@ -474,3 +474,54 @@ async def test_a_daily_quota_is_not_learned_as_a_pace() -> None:
     assert pacer.limit == Rate(10, 2.0)
     pacer.observe(429, {}, "Rate limit exceeded: 100 per 1 minute")
     assert pacer.limit == Rate(100, 60.0)
+
+
+async def test_a_storm_of_429s_that_state_no_limit_teaches_no_pace() -> None:
+    """Three seconds in which every request is refused (429, no limit, no Retry-After),
+    after a steady stretch at the limit: the retries after each pause go out nearly alone
+    and are refused too, which says nothing of the server's limit. The pacer keeps its pace
+    (it learned one request per window, for good, and the run crawled)."""
+    storm = ScriptedAnswer("issue", 429, body={"detail": "Too Many Requests"}, for_seconds=3.0)
+    config = SandboxConfig(rate=(50, 1.0), rate_model="fixed", latency=(0.005, 0.03), seed=13)
+    pacer = Pacer(Rate(50, 1.0))
+    async with run_sandbox(config) as sandbox:
+        await issue_all(sandbox, pacer, 200, workers=8)
+        config.scripted = [storm]
+        await issue_all(sandbox, pacer, 50, workers=8)
+        config.scripted = []
+        started = anyio.current_time()
+        await issue_all(sandbox, pacer, 250, workers=8)
+        took = anyio.current_time() - started
+    limit = pacer.limit
+    assert limit is not None
+    assert limit.requests >= 45
+    assert took < 250 / 45
+
+
+async def test_a_503_from_a_server_that_sends_rate_limit_headers_holds_no_one() -> None:
+    """A server that sends its window's reset on every answer, and a few 503s: a 503 is
+    sent again after its own backoff; the window's reset (a quota's, not the outage's) does
+    not pause every worker (each 503 held the whole run for a second or more)."""
+    import bulk_issuer
+
+    config = SandboxConfig(
+        rate=(50, 1.0),
+        rate_model="fixed",
+        ratelimit_headers="all",
+        fault_rate=0.04,
+        latency=(0.005, 0.03),
+        seed=5,
+    )
+    learners = [{"First Name": "L", "Email": f"l{i}@example.org"} for i in range(400)]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners,
+            badge_id=51,
+            auth=bulk_issuer.PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            rate="50/1s",
+        )
+    assert summary.issued == 400
+    assert sum(1 for r in sandbox.requests if r.status == 503) >= 3
+    # 9.5-10.7 s in ten runs; 13.3-18.1 s when each 503 paused every worker.
+    assert summary.elapsed < 400 / 50 * 1.5

@@ -41,8 +41,10 @@ __all__ = ["HOLD_WIDER", "RING", "WIDEN", "PaceState", "Window", "rate_limited",
 WIDEN = 1.15
 #: ... at most this many times the reporter's own gap ...
 MAX_WIDEN = 4.0
-#: ... for this many seconds after the last 429 (then each pacer's own gap rules again).
-HOLD_WIDER = 600.0
+#: ... for this many seconds after the last 429 (then each pacer's own gap rules again):
+#: two clean minutes, and a 429 that another client of the account caused no longer slows
+#: the account's runs.
+HOLD_WIDER = 120.0
 #: How many of the account's latest slots the store remembers for the window rule: a
 #: window of more requests than this is kept by the grid's spacing alone.
 RING = 64
@@ -130,9 +132,11 @@ def reserve(
         # this pacer spaces it alone (a run alone on an account starts as with no store).
         streak, mine = max(streak, alone + 1), True
     if mine and alone > 0 and streak > alone:
-        # Its pacer has seen every request of the last window: it spaced this one (a
-        # 429's pause and wider gap, which its pacer may not know of, still hold).
-        at = max(now, state.resume_at, state.last + (state.floor if widened else 0.0))
+        # Its pacer has seen every request of the last window: it spaced this one. A
+        # 429's pause, which its pacer may not know of, still holds; the wider gap does
+        # not: it holds processes back from each other, and this one is alone (its own
+        # 429s its pacer learns from, as with no store).
+        at = max(now, state.resume_at, state.last)
     else:
         # Another process's fence holds it; this pacer's own fence its pacer applied.
         at = max(now, state.tat, state.resume_at, -math.inf if mine else state.fence)

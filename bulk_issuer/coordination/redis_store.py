@@ -70,9 +70,7 @@ if alone > 0 and owner ~= '' and n > 0 and n <= RING then
 end
 local at
 if mine and alone > 0 and streak > alone then
-  local least = tonumber(s[6]) or 0
-  if now < untl then least = least + floor end
-  at = math.max(now, resume, least)
+  at = math.max(now, resume, tonumber(s[6]) or 0)
 else
   at = math.max(now, tat, resume)
   if not mine then at = math.max(at, tonumber(s[8]) or 0) end
