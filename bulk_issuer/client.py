@@ -705,7 +705,15 @@ def _parse(text: str, hide: Callable[[str], str]) -> Any:
             body = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return text
-        return _hide_strings(body, hide) if "\\" in text else body
+        if "\\" not in text:
+            return body
+        # Walked only if a secret is there once decoded: the decoded strings, as JSON
+        # writes them unescaped (in C), are masked as one text first.
+        try:
+            decoded = _dumps(body)
+        except (ValueError, RecursionError):
+            return _hide_strings(body, hide)
+        return body if hide(decoded) == decoded else _hide_strings(body, hide)
     return text
 
 
