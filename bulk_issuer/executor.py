@@ -183,29 +183,21 @@ def remember(ctx: Context, row: Row, badge_id: int, done: Outcome) -> None:
     needing no request: holding the badge before, or issued by an earlier run's send."""
     learner = row.learner
     assert learner is not None
-    if done.status is Status.HELD:
-        ctx.journal.mark(
-            badge_id,
-            learner.key,
-            State.HELD,
-            row=row.number,
-            email=learner.email,
-            fields=row.fields,
-            reason=done.reason,
-            assertion_id=done.assertion_id,
-        )
-    elif done.status is Status.ISSUED:
-        ctx.journal.mark(
-            badge_id,
-            learner.key,
-            State.ISSUED,
-            row=row.number,
-            email=learner.email,
-            fields=None,  # stored with the earlier run's send
-            reason=done.reason,
-            assertion_id=done.assertion_id,
-            flags=VERIFIED,
-        )
+    if done.status not in (Status.HELD, Status.ISSUED):
+        return
+    issued = done.status is Status.ISSUED
+    ctx.journal.mark(
+        badge_id,
+        learner.key,
+        State.ISSUED if issued else State.HELD,
+        row=row.number,
+        email=learner.email,
+        # An earlier run's send stored the row with it; a holder is stored now.
+        fields=None if issued else row.fields,
+        reason=done.reason,
+        assertion_id=done.assertion_id,
+        flags=VERIFIED if issued else None,
+    )
 
 
 async def claim(ctx: Context, job: Job) -> Outcome | bool:

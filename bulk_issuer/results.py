@@ -29,16 +29,12 @@ _REASON: Final = "reason"
 _OVERFLOW_PREFIX: Final = "(column "
 
 
-class _CsvFile:
-    """A CSV file written row by row and flushed after each, so a crash loses at most one."""
+class _ResultsFile:
+    """A results file written record by record and flushed after each, so a crash loses
+    at most one; closed by `close()` or its `with` block."""
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        encoding: str,
-        delimiter: str,
-        append: bool = False,
+        self, path: str | os.PathLike[str], *, encoding: str, append: bool = False
     ) -> None:
         self.path = os.fspath(path)
         self.count = 0
@@ -46,23 +42,11 @@ class _CsvFile:
         self._file: IO[str] | None = open(  # noqa: SIM115 - closed by close() / __exit__
             self.path, "a" if append else "w", encoding=encoding, newline=""
         )
-        self._writer = csv.writer(self._file, delimiter=delimiter, lineterminator="\r\n")
 
-    def _write(self, cells: Sequence[str]) -> None:
+    def _open(self) -> IO[str]:
         if self._file is None:
             raise ValueError(f"{self.path} is closed; open a new writer to add rows")
-        safe = [neutralise(cell) for cell in cells]
-        try:
-            self._writer.writerow(safe)
-        except UnicodeEncodeError:
-            # Only values that did not come from this file's own encoding can get here
-            # (csv writes a whole row in one call, so nothing was written yet).
-            self._writer.writerow([self._safe(cell) for cell in safe])
-        self._file.flush()
-
-    def _safe(self, text: str) -> str:
-        """Text of our own (a reason) made writable in the file's encoding."""
-        return text.encode(self._encoding, "replace").decode(self._encoding)
+        return self._file
 
     def close(self) -> None:
         """Close the file; safe to call twice."""
@@ -80,6 +64,36 @@ class _CsvFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _CsvFile(_ResultsFile):
+    """A CSV results file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encoding: str,
+        delimiter: str,
+        append: bool = False,
+    ) -> None:
+        super().__init__(path, encoding=encoding, append=append)
+        self._writer = csv.writer(self._open(), delimiter=delimiter, lineterminator="\r\n")
+
+    def _write(self, cells: Sequence[str]) -> None:
+        file = self._open()
+        safe = [neutralise(cell) for cell in cells]
+        try:
+            self._writer.writerow(safe)
+        except UnicodeEncodeError:
+            # Only values that did not come from this file's own encoding can get here
+            # (csv writes a whole row in one call, so nothing was written yet).
+            self._writer.writerow([self._safe(cell) for cell in safe])
+        file.flush()
+
+    def _safe(self, text: str) -> str:
+        """Text of our own (a reason) made writable in the file's encoding."""
+        return text.encode(self._encoding, "replace").decode(self._encoding)
 
 
 class FailuresWriter(_CsvFile):
@@ -136,7 +150,7 @@ class FailuresWriter(_CsvFile):
         self.count += 1
 
 
-class FailuresLinesWriter:
+class FailuresLinesWriter(_ResultsFile):
     """The rows that were not issued, as JSON Lines: one object per row, `row` and
     `reason` first, then that row's own keys and values.
 
@@ -150,11 +164,7 @@ class FailuresLinesWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self.count = 0
-        self._file: IO[str] | None = open(  # noqa: SIM115 - closed by close() / __exit__
-            self.path, "w", encoding="utf-8", newline=""
-        )
+        super().__init__(path, encoding="utf-8")
 
     def write(self, row: Row, reason: str) -> None:
         """Add one row that was not issued, with the reason a person can act on."""
@@ -162,8 +172,7 @@ class FailuresLinesWriter:
 
     def write_fields(self, row_number: int, fields: Mapping[str, str], reason: str) -> None:
         """Add one row from its number and its input values."""
-        if self._file is None:
-            raise ValueError(f"{self.path} is closed; open a new writer to add rows")
+        file = self._open()
         keys = list(fields)
         if failures_file_columns(keys):  # a failures file fed back: its own row and reason
             keys = keys[2:]
@@ -173,26 +182,9 @@ class FailuresLinesWriter:
             _REASON if _REASON not in taken else "bulk-issuer reason": reason,
         }
         record.update((key, fields[key]) for key in keys)
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        file.flush()
         self.count += 1
-
-    def close(self) -> None:
-        """Close the file; safe to call twice."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SuccessWriter(_CsvFile):

@@ -118,6 +118,23 @@ def most_in_server_windows(
     return most_in_window(ordered, period)
 
 
+#: The sandbox's PAT.
+SANDBOX_PAT = "sandbox-demo-pat"
+
+
+def only_pat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's PAT in the environment, and no other credential or base URL (for a
+    command-line test's autouse fixture)."""
+    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NAVIGATR_PAT", SANDBOX_PAT)
+
+
+def issue_count(sandbox: Sandbox) -> int:
+    """Issue calls the sandbox received."""
+    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+
+
 def write_cohort(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     """A Navigatr-template CSV."""
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 
 from bulk_issuer.cli import main
-from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer
-from tests.conftest import child_argv, good_rows, issue_args, sandbox_thread, write_cohort
+from bulk_issuer.sandbox import SandboxConfig, ScriptedAnswer
+from tests.conftest import (
+    child_argv,
+    good_rows,
+    issue_args,
+    issue_count,
+    only_pat,
+    sandbox_thread,
+    write_cohort,
+)
 
 PAT = "sandbox-demo-pat"
 FAST = ["--rate", "none"]
@@ -27,15 +35,7 @@ CATEGORIES = ("issued", "already held", "done earlier", "failed", "invalid", "un
 
 @pytest.fixture(autouse=True)
 def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PAT in the environment, nothing else."""
-    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NAVIGATR_PAT", PAT)
-
-
-def issue_count(sandbox: Sandbox) -> int:
-    """Issue calls the sandbox received."""
-    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+    only_pat(monkeypatch)
 
 
 def counts(text: str) -> dict[str, int]:

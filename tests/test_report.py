@@ -16,24 +16,22 @@ from pathlib import Path
 import pytest
 
 from bulk_issuer.cli import main
-from bulk_issuer.sandbox import Sandbox, SandboxConfig
-from tests.conftest import good_rows, issue_args, sandbox_thread, write_cohort
+from bulk_issuer.sandbox import SandboxConfig
+from tests.conftest import (
+    good_rows,
+    issue_args,
+    issue_count,
+    only_pat,
+    sandbox_thread,
+    write_cohort,
+)
 
-PAT = "sandbox-demo-pat"
 FAST = ["--rate", "none"]
 
 
 @pytest.fixture(autouse=True)
 def _pat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PAT in the environment, nothing else."""
-    for name in ("NAVIGATR_USER", "NAVIGATR_PASS", "NAVIGATR_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NAVIGATR_PAT", PAT)
-
-
-def issue_count(sandbox: Sandbox) -> int:
-    """Issue calls the sandbox received."""
-    return sum(1 for r in list(sandbox.requests) if r.kind == "issue")
+    only_pat(monkeypatch)
 
 
 def report(*argv: str) -> tuple[int, dict[str, object]]:
