@@ -21,6 +21,7 @@ whole list. Anything less is "cannot tell" (`Lookup(held=None)`), never "not hel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,7 +240,7 @@ class AssertionLookup:
             if isinstance(answer, str):
                 holders.note = answer
                 return holders
-            page = _read_page(answer)
+            page = _read_page(answer, badge_id)
             if isinstance(page, str):
                 holders.note = f"page {paging.number}: {page}"
                 return holders
@@ -275,8 +276,13 @@ class AssertionLookup:
         return reason
 
 
-def _read_page(answer: Answer) -> _Page | str:
-    """The page in the documented shape, or why it is not one."""
+def _read_page(answer: Answer, badge_id: int) -> _Page | str:
+    """The page in the documented shape, or why it is not one.
+
+    An item naming another badge (a server that ignores the `badge_id` filter lists the
+    account's assertions of every badge) counts for the paging but holds nothing of ours;
+    an item naming none is taken as the filtered badge's.
+    """
     body: Any = answer.body
     if isinstance(body, str):
         shown = answer.detail if "<" in body else body[:60]
@@ -292,18 +298,37 @@ def _read_page(answer: Answer) -> _Page | str:
         if not isinstance(item, dict) or "recipient_email" not in item:
             return "an item of the assertions list has no recipient_email"
         email = item.get("recipient_email")
+        badge = _badge_of(item)
+        if badge is _UNREADABLE:
+            shown = repr(item.get("badge_id"))[:40]
+            return f"an item of the assertions list has a badge_id that is not a number ({shown})"
         status = str(item.get("status") or "").lower()
         held_id = item.get("id")
         read.append(
             (
                 normalised_email(email) if isinstance(email, str) and email.strip() else "",
                 None if held_id is None else str(held_id),
-                status not in _NOT_HELD,
+                status not in _NOT_HELD and badge in (None, badge_id),
             )
         )
     return _Page(
         read, _count(body.get("size")), _count(body.get("pages")), _count(body.get("total"))
     )
+
+
+_UNREADABLE = -1
+
+
+def _badge_of(item: dict[str, Any]) -> int | None:
+    """The badge an item names (None: it names none), or `_UNREADABLE`."""
+    value = item.get("badge_id")
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,15}\s*", value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return _UNREADABLE
 
 
 def _count(value: object) -> int | None:

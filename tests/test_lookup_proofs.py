@@ -19,7 +19,9 @@ from aiohttp.test_utils import TestServer
 
 import bulk_issuer
 from bulk_issuer import PersonalAccessToken, Status
+from bulk_issuer.client import Answer
 from bulk_issuer.events import Event, HoldersLoaded
+from bulk_issuer.lookups import _read_page
 from bulk_issuer.outcomes import Outcome, Summary
 from bulk_issuer.sandbox import SandboxConfig, ScriptedAnswer, run_sandbox
 
@@ -331,3 +333,56 @@ async def test_a_documented_list_still_settles_the_lost_reply(commit_first: bool
     assert server.issue_calls == (3 if commit_first else 4)
     loaded = recorder.holders()
     assert (loaded.holders, loaded.complete, loaded.note) == (131, True, None)
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("lost_reply", [False, True])
+async def test_an_assertion_of_another_badge_is_not_this_badge_held(lost_reply: bool) -> None:
+    """A server that ignores the `badge_id` filter lists the account's assertions of every
+    badge. A learner holding only another badge (3425) is not "already held" for badge 51:
+    every learner gets badge 51 once, and a lost reply is settled by what badge 51 shows."""
+    config = SandboxConfig(
+        lookup_shape="ignore_badge_filter",
+        scripted=[DROPPED_REPLY] if lost_reply else [],
+        rate=None,
+    )
+    learners = cohort(6)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        sandbox.preload(3425, [row["Email"] for row in learners])
+        sandbox.preload(51, [learners[5]["Email"]])
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=AUTH, base_url=sandbox.url, on_event=recorder
+        )
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
+    assert (summary.issued, summary.already_held, summary.unconfirmed) == (5, 1, 0)
+    assert len(recorder.verified()) == (1 if lost_reply else 0)
+    loaded = recorder.holders()
+    assert (loaded.holders, loaded.complete) == (1, True)
+
+
+@pytest.mark.parametrize(
+    ("badge", "holds"),
+    [(51, True), ("51", True), (None, True), (3425, False), (" 3425 ", False)],
+)
+def test_an_item_holds_the_badge_only_if_it_names_this_badge_or_none(
+    badge: object, holds: bool
+) -> None:
+    """The item's own `badge_id` decides, whether a number or a numeric string."""
+    item: dict[str, Any] = {"id": 7, "recipient_email": "a@example.org", "status": "Claimed"}
+    if badge is not None:
+        item["badge_id"] = badge
+    page = _read_page(Answer(200, {"items": [item], "total": 1, "pages": 1}, {}), 51)
+    assert not isinstance(page, str)
+    assert page.items == [("a@example.org", "7", holds)]
+
+
+@pytest.mark.parametrize("badge", ["51; DROP", {"id": 51}, 51.5, True, "9" * 5000])
+def test_an_item_naming_a_badge_unreadably_makes_its_page_prove_nothing(badge: object) -> None:
+    """Neither ours nor another's can be told: the page is not read (nothing proved)."""
+    item = {"id": 7, "recipient_email": "a@example.org", "badge_id": badge}
+    page = _read_page(Answer(200, {"items": [item]}, {}), 51)
+    assert isinstance(page, str)
+    assert "badge_id that is not a number" in page
+    assert len(page) < 200

@@ -48,6 +48,7 @@ LookupShape = Literal[
     "ignore_email_filter",
     "lagging_filter",
     "unfiltered_no_counts",
+    "ignore_badge_filter",
 ]
 LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "items",
@@ -61,6 +62,7 @@ LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "ignore_email_filter",
     "lagging_filter",
     "unfiltered_no_counts",
+    "ignore_badge_filter",
 )
 
 # The documented defaults (README): user demo@example.com / demo-password, PAT sandbox-demo-pat.
@@ -208,7 +210,9 @@ class SandboxConfig:
             ``lagging_filter`` (a lookup by address lists no items, though its ``total``
             and ``pages`` count the learner's assertions: an index that lags), or
             ``unfiltered_no_counts`` (the filter is ignored, and a page says only its
-            items and its number: no ``size``, ``pages`` or ``total``).
+            items and its number: no ``size``, ``pages`` or ``total``), or
+            ``ignore_badge_filter`` (the ``badge_id`` filter is ignored: the account's
+            assertions of every badge come back, each naming its own ``badge_id``).
         lookup_max_size: the largest page a lookup answers, whatever size was asked for
             (the answer's ``size`` says so); None is the documented 100.
         trickle: kind -> seconds between bytes: the request is handled (committed) first,

@@ -206,6 +206,8 @@ async def lookup(request: web.Request) -> web.Response:
         size = min(size, config.lookup_max_size)
 
     unfiltered = shape in ("ignore_email_filter", "unfiltered_no_counts")
+    if shape == "ignore_badge_filter":
+        badge_id = None
     email = None if unfiltered else query.get("recipient_email")
     wanted_email = email.casefold() if email is not None else None
     status = query.get("status")
