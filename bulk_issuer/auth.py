@@ -77,8 +77,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def sendable(credential: str) -> bool:
-    """Whether a token can go in an HTTP header: no control character (CR, LF, NUL...)."""
-    return _CONTROL.search(credential) is None
+    """Whether a token can go in an HTTP header: no control character (CR, LF, NUL...),
+    and no lone surrogate (half of a character, which no encoding can write)."""
+    if _CONTROL.search(credential) is not None:
+        return False
+    try:
+        credential.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class PersonalAccessToken:
@@ -106,7 +113,8 @@ class PersonalAccessToken:
         self.token = Secret(value)
         if not sendable(value):
             raise ValueError(
-                "the Personal Access Token holds a control character, which no header can "
+                "the Personal Access Token holds a control character (or an unpaired "
+                "surrogate), which no header can "
                 "carry: copy it again from Navigatr's User Settings"
             )
         self.header: PatHeader = header

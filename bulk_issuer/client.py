@@ -64,8 +64,11 @@ _MAX_BODY = 4 << 20
 #: A wait this long is shown to the operator at the default verbosity.
 _LONG_WAIT = 10.0
 
-_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"<[^>]*>")
+_TITLE_OPEN = re.compile("<title>", re.IGNORECASE)
+_TITLE_CLOSE = re.compile("</title>", re.IGNORECASE)
+# A tag, up to the next `<` at most: each character is scanned once, whatever the page
+# (`<[^>]*>` rescans the rest of the page from every `<` with no `>` after it).
+_HTML_TAG = re.compile(r"<[^<>]*>")
 
 
 class TransportError(Exception):
@@ -98,13 +101,16 @@ def _as_is(text: str) -> str:
 class Answer:
     """One HTTP answer: status, parsed body (JSON or text) and headers.
 
+    The body is as the server sent it (a secret it echoes included): read it to decide,
+    never to write out; `detail` and `shown` are the texts to write.
+
     Args:
         hide: masks the secrets the client knows; `detail` passes its text through it
             last, after every step that could change how a secret is spelled.
     """
 
     status: int
-    body: Any
+    body: Any = field(repr=False)
     headers: Mapping[str, str] = field(repr=False)
     hide: Callable[[str], str] = field(default=_as_is, repr=False, compare=False)
 
@@ -118,19 +124,27 @@ class Answer:
             problems = (_problem(item) for item in detail[:_MOST_PROBLEMS])
             text = "; ".join(problem for problem in problems if problem)
         else:
-            text = _text(detail)
+            # Masked before the tidying too: dropping a tag can split a secret apart.
+            text = self.hide(_text(detail))
             if "<" in text and ">" in text:
                 # A proxy's HTML error page: its title says it, the markup does not; its
                 # entities are read (a secret it echoes may be spelled with any).
-                title = _HTML_TITLE.search(text)
-                text = html.unescape(title.group(1) if title else _HTML_TAG.sub(" ", text))
+                title = _title(text)
+                text = html.unescape(title if title is not None else _HTML_TAG.sub(" ", text))
         # Collapsing whitespace and dropping tags can join a secret's pieces: masked after.
         text = self.hide(" ".join(text.split()))
         return text[:_DETAIL_LENGTH] or f"HTTP {self.status}"
 
+    def shown(self, value: object, length: int | None = None) -> str:
+        """A value of the body as text to write out (a message, the journal, a results
+        file): secrets masked before it is cut to `length` characters (200 by default)."""
+        return self.hide(_text(value))[: length or _SHOWN_LENGTH]
+
 
 #: The most of a server's explanation kept for messages, outcomes and the journal.
 _DETAIL_LENGTH = 300
+#: The most of any other value of an answer written out (an assertion's id, a name).
+_SHOWN_LENGTH = 200
 
 #: The most entries of a validation list read, and of one entry's `loc`: enough to say
 #: what is wrong, and a bound on the work for a list of a million.
@@ -147,6 +161,14 @@ def _problem(item: object) -> str:
     where = ".".join(_text(place) for place in places if place != "body")
     what = _text(item["msg"]) if "msg" in item else _text(item)
     return f"{where}: {what}" if where else what
+
+
+def _title(page: str) -> str | None:
+    """The text of an HTML page's first `<title>`, if it has one: found by two scans (one
+    pattern for both would rescan the page from each `<title>` it holds)."""
+    start = _TITLE_OPEN.search(page)
+    end = _TITLE_CLOSE.search(page, start.end()) if start else None
+    return page[start.end() : end.start()] if start and end else None
 
 
 def _text(value: object) -> str:
@@ -426,7 +448,7 @@ class NavigatrClient:
                 timeout=self._timeout,
             ) as response:
                 raw = await _read_body(response)
-                body = _parse(raw.decode("utf-8", "replace"), self.hide)
+                body = _parse(raw.decode("utf-8", "replace"))
                 answer = Answer(response.status, body, response.headers, self.hide)
         except aiohttp.ConnectionTimeoutError as exc:
             raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
@@ -650,8 +672,8 @@ class NavigatrClient:
                 if not sendable(token):
                     raise UnavailableError(
                         f"the token endpoint at {self.host} answered a token that no header "
-                        "can carry (it holds a control character); check the API's address "
-                        "(--base-url or NAVIGATR_BASE_URL), or rerun later",
+                        "can carry (a control character, or an unpaired surrogate); check the "
+                        "API's address (--base-url or NAVIGATR_BASE_URL), or rerun later",
                         host=self.host,
                     )
                 self._token_form = form
@@ -692,53 +714,21 @@ def _as_unavailable(answer: Answer) -> Answer:
     return Answer(503, answer.body, answer.headers, answer.hide)
 
 
-def _parse(text: str, hide: Callable[[str], str]) -> Any:
-    """The body: JSON if it parses, else the text; every string in it masked by `hide`.
+def _parse(text: str) -> Any:
+    """The body: JSON if it parses, else the text, as the server sent it.
 
-    Masked before decoding and again after: JSON may spell a secret in ways no list of
-    spellings covers (`\\/`, any character as `\\u00XX`), and once decoded it is the
-    secret itself. A text without a backslash decodes to its own characters.
+    Nothing in it is masked: what the run decides by (an assertion's address, a login's
+    token, a list's items) must be what the server said, and a secret as short as a word
+    of it would otherwise rewrite it (`example` in every `@example.org`). What is written
+    out of it is masked where it is taken: `Answer.detail`, and `Answer.shown` for any
+    other value.
     """
-    text = hide(text)
     if text.lstrip()[:1] in ("{", "["):
         try:
-            body = json.loads(text)
+            return json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
             return text
-        if "\\" not in text:
-            return body
-        # Walked only if a secret is there once decoded: the decoded strings, as JSON
-        # writes them unescaped (in C), are masked as one text first.
-        try:
-            decoded = _dumps(body)
-        except (ValueError, RecursionError):
-            return _hide_strings(body, hide)
-        return body if hide(decoded) == decoded else _hide_strings(body, hide)
     return text
-
-
-def _hide_strings(body: Any, hide: Callable[[str], str]) -> Any:
-    """Decoded JSON with `hide` applied to every string in it, keys too (in place)."""
-    # A loop, not recursion: a body may be nested as deep as the decoder allows.
-    todo = [body]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                if isinstance(item, str):
-                    node[index] = hide(item)
-                elif isinstance(item, list | dict):
-                    todo.append(item)
-        elif isinstance(node, dict):
-            for key, item in list(node.items()):
-                if isinstance(item, str):
-                    node[key] = hide(item)
-                elif isinstance(item, list | dict):
-                    todo.append(item)
-                hidden = hide(key)
-                if hidden != key:
-                    node[hidden] = node.pop(key)
-    return body
 
 
 #: A secret at least this long is also masked where an echo cut it short (a server that
@@ -752,17 +742,17 @@ def mask(text: str, secrets: list[str]) -> str:
 
     Each secret is masked as it is, JSON-escaped (Python's, PHP's `\\/`, Go's `\\u0026`,
     every character as `\\uXXXX`), HTML-escaped and form-encoded: the ways an echo of a
-    request body or header can spell it (a JSON answer is masked again once decoded,
-    whatever its escapes: `_parse`). The first (the credential itself, a PAT or a
-    password) is masked cut short too, when it is long; not the login tokens after it:
-    every JWT starts with the same characters, and a new token would be masked out of its
-    own login answer.
+    request body or header can spell it. A long one (a PAT, a password, a login token) is
+    masked cut short too, from its first characters to the end of the word: a server, or
+    aiohttp's own message about a header too long, may quote only its start. (A JWT's
+    start is the same for every token: text that holds another one loses it too, which
+    errs the safe way.)
     """
-    for position, secret in enumerate(secrets):
+    for secret in secrets:
         for form in _spellings(secret):
             if form in text:
                 text = text.replace(form, "********")
-        if position == 0 and len(secret) >= _ECHOED_PREFIX and secret[:_ECHOED_PREFIX] in text:
+        if len(secret) >= _ECHOED_PREFIX and secret[:_ECHOED_PREFIX] in text:
             text = _cut_short(secret).sub("********", text)
     return text
 
@@ -789,8 +779,9 @@ def _spellings(secret: str) -> tuple[str, ...]:
         html.escape(secret),
         html.escape(secret, quote=False),
         *(_entities(secret, style) for style in _ENTITY_STYLES),
-        quote_plus(secret),
-        quote(secret, safe=""),
+        # A lone surrogate (a token a server made up) is spelled as its UTF-8 bytes would be.
+        quote_plus(secret, errors="surrogatepass"),
+        quote(secret, safe="", errors="surrogatepass"),
     }
     return tuple(sorted(forms, key=len, reverse=True))
 

@@ -386,7 +386,7 @@ class BadgeIssuer:
                 checked = True  # a JSON object: a page (a proxy's, say) checks nothing
                 badge.exists = True
                 name = answer.body.get("name")
-                badge.name = str(name)[:200] if name else None
+                badge.name = answer.shown(name) if name else None
             else:
                 # This API does not answer for badges: check the credentials another way;
                 # the first issue call will say whether the badge exists.

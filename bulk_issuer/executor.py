@@ -492,7 +492,7 @@ async def _exchange_loop(
         return flow.answered(
             outcome.status,
             outcome.detail,
-            assertion_id=None if assertion is None else str(assertion),
+            assertion_id=None if assertion is None else outcome.shown(assertion),
             badge_confirmed=badge.confirmed or badge.exists,
         )
 

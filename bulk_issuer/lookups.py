@@ -285,13 +285,13 @@ def _read_page(answer: Answer, badge_id: int) -> _Page | str:
     """
     body: Any = answer.body
     if isinstance(body, str):
-        shown = answer.detail if "<" in body else body[:60]
+        shown = answer.detail if "<" in body else answer.shown(body, 60)
         return f"the assertions list answered with text, not JSON ({shown!r})"
     if not isinstance(body, dict):
         return f"the assertions list answered a JSON {type(body).__name__}, not an object"
     items = body.get("items")
     if not isinstance(items, list):
-        keys = ", ".join(sorted(str(k) for k in body)[:8])
+        keys = answer.shown(", ".join(sorted(str(k) for k in body)[:8]))
         return f"the assertions list has no 'items' list (keys: {keys})"
     read: list[tuple[str, str | None, bool]] = []
     for item in items:
@@ -300,14 +300,14 @@ def _read_page(answer: Answer, badge_id: int) -> _Page | str:
         email = item.get("recipient_email")
         badge = _badge_of(item)
         if badge is _UNREADABLE:
-            shown = repr(item.get("badge_id"))[:40]
+            shown = answer.shown(repr(item.get("badge_id")), 40)
             return f"an item of the assertions list has a badge_id that is not a number ({shown})"
         status = str(item.get("status") or "").lower()
         held_id = item.get("id")
         read.append(
             (
                 normalised_email(email) if isinstance(email, str) and email.strip() else "",
-                None if held_id is None else str(held_id),
+                None if held_id is None else answer.shown(held_id),
                 status not in _NOT_HELD and badge in (None, badge_id),
             )
         )

@@ -386,3 +386,34 @@ def test_an_item_naming_a_badge_unreadably_makes_its_page_prove_nothing(badge: o
     assert isinstance(page, str)
     assert "badge_id that is not a number" in page
     assert len(page) < 200
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("password", [False, True])
+async def test_a_secret_that_is_a_word_of_the_answers_changes_no_decision(password: bool) -> None:
+    """The credential is `example` and the learners are `@example.org`: masking is for
+    what is written, not for what the run reads. The holder found by the list is not sent
+    again, and the learner whose reply was lost is found holding it, not sent again."""
+    secret = "example"
+    auth: bulk_issuer.Auth = (
+        bulk_issuer.PasswordAuth("demo@example.com", secret)
+        if password
+        else PersonalAccessToken(secret)
+    )
+    config = SandboxConfig(
+        users={"demo@example.com": secret},
+        pats=frozenset({secret}),
+        scripted=[DROPPED_REPLY],
+        rate=None,
+    )
+    learners = cohort(4)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        sandbox.preload(51, [learners[0]["Email"]])
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=auth, base_url=sandbox.url, on_event=recorder
+        )
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
+    assert (summary.issued, summary.already_held, summary.unconfirmed) == (3, 1, 0)
+    assert len(recorder.verified()) == 1

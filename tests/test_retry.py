@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import random
+import time
 from email.utils import formatdate
 
 import pytest
@@ -325,7 +326,8 @@ def test_a_secret_json_escaped_any_way_is_masked_once_decoded(
     secret: str, escape: list[bool]
 ) -> None:
     """However a JSON answer escapes a secret (any of its characters as `\\uXXXX`, a `/`
-    as `\\/`), no string of the decoded body holds it, and neither does its detail."""
+    as `\\/`), neither its detail nor any of its values written out holds it; the body
+    itself is what the server said."""
     from bulk_issuer.client import Answer, _parse, mask
 
     def hide(text: str) -> str:
@@ -335,9 +337,13 @@ def test_a_secret_json_escaped_any_way_is_masked_once_decoded(
     raw = '{"detail": [{"loc": ["body", "%s"], "msg": "token %s refused"}], "%s": 1}' % (
         (spelled,) * 3
     )
-    answer = Answer(422, _parse(raw, hide), {}, hide)
-    assert not any(secret in text for text in strings_in(answer.body))
+    answer = Answer(422, _parse(raw), {}, hide)
+    assert answer.body == json.loads(raw)
     assert secret not in answer.detail
+    assert repr(answer) == "Answer(status=422)"  # no body, no headers
+    for text in strings_in(answer.body):
+        assert secret not in answer.shown(text, 1000)
+    assert secret not in answer.shown(answer.body, 10_000)
 
 
 def test_detail_masks_a_secret_its_own_tidying_joins() -> None:
@@ -375,9 +381,10 @@ def test_a_secret_html_escaped_as_templates_do_is_masked(escaped: str, page: boo
         if page
         else f"login refused: password={escaped}"
     )
-    answer = Answer(401, _parse(raw, hide), {}, hide)
-    assert escaped not in str(answer.body)
+    answer = Answer(401, _parse(raw), {}, hide)
+    assert answer.body == raw
     assert secret not in answer.detail
+    assert escaped not in answer.shown(answer.body, 1000)
     assert escaped not in answer.detail
 
 
@@ -405,7 +412,7 @@ def test_any_json_answer_has_a_readable_detail(
         {"detail": [{"loc": loc}, {"msg": msg}]},
     ]
     for body in bodies:
-        for answer in (Answer(status, body, {}), Answer(status, _parse(json.dumps(body), str), {})):
+        for answer in (Answer(status, body, {}), Answer(status, _parse(json.dumps(body)), {})):
             detail = answer.detail
             assert isinstance(detail, str)
             assert 0 < len(detail) <= 300
@@ -435,3 +442,49 @@ def test_a_validation_list_of_any_shape_reads_as_one_line(problems: object, expe
     from bulk_issuer.client import Answer
 
     assert Answer(422, {"detail": problems}, {}).detail == expected
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<html><title>" * 300_000,  # every <title> opens, none closes
+        ">" + "<" * 1_000_000,  # every < opens a tag, none closes
+        "<p " * 400_000 + ">",
+    ],
+)
+def test_the_detail_of_a_huge_page_is_read_in_one_pass(page: str) -> None:
+    """Pages built so that a backtracking pattern rescans them from every `<`: read in a
+    time that grows with the page, not with its square (hours for these 1-4 MB pages)."""
+    from bulk_issuer.client import Answer
+
+    started = time.perf_counter()
+    detail = Answer(400, page, {}).detail
+    assert time.perf_counter() - started < 5.0
+    assert 0 < len(detail) <= 300
+
+
+def test_a_login_token_echoed_cut_short_is_masked() -> None:
+    """A server that quotes the first characters of the token it refused, or aiohttp's own
+    message quoting a header too long: no 12 characters of the token in a row remain."""
+    from bulk_issuer.client import mask
+
+    token = "opaque-session-token-" + "Q7x" * 7
+    for text in (
+        f"Could not validate token {token[:24]}...",
+        f"Got more than 8190 bytes when reading: b'Bearer {token[:90]}",
+    ):
+        masked = mask(text, ["the-password", token])
+        assert token[:12] not in masked
+        assert "********" in masked
+
+
+def test_a_token_with_an_unpaired_surrogate_is_refused_and_masked_without_error() -> None:
+    """No header can carry half a character: the token is refused (the run stops with
+    exit 4, as for a control character), and masking it never raises."""
+    from bulk_issuer.auth import sendable
+    from bulk_issuer.client import mask
+
+    token = "SURROGATETOKENabc\ud800def"
+    assert not sendable(token)
+    assert sendable("token-\u00e9\u0085-ok")
+    assert mask(f"refused {token}", [token]) == "refused ********"
