@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import bulk_issuer
-from bulk_issuer import PersonalAccessToken, Status
+from bulk_issuer import PasswordAuth, PersonalAccessToken, Status
 from bulk_issuer.client import Answer
 from bulk_issuer.events import Event, HoldersLoaded
 from bulk_issuer.lookups import _read_page
@@ -395,10 +395,8 @@ async def test_a_secret_that_is_a_word_of_the_answers_changes_no_decision(passwo
     what is written, not for what the run reads. The holder found by the list is not sent
     again, and the learner whose reply was lost is found holding it, not sent again."""
     secret = "example"
-    auth: bulk_issuer.Auth = (
-        bulk_issuer.PasswordAuth("demo@example.com", secret)
-        if password
-        else PersonalAccessToken(secret)
+    auth: PasswordAuth | PersonalAccessToken = (
+        PasswordAuth("demo@example.com", secret) if password else PersonalAccessToken(secret)
     )
     config = SandboxConfig(
         users={"demo@example.com": secret},
