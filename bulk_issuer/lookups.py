@@ -205,10 +205,20 @@ class AssertionLookup:
         if self.unavailable is not None:
             return Lookup(None, why=self.unavailable)
         key = normalised_email(email)
-        holders = None if self._unfiltered else await self._read(badge_id, email)
-        if holders is None or self._unfiltered:
-            # The filter is ignored (seen now or before): only the whole list can tell.
-            holders = await self._read(badge_id)
+        if not self._unfiltered:
+            doubt: str | None = None
+            for spelling in _spellings(email):
+                holders = await self._read(badge_id, spelling)
+                if key in holders.held:
+                    return Lookup(True, holders.held[key])
+                if self._unfiltered:
+                    break
+                if not holders.complete and doubt is None:
+                    doubt = holders.note or "the assertions list could not be read whole"
+            else:
+                return Lookup(False) if doubt is None else Lookup(None, why=doubt)
+        # The filter is ignored (seen now or before): only the whole list can tell.
+        holders = await self._read(badge_id)
         if key in holders.held:
             return Lookup(True, holders.held[key])
         if holders.complete:
@@ -314,6 +324,17 @@ def _read_page(answer: Answer, badge_id: int) -> _Page | str:
     return _Page(
         read, _count(body.get("size")), _count(body.get("pages")), _count(body.get("total"))
     )
+
+
+def _spellings(email: str) -> list[str]:
+    """The spellings of an address the filter is asked for, each until one finds it: as
+    typed, as the learner's key (lower case), and with only the domain lower-cased. A
+    server may store an address in any of them and compare exactly (SQL's `=`); "not
+    held" needs every one of them to say so."""
+    typed = email.strip()
+    local, at, domain = typed.rpartition("@")
+    forms = [typed, normalised_email(typed), f"{local}{at}{domain.lower()}" if at else typed]
+    return list(dict.fromkeys(forms))
 
 
 _UNREADABLE = -1

@@ -415,3 +415,24 @@ async def test_a_secret_that_is_a_word_of_the_answers_changes_no_decision(passwo
     assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
     assert (summary.issued, summary.already_held, summary.unconfirmed) == (3, 1, 0)
     assert len(recorder.verified()) == 1
+
+
+@pytest.mark.looptime
+async def test_a_filter_that_compares_exactly_is_asked_every_spelling_of_the_address() -> None:
+    """The server keeps addresses in lower case and filters with `=`: the lookup by the
+    address as typed (`Learner0@Example.ORG`) finds nothing, though the learner holds the
+    badge. Its lower-case spelling finds it: the learner whose reply was lost is not sent
+    again."""
+    config = SandboxConfig(
+        lookup_shape="lowercase_exact_filter", scripted=[DROPPED_REPLY], rate=None
+    )
+    learners = [{"First Name": "Learner0", "Email": "Learner0@Example.ORG"}, *cohort(3, 1)]
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=AUTH, base_url=sandbox.url, on_event=recorder
+        )
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
+    assert (summary.issued, summary.unconfirmed) == (4, 0)
+    assert [o.email for o in recorder.verified()] == ["Learner0@Example.ORG"]

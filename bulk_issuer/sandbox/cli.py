@@ -16,7 +16,8 @@ faults (``--fault-rate``, ``--drop-after-rate``, ...) it can play an adversarial
   (issuing to a learner who holds the badge answers 409 and creates nothing).
 - ``--lookup-shape SHAPE`` (the assertion lookup answers in another shape: bare_list,
   data, results, email_key, html, no_pages, pages_na, ignore_email_filter,
-  lagging_filter, unfiltered_no_counts, ignore_badge_filter) and
+  lagging_filter, unfiltered_no_counts, ignore_badge_filter,
+  lowercase_exact_filter) and
   ``--lookup-max-size N`` (pages never larger than N, whatever was asked).
 - ``--trickle KIND:SECONDS`` (the answer's body one byte every SECONDS) and
   ``--hang KIND`` (handled, committed, never answered), both repeatable.

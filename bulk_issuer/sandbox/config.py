@@ -49,6 +49,7 @@ LookupShape = Literal[
     "lagging_filter",
     "unfiltered_no_counts",
     "ignore_badge_filter",
+    "lowercase_exact_filter",
 ]
 LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "items",
@@ -63,6 +64,7 @@ LOOKUP_SHAPES: tuple[LookupShape, ...] = (
     "lagging_filter",
     "unfiltered_no_counts",
     "ignore_badge_filter",
+    "lowercase_exact_filter",
 )
 
 # The documented defaults (README): user demo@example.com / demo-password, PAT sandbox-demo-pat.
@@ -212,7 +214,10 @@ class SandboxConfig:
             ``unfiltered_no_counts`` (the filter is ignored, and a page says only its
             items and its number: no ``size``, ``pages`` or ``total``), or
             ``ignore_badge_filter`` (the ``badge_id`` filter is ignored: the account's
-            assertions of every badge come back, each naming its own ``badge_id``).
+            assertions of every badge come back, each naming its own ``badge_id``), or
+            ``lowercase_exact_filter`` (addresses are kept in lower case and the
+            ``recipient_email`` filter compares exactly, as SQL's ``=``: a mixed-case
+            address finds nothing).
         lookup_max_size: the largest page a lookup answers, whatever size was asked for
             (the answer's ``size`` says so); None is the documented 100.
         trickle: kind -> seconds between bytes: the request is handled (committed) first,

@@ -209,13 +209,19 @@ async def lookup(request: web.Request) -> web.Response:
     if shape == "ignore_badge_filter":
         badge_id = None
     email = None if unfiltered else query.get("recipient_email")
-    wanted_email = email.casefold() if email is not None else None
+    exact = shape == "lowercase_exact_filter"
+    wanted_email = email if email is None or exact else email.casefold()
+
+    def kept(address: str | None) -> str:
+        # How the server keeps an address, as its filter compares it.
+        return (address or "").lower() if exact else (address or "").casefold()
+
     status = query.get("status")
     matches = [
         a
         for a in sandbox.assertions
         if (badge_id is None or a["badge_id"] == badge_id)
-        and (wanted_email is None or (a.get("recipient_email") or "").casefold() == wanted_email)
+        and (wanted_email is None or kept(a.get("recipient_email")) == wanted_email)
         and (status is None or a["status"] == status)
     ]
     items = matches[(page - 1) * size : page * size]
