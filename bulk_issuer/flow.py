@@ -46,9 +46,13 @@ __all__ = [
 
 #: How a 409 says the learner already has the badge (Navigatr does not document its
 #: wording): "already has", "already holds", "already issued", "already awarded",
-#: "duplicate assertion", "already exists".
+#: "already been issued", "duplicate assertion", "already exists". Believed only where
+#: the badge's list cannot tell: a 409 is always looked up first.
 _HELD_409 = re.compile(
-    r"already\s+(has|have|holds?|issued|awarded|received|exists?|been)|duplicate", re.IGNORECASE
+    r"already\s+(has|have|holds?|issued|awarded|received|exists?"
+    r"|been\s+(issued|awarded|given|granted|received))"
+    r"|duplicate\s+(assertion|recipient|award|badge)",
+    re.IGNORECASE,
 )
 
 
@@ -206,8 +210,8 @@ class LearnerFlow:
         if 200 <= status < 300:
             return self._finish(Status.ISSUED, status, None, assertion_id)
         if status == 409:
-            if _HELD_409.search(detail):
-                return self._finish(Status.HELD, status, detail)
+            # A conflict names no assertion: the list says whether the learner holds it
+            # (a 409 worded as held may mean something else: "already been archived").
             self._conflict = (status, detail)
             return Verify(f"HTTP 409 ({detail}): does the learner hold the badge?")
         if status == 401:
@@ -248,8 +252,11 @@ class LearnerFlow:
         if self._conflict is not None:
             status, detail = self._conflict
             self._conflict = None
-            if lookup.held:
+            says_held = _HELD_409.search(detail) is not None
+            if lookup.held or (lookup.held is None and says_held):
                 return self._finish(Status.HELD, status, detail, lookup.assertion_id)
+            if says_held:
+                detail = f"{detail} (but the badge's assertions list shows it not held)"
             return self._finish(Status.FAILED, status, detail)
         if lookup.held:
             self._flags.append("verified")

@@ -8,6 +8,7 @@ command-line runs use an unlimited sandbox in a thread and finish in well under 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sqlite3
@@ -1286,6 +1287,31 @@ async def test_10_conflict_on_held_409_is_already_held() -> None:
     assert (summary.issued, summary.already_held) == (3, 2)
     assert summary.ok
     assert sandbox.duplicates() == {}
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        ("This badge has already been archived", "This badge has already been archived"),
+        ("duplicate provider_id in request", "duplicate provider_id in request"),
+        (
+            "Recipient already has this badge",
+            "Recipient already has this badge (but the badge's assertions list shows it not held)",
+        ),
+    ],
+)
+async def test_10_a_409_the_list_shows_not_held_fails_its_learner(detail: str, reason: str) -> None:
+    """Point 10: a 409 whose words look like "already held" ("already been archived",
+    "duplicate"), or even say it, for learners the badge's list shows not holding it:
+    each fails with the server's detail, none is counted as holding the badge."""
+    body = json.dumps({"detail": detail})
+    conflict = ScriptedAnswer("issue", 409, body=body, content_type="application/json")
+    recorder = Recorder()
+    async with run_sandbox(SandboxConfig(scripted=[conflict], rate=None)) as sandbox:
+        summary = await issue(sandbox, cohort(3), recorder)
+    assert (summary.failed, summary.already_held, summary.issued) == (3, 0, 0)
+    assert {o.reason for o in recorder.of(Status.FAILED)} == {reason}
 
 
 @pytest.mark.usefixtures("pat_env")

@@ -56,10 +56,8 @@ ISSUED_KW = {"assertion_id": "a-9"}
             409,
             "Recipient already has this badge",
             {},
-            Finish(Status.HELD, 409, "Recipient already has this badge"),
+            Verify("HTTP 409 (Recipient already has this badge): does the learner hold the badge?"),
         ),
-        (409, "Duplicate assertion", {}, Finish(Status.HELD, 409, "Duplicate assertion")),
-        (409, "user ALREADY HOLDS it", {}, Finish(Status.HELD, 409, "user ALREADY HOLDS it")),
         (
             409,
             "Badge is archived",
@@ -441,20 +439,38 @@ def test_sequence(kw: dict[str, Any], steps: list[Step], expected: list[Any]) ->
 
 
 def test_the_held_409_wording() -> None:
-    """Only wordings that say the learner already has it count as held without a lookup."""
+    """Every 409 is looked up. Held where the list shows it; where the list cannot tell,
+    only wordings that say the learner already has it count as held; where the list shows
+    it not held, none does (a learner never silently goes without the badge)."""
     held = [
         "Recipient already has this badge",
         "already issued",
         "Already awarded to this user",
         "assertion already exists",
         "User has already been issued this badge",
-        "duplicate",
+        "Duplicate assertion",
+        "user ALREADY HOLDS it",
     ]
-    other = ["Badge is archived", "Conflict", "Badge is not active", "HTTP 409"]
-    for detail in held:
-        assert isinstance(flow().answered(409, detail), Finish), detail
-    for detail in other:
-        assert isinstance(flow().answered(409, detail), Verify), detail
+    other = [
+        "Badge is archived",
+        "Conflict",
+        "Badge is not active",
+        "HTTP 409",
+        "This badge has already been archived",
+        "duplicate provider_id in request",
+    ]
+    for detail in held + other:
+        for lookup, status in [
+            (HELD, Status.HELD),
+            (CANNOT_TELL, Status.HELD if detail in held else Status.FAILED),
+            (NOT_HELD, Status.FAILED),
+        ]:
+            machine = flow()
+            assert isinstance(machine.answered(409, detail), Verify), detail
+            action = machine.looked_up(lookup)
+            assert isinstance(action, Finish)
+            assert (action.status, action.http_status) == (status, 409), (detail, lookup)
+            assert detail in (action.reason or "")
 
 
 def test_no_finish_is_issued_without_a_2xx_or_a_lookup() -> None:
