@@ -19,7 +19,7 @@ from .errors import CredentialsRejected, FatalError, StoppedError
 from .events import Event, RetryScheduled
 from .flow import Finish, LearnerFlow, Send, Verify, Wait
 from .journal import Entry, Journal, State
-from .learners import Learner, Row
+from .learners import Learner, Row, normalised_email
 from .lookups import AssertionLookup, Holders
 from .outcomes import Outcome, Status
 from .retry import RequestRetry
@@ -485,6 +485,9 @@ async def _exchange_loop(
         if await client.settle(retry, ticket, outcome, path=path):
             continue
         assert isinstance(outcome, Answer)
+        if 200 <= outcome.status < 300 and (other := _names_another(outcome, job)):
+            job.maybe_sent = True
+            return flow.answered(outcome.status, outcome.detail, other=other)
         if 200 <= outcome.status < 300:
             badge.confirmed = True
         body = outcome.body if isinstance(outcome.body, dict) else {}
@@ -513,6 +516,22 @@ def _not_the_assertion(answer: Answer) -> bool:
     if answer.status == 202 or not isinstance(body, dict):
         return True
     return not any(_an_id(body.get(key)) for key in _ASSERTION_KEYS)
+
+
+def _names_another(answer: Answer, job: Job) -> str | None:
+    """What a 2xx's assertion names that this call did not ask for (another badge, another
+    recipient's address), as text to show; None when it names this one, or says nothing.
+    An address is compared as the learner's key is (case, Unicode forms, IDNA)."""
+    body = answer.body if isinstance(answer.body, dict) else {}
+    badge = body.get("badge_id")
+    if isinstance(badge, int | str) and not isinstance(badge, bool):
+        if str(badge).strip() not in ("", str(job.badge_id)):
+            return f"badge {answer.shown(badge, 40)}"
+    email = body.get("recipient_email")
+    if isinstance(email, str) and email.strip() and job.learner.email:
+        if normalised_email(email) != job.learner.key:
+            return f"another recipient ({answer.shown(email, 80)})"
+    return None
 
 
 def _an_id(value: object) -> bool:

@@ -149,6 +149,7 @@ class LearnerFlow:
         self._conflict: tuple[int, str] | None = None
         self._last: tuple[int | None, str] = (None, "no answer")
         self._page = False  # the last send was answered 2xx, but not with the assertion
+        self._other: str | None = None  # ... or with one for another recipient or badge
         self._flags: list[str] = []
 
     @classmethod
@@ -184,6 +185,7 @@ class LearnerFlow:
         badge_confirmed: bool = False,
         outage: bool = False,
         assertion: bool = True,
+        other: str | None = None,
     ) -> Action:
         """The issue call was answered.
 
@@ -198,6 +200,8 @@ class LearnerFlow:
                 the run if it lasts).
             assertion: the body was the assertion record the API answers a success with
                 (not a page, nor JSON of another shape).
+            other: a 2xx's assertion names another recipient or badge (what it names):
+                the learner is looked up, and never sent again by this run.
         """
         self._last = (status, detail)
         self._page = 200 <= status < 300 and not assertion
@@ -206,6 +210,12 @@ class LearnerFlow:
             # the call reached the API. The server is asked, as after no answer.
             said = f" ({detail})" if detail and detail != f"HTTP {status}" else ""
             why = f"HTTP {status} without the assertion{said}"
+            return self._unanswered_send(status, why, outage, asked=why)
+        if 200 <= status < 300 and other is not None:
+            # Another learner's assertion, or another badge's: a server mixing its answers
+            # up. Whether this one went through, only the list can say.
+            self._other = other
+            why = f"HTTP {status} with an assertion for {other}"
             return self._unanswered_send(status, why, outage, asked=why)
         if 200 <= status < 300:
             return self._finish(Status.ISSUED, status, None, assertion_id)
@@ -261,6 +271,16 @@ class LearnerFlow:
         if lookup.held:
             self._flags.append("verified")
             return self._finish(Status.ISSUED, self._last[0], None, lookup.assertion_id)
+        if self._other is not None:
+            # Sending again could issue another learner, or another badge, again.
+            return self._finish(
+                Status.UNCONFIRMED,
+                self._last[0],
+                f"the server answered HTTP {self._last[0]} with an assertion for "
+                f"{self._other}, and its list does not show this learner holding the badge"
+                f"{'' if lookup.held is False else f' ({lookup.why})'}; not sent again: "
+                "check in Navigatr",
+            )
         if lookup.held is None:
             if not self._resend_unconfirmed:
                 what = f"the send got {self._last[1]}" if self._page else "a send went unanswered"

@@ -182,7 +182,8 @@ class RequestRetry:
 
 
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
-_RATELIMIT_RESET = re.compile(r"(?:^|[,;\s])(?:reset|r)\s*=\s*(\d+(?:\.\d+)?)")
+# `reset=` of the first draft, `t=` of the structured one (where `r=` is the remaining count).
+_RATELIMIT_RESET = re.compile(r"(?:^|[,;\s])(?:reset|t)\s*=\s*(\d+(?:\.\d+)?)")
 #: A header value longer than this is not a wait, whatever it says.
 _MAX_HEADER = 200
 
@@ -219,14 +220,22 @@ def retry_after(
         return None
     draft = _header(headers, "RateLimit")
     if draft and (match := _RATELIMIT_RESET.search(draft.lower())):
-        return float(match.group(1))
+        return _reset(float(match.group(1)), wall)
     reset = _header(headers, "X-RateLimit-Reset")
     if reset and _SECONDS.match(reset):
-        seconds = float(reset)
-        # Some servers send a duration, others an epoch timestamp; a duration is never a
-        # billion seconds long.
-        return max(seconds - wall, 0.0) if seconds > 1e9 else seconds
+        return _reset(float(reset), wall)
     return None
+
+
+def _reset(value: float, wall: float) -> float:
+    """A reset as seconds from now. Some servers send a duration, others an epoch
+    timestamp in seconds, others one in milliseconds: a duration is never a billion
+    seconds long, nor a timestamp in seconds a hundred billion (the year 5138)."""
+    if value > 1e11:
+        return max(value / 1000 - wall, 0.0)
+    if value > 1e9:
+        return max(value - wall, 0.0)
+    return value
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -1314,6 +1314,41 @@ async def test_10_a_409_the_list_shows_not_held_fails_its_learner(detail: str, r
     assert {o.reason for o in recorder.of(Status.FAILED)} == {reason}
 
 
+@pytest.mark.looptime
+@pytest.mark.parametrize("commit", [True, False])
+@pytest.mark.parametrize(
+    ("named", "shown"),
+    [
+        ({"badge_id": 99}, "badge 99"),
+        ({"recipient_email": "mallory@evil.example"}, "another recipient (mallory@evil.example)"),
+    ],
+)
+async def test_a_2xx_naming_another_recipient_or_badge_is_not_this_learners_badge(
+    named: dict[str, object], shown: str, commit: bool
+) -> None:
+    """Every issue call answered 200 with an assertion for another badge or address (a
+    server mixing its answers up): never counted as issued. The list settles it: found
+    holding it (the call did go through) is issued, verified; not found is unconfirmed,
+    with what the answer named, and not sent again (a second send could issue the other
+    learner, or the other badge, again)."""
+    body = {"id": 7, "badge_id": 51, "recipient_email": "x@example.org", **named}
+    if "recipient_email" not in named:
+        del body["recipient_email"]
+    other = ScriptedAnswer("issue", 200, body=body, commit=commit)
+    recorder = Recorder()
+    async with run_sandbox(SandboxConfig(scripted=[other], rate=None)) as sandbox:
+        summary = await issue(sandbox, cohort(3), recorder)
+        calls = len([r for r in sandbox.requests if r.kind == "issue"])
+    assert calls == 3  # one each: none sent again
+    if commit:
+        assert (summary.issued, summary.unconfirmed) == (3, 0)
+        assert all("verified" in o.flags for o in recorder.of(Status.ISSUED))
+    else:
+        assert (summary.issued, summary.unconfirmed) == (0, 3)
+        reasons = {o.reason or "" for o in recorder.of(Status.UNCONFIRMED)}
+        assert all(shown in reason and "not sent again" in reason for reason in reasons)
+
+
 @pytest.mark.usefixtures("pat_env")
 def test_10_cli_archived_badge_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Point 10 through the CLI: an archived badge is not "held": exit 1 with the detail."""

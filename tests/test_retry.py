@@ -212,10 +212,18 @@ def test_ietf_ratelimit_header() -> None:
 
 
 def test_x_ratelimit_reset_epoch_and_delta() -> None:
-    """X-RateLimit-Reset as an epoch timestamp or as seconds."""
+    """X-RateLimit-Reset as an epoch timestamp (in seconds or in milliseconds, as some
+    gateways send it) or as seconds; so is the draft's reset."""
     now = 1_700_000_000.0
-    assert retry_after(CIMultiDict({"X-RateLimit-Reset": str(int(now) + 4)}), now=now) == 4.0
-    assert retry_after(CIMultiDict({"X-RateLimit-Reset": "4"}), now=now) == 4.0
+    for reset in (str(int(now) + 4), str(int(now * 1000) + 4000), "4"):
+        assert retry_after(CIMultiDict({"X-RateLimit-Reset": reset}), now=now) == 4.0
+        assert retry_after(CIMultiDict({"RateLimit": f"reset={reset}"}), now=now) == 4.0
+
+
+def test_the_structured_draft_header_reset_is_t_not_r() -> None:
+    """`"default";r=0;t=3`: r is the remaining count (0), t the reset (3 s)."""
+    assert retry_after(CIMultiDict({"RateLimit": '"default";r=0;t=3'})) == 3.0
+    assert retry_after(CIMultiDict({"RateLimit": '"default";r=7'})) is None
 
 
 def test_no_hint() -> None:
