@@ -524,13 +524,15 @@ def _names_another(answer: Answer, job: Job) -> str | None:
     An address is compared as the learner's key is (case, Unicode forms, IDNA)."""
     body = answer.body if isinstance(answer.body, dict) else {}
     badge = body.get("badge_id")
-    if isinstance(badge, int | str) and not isinstance(badge, bool):
-        if str(badge).strip() not in ("", str(job.badge_id)):
-            return f"badge {answer.shown(badge, 40)}"
+    if not isinstance(badge, int | str) or isinstance(badge, bool):
+        badge = None
+    if badge is not None and str(badge).strip() not in ("", str(job.badge_id)):
+        return f"badge {answer.shown(badge, 40)}"
     email = body.get("recipient_email")
-    if isinstance(email, str) and email.strip() and job.learner.email:
-        if normalised_email(email) != job.learner.key:
-            return f"another recipient ({answer.shown(email, 80)})"
+    if not isinstance(email, str) or not email.strip() or not job.learner.email:
+        return None
+    if normalised_email(email) != job.learner.key:
+        return f"another recipient ({answer.shown(email, 80)})"
     return None
 
 

@@ -9,6 +9,9 @@ record becomes a `Row` with problems and its row number, never an exception.
 from __future__ import annotations
 
 import datetime
+import decimal
+import json
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -72,6 +75,55 @@ def validate(learner: Learner) -> tuple[Learner | None, tuple[Problem, ...]]:
     """
     row = RowBuilder().from_learner(1, learner)
     return row.learner, row.problems
+
+
+#: Python refuses to write an integer of more than 4,300 digits; no API field wants 300.
+_LONGEST_INT_BITS = 1000
+
+
+class _Unsendable:
+    """Why a value cannot go in the API's JSON body."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _sendable(value: object) -> object:
+    """An extra field's value as the API's JSON carries it, or why it cannot be.
+
+    A workbook's date cell or a Python date goes as `YYYY-MM-DD` (with its time, when it
+    has one), a `Decimal` as a number; text, whole numbers, booleans, finite floats and
+    JSON-shaped lists and mappings as they are. Anything else is the row's problem, named,
+    not a crash of the run when its request is encoded.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):  # bool is one too
+        if value.bit_length() > _LONGEST_INT_BITS:
+            return _Unsendable("a whole number of more than 300 digits is not one the API takes")
+        return value
+    if isinstance(value, float | decimal.Decimal):
+        if not math.isfinite(value):
+            return _Unsendable(f"{value} is not a number JSON can carry")
+        if isinstance(value, decimal.Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        return value
+    if isinstance(value, datetime.datetime):
+        midnight = value.time() == datetime.time() and value.tzinfo is None
+        return value.date().isoformat() if midnight else value.isoformat()
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple | Mapping):
+        try:
+            return json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return _Unsendable(
+        f"a value of type {type(value).__name__} cannot be sent to the API: "
+        "give text, a number, a date, true/false, or JSON lists and objects of them"
+    )
 
 
 class RowBuilder:
@@ -321,6 +373,13 @@ class RowBuilder:
             if blank(raw):
                 continue  # a NaN would go out as the invalid JSON `NaN`
             extra[api_name] = raw
+        for name, raw in list(extra.items()):
+            value = _sendable(raw)
+            if isinstance(value, _Unsendable):
+                problems.append(Problem(labels.get(name, name), cell_text(raw)[:80], value.why))
+                del extra[name]
+            else:
+                extra[name] = value
 
         if plan.consent is not None:
             yes, said = consent_given(values[plan.consent])

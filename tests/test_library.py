@@ -565,3 +565,43 @@ async def test_unavailable_error_carries_retry_after() -> None:
     assert caught.value.host is not None
     assert caught.value.summary is not None
     assert caught.value.summary.issued == 0
+
+
+async def test_extra_fields_of_any_python_type_are_sent_or_the_row_is_refused() -> None:
+    """An LMS's dicts carry dates, Decimals and the odd object in their extra fields: a
+    date goes as YYYY-MM-DD and a Decimal as a number; a value JSON cannot carry makes its
+    row invalid, naming the field. Nothing crashes, no learner is left `sending`."""
+    import datetime
+    import decimal
+
+    rows: list[dict[str, object]] = [
+        {
+            "first_name": "Ada",
+            "email": "ada@example.org",
+            "recipient_graduation": datetime.date(2026, 6, 30),
+            "recipient_grade": decimal.Decimal("7.50"),
+            "recipient_when": datetime.datetime(2026, 6, 30, 9, 15),
+        },
+        {"first_name": "Bob", "email": "bob@example.org", "recipient_blob": object()},
+        {"first_name": "Cy", "email": "cy@example.org", "recipient_big": 10**400},
+        {"first_name": "Di", "email": "di@example.org", "recipient_inf": float("inf")},
+    ]
+    outcomes: list[bulk_issuer.Outcome] = []
+    async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            rows,
+            badge_id=51,
+            auth=PersonalAccessToken("sandbox-demo-pat"),
+            base_url=sandbox.url,
+            on_outcome=outcomes.append,
+        )
+        (sent,) = sandbox.assertions
+    assert (summary.issued, summary.invalid, summary.unconfirmed) == (1, 3, 0)
+    assert sent["recipient_graduation"] == "2026-06-30"
+    assert sent["recipient_grade"] == 7.5
+    assert sent["recipient_when"] == "2026-06-30T09:15:00"
+    reasons = {o.email: o.reason or "" for o in outcomes if o.status is Status.INVALID}
+    assert "recipient_blob" in reasons["bob@example.org"]
+    assert "type object" in reasons["bob@example.org"]
+    assert "300 digits" in reasons["cy@example.org"]
+    assert "inf" in reasons["di@example.org"]
