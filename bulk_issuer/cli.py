@@ -47,6 +47,7 @@ from .errors import (
     Error,
     FatalError,
     InputError,
+    JournalError,
     StoppedError,
     exit_status,
 )
@@ -644,6 +645,7 @@ def _issue_file(settings: IssueSettings) -> int:
     console = Console(
         quiet=settings.quiet, verbose=settings.verbose, mask=lambda text: mask(text, secrets)
     )
+    settings = _as_recorded(settings, console)
     # The whole file is read before anything is sent: a file that cannot be read to the
     # end is refused now (exit 2), naming the row, not after half the cohort was issued.
     scan = scan_source(settings.file, settings.options)
@@ -1174,6 +1176,87 @@ def _recorded_read_options(journal: Journal, source: str) -> dict[str, Any]:
     if entry is None and len(table) == 1:
         entry = next(iter(table.values()))
     return entry if isinstance(entry, dict) else {}
+
+
+#: What decides who a row is and whether it may be issued: a rerun (or its failures file
+#: fed back) read another way would send to other addresses, or to a learner who refused.
+_DECIDING = {"column_map": "--map", "require_consent": "--require-consent"}
+
+
+def _as_recorded(settings: IssueSettings, console: Console) -> IssueSettings:
+    """The settings with the options the journal's earlier run of this file was read with.
+
+    `--map` and `--require-consent` decide who a row is and whether it may be issued: not
+    given, they are taken as recorded (also for the failures file of that run fed back);
+    given otherwise, the command is refused before anything is read or sent. The others
+    (delimiter, encoding, date format, sheet) only help read the file: taken as recorded
+    for the same file where not given, the command line winning.
+    """
+    path = settings.journal
+    if path is None or settings.label == "standard input" or not path.is_file():
+        return settings
+    try:
+        with contextlib.closing(Journal(path, read_only=True)) as journal:
+            recorded, same = _recorded_for(journal, settings.file)
+    except (JournalError, sqlite3.Error, OSError):
+        return settings  # the run itself says what is wrong with the journal
+    if not recorded:
+        return settings
+    given = settings.options
+    was = {
+        "column_map": {str(k): str(v) for k, v in dict(recorded.get("column_map") or {}).items()},
+        "require_consent": recorded.get("require_consent"),
+    }
+    now = {"column_map": dict(given.column_map), "require_consent": given.require_consent}
+    changes: dict[str, Any] = {}
+    adopted: list[str] = []
+    for name, flag in _DECIDING.items():
+        if not now[name] and was[name]:
+            changes[name] = was[name]
+            adopted.append(_shown_option(flag, was[name]))
+        elif now[name] and now[name] != was[name]:
+            raise UsageError(
+                f"{settings.label} was issued before with "
+                f"{_shown_option(flag, was[name]) if was[name] else f'no {flag}'} "
+                f"(journal {path}); {_shown_option(flag, now[name])} would read its rows "
+                "as other learners, who could get the badge twice or without consent. Give "
+                f"the same {flag}, or start afresh with another --journal"
+            )
+    if same:
+        for name in _READ_FIELDS:
+            if getattr(given, name) is None and isinstance(recorded.get(name), str):
+                changes[name] = recorded[name]
+    if adopted:
+        console.note(
+            f"{settings.label}: read as before ({', '.join(adopted)}), as its journal records"
+        )
+    if not changes:
+        return settings
+    return dataclasses.replace(settings, options=dataclasses.replace(given, **changes))
+
+
+def _shown_option(flag: str, value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(f'{flag} {field}="{column}"' for field, column in value.items())
+    return f'{flag} "{value}"'
+
+
+def _recorded_for(journal: Journal, source: str) -> tuple[dict[str, Any], bool]:
+    """How the journal's runs read `source` or, for a failures file, the file it came from
+    (False: not this very file); ({}, False) when neither was recorded."""
+    recorded = journal.meta(_READ_META)
+    table = recorded if isinstance(recorded, dict) else {}
+    here = Path(source).resolve()
+    entry = table.get(str(here))
+    if isinstance(entry, dict):
+        return entry, True
+    stem = _failures_stem(here)
+    if stem is not None:
+        for key, entry in table.items():
+            origin = Path(key)
+            if origin.parent == here.parent and origin.stem == stem and isinstance(entry, dict):
+                return entry, False
+    return {}, False
 
 
 def _report_options(args: argparse.Namespace, journal: Journal) -> ReadOptions:

@@ -405,3 +405,58 @@ def test_standard_input_without_failures_file_does_not_say_to_feed_it_back(
     assert re.search(r"invalid\s+1", out)
     assert "failures file" not in out
     assert "--failures writes them" in out
+
+
+# -- a rerun, or its failures file fed back, reads the rows as the first run did ------------
+
+
+def test_a_failures_file_fed_back_keeps_the_runs_consent_and_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first run had --require-consent and --map; the failures file is fixed and fed
+    back with the README's own command, without them: the learner who said no is still
+    not issued, and the fixed one is issued at the mapped address."""
+    cohort = tmp_path / "k.csv"
+    cohort.write_text(
+        "First Name,Email,Work Email,Consent\r\n"
+        "Ann,ann@home.example,ann@work.example,yes\r\n"
+        "Bob,bob@home.example,bob@work.example,no\r\n"
+        "Cy,cy@home.example,cy@@work.example,yes\r\n",
+        encoding="utf-8",
+    )
+    options = ["--map", "email=Work Email", "--require-consent", "Consent"]
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *options)) == 1
+        failures = tmp_path / "k.failures.csv"
+        fixed = failures.read_text(encoding="utf-8").replace("cy@@work", "cy@work")
+        failures.write_text(fixed, encoding="utf-8")
+        capsys.readouterr()
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 1  # Bob: still no consent
+        said = capsys.readouterr()
+        assert "--require-consent" in said.out + said.err
+        held = {a["recipient_email"] for a in sandbox.assertions}
+    assert held == {"ann@work.example", "cy@work.example"}
+
+
+def test_a_rerun_with_another_map_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rerun with no --map: read as the journal records (nothing sent twice). Rerun with
+    another --map, or a --require-consent the run did not have: refused (exit 2), naming
+    both, before anything is sent."""
+    cohort = tmp_path / "m.csv"
+    cohort.write_text(
+        "First Name,Email,Work Email\r\nAnn,ann@home.example,ann@work.example\r\n",
+        encoding="utf-8",
+    )
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--map", "email=Work Email")) == 0
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+        capsys.readouterr()
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--map", "email=Email")) == 2
+        err = capsys.readouterr().err
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--require-consent", "Ok")) == 2
+        held = [a["recipient_email"] for a in sandbox.assertions]
+    assert held == ["ann@work.example"]
+    assert '--map email="Work Email"' in err
+    assert '--map email="Email"' in err
