@@ -114,7 +114,12 @@ class Cohort:
                 if self.stopping.is_set():
                     self._not_attempted(job)
                     continue
-                await send.send(job)
+                try:
+                    await send.send(job)
+                except anyio.BrokenResourceError:
+                    # The workers are gone: cancelled (the caller's `wait_for`, a scope), or
+                    # ended by an error. That, not this echo of it, is what the run raises.
+                    return
 
     async def _admit(self, row: Row) -> Job | None:
         """The job for a row, or None when the row's outcome is known without a request."""

@@ -605,3 +605,25 @@ async def test_extra_fields_of_any_python_type_are_sent_or_the_row_is_refused() 
     assert "type object" in reasons["bob@example.org"]
     assert "300 digits" in reasons["cy@example.org"]
     assert "inf" in reasons["di@example.org"]
+
+
+@pytest.mark.looptime
+async def test_a_run_cancelled_by_wait_for_raises_timeout_error() -> None:
+    """`asyncio.wait_for` cancels the run mid-way: the caller gets its TimeoutError, not
+    the producer's BrokenResourceError (the workers' stream closed under it)."""
+    async with run_sandbox(SandboxConfig(rate=None, latency=(0.02, 0.08), seed=4)) as sandbox:
+        for attempt in range(12):
+            rows = [{"First Name": "C", "Email": f"c{attempt}-{i}@example.org"} for i in range(40)]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    bulk_issuer.issue_badges(
+                        rows,
+                        badge_id=51,
+                        auth=PersonalAccessToken("sandbox-demo-pat"),
+                        base_url=sandbox.url,
+                        rate=None,
+                        workers=4,
+                    ),
+                    0.05 + 0.03 * attempt,
+                )
+        assert sandbox.duplicates() == {}
