@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -565,7 +565,9 @@ class BadgeIssuer:
 
     # -- one learner --------------------------------------------------------------------------
 
-    async def issue(self, learner: Learner | Row, *, badge_id: int | None = None) -> Outcome:
+    async def issue(
+        self, learner: Learner | Row | Mapping[str, object], *, badge_id: int | None = None
+    ) -> Outcome:
         """Issue the badge to one learner, exactly once, sharing this issuer's pacer, token,
         session and journal with every other call (safe from many tasks at once).
 
@@ -574,7 +576,8 @@ class BadgeIssuer:
 
         Args:
             learner: the learner, checked as a cohort's rows are (its own `badge_id`, if
-                any, wins); or a `Row` from `bulk_issuer.readers`.
+                any, wins): a `Learner`, a dict as a cohort's rows may be (`{"First Name":
+                ..., "Email": ...}`), or a `Row` from `bulk_issuer.readers`.
             badge_id: the badge, the number in its URL.
 
         Returns:
@@ -591,7 +594,7 @@ class BadgeIssuer:
         """
         ctx = self._context()
         # Checked as a cohort's rows are: a Learner built in code is not validated yet.
-        row = learner if isinstance(learner, Row) else RowBuilder().from_learner(1, learner)
+        row = learner if isinstance(learner, Row) else RowBuilder().from_item(1, learner)
         if row.learner is None or not row.ok:
             problems = "; ".join(str(p) for p in row.problems) or "no learner"
             raise InputError(f"cannot issue to an invalid learner: {problems}")

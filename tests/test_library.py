@@ -627,3 +627,20 @@ async def test_a_run_cancelled_by_wait_for_raises_timeout_error() -> None:
                     0.05 + 0.03 * attempt,
                 )
         assert sandbox.duplicates() == {}
+
+
+async def test_issue_takes_a_dict_as_a_cohorts_rows_are_and_refuses_junk() -> None:
+    """`issuer.issue({"First Name": ..., "Email": ...})` works as a cohort's dict row does;
+    anything that is not a learner is an InputError naming what it got, not an
+    AttributeError from inside."""
+    async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+        async with bulk_issuer.BadgeIssuer(
+            auth=PersonalAccessToken("sandbox-demo-pat"), base_url=sandbox.url, rate=None
+        ) as issuer:
+            outcome = await issuer.issue(
+                {"First Name": "Ann", "Email": "ann@example.org"}, badge_id=51
+            )
+            with pytest.raises(bulk_issuer.InputError, match="a list is not a learner"):
+                await issuer.issue(["Ann", "ann@example.org"], badge_id=51)  # type: ignore[arg-type]
+        assert sandbox.issued_count(51, "ann@example.org") == 1
+    assert outcome.status is Status.ISSUED
