@@ -236,6 +236,7 @@ async def know_badge(ctx: Context, badge_id: int, *, row_badge: bool, load_holde
     """
     badge = ctx.badges.setdefault(badge_id, Badge())
     if row_badge:
+        badge.of_rows = True
         await check_badge(ctx, badge_id)
     if badge.refused is not None:
         return badge  # none of its learners is sent: who holds it does not matter

@@ -82,6 +82,9 @@ class Badge:
     refused: str | None = None
     #: The HTTP status of that refusal.
     refused_status: int | None = None
+    #: A row's own badge (a `badge_id` column), not the run's: a 403 or 404 to its issue
+    #: calls fails its learners only, where for the run's badge it stops the run.
+    of_rows: bool = False
 
 
 @dataclass(slots=True)
@@ -455,6 +458,13 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
                 message = action.stop.message
                 if action.stop.http_status in (403, 404):
                     message = f"badge {job.badge_id} {message}"
+                    badge = ctx.badges.setdefault(job.badge_id, Badge())
+                    if badge.of_rows:
+                        # A row's own badge (the API did not answer for it before): its
+                        # learners fail, this one and those after, and the run goes on.
+                        badge.refused = badge.refused or message
+                        badge.refused_status = badge.refused_status or action.stop.http_status
+                        return replace(action, status=Status.FAILED, reason=message, stop=None)
                 refused = action.stop.http_status == 401
                 ctx.stop_with(CredentialsRejected(message) if refused else FatalError(message))
             return action
@@ -487,6 +497,9 @@ async def _send(ctx: Context, job: Job, flow: LearnerFlow) -> Finish | Send | Ve
     badge = ctx.badges.setdefault(job.badge_id, Badge())
     if not badge.confirmed:
         async with badge.lock:
+            if badge.refused is not None:
+                # Refused to the learner before this one: not sent.
+                return Finish(Status.FAILED, badge.refused_status, badge.refused)
             if not badge.confirmed:
                 return await _exchange(ctx, job, flow, badge)
         # Confirmed while this learner waited: the others waiting go at once, not in turn.

@@ -123,3 +123,56 @@ def test_the_plan_counts_the_holders_of_every_badge_the_file_names(
         assert "already holding: 1\n" in out
         assert "to send: 2" in out
     assert issued == [(51, "pc@example.org"), (3425, "pa@example.org"), (3425, "pb@example.org")]
+
+
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_where_the_api_cannot_say_a_row_badge_is_refused_by_its_first_issue_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    """An API that does not answer `GET /v1/badge/{id}`: the first issue call of a row's
+    own badge answers 404, which fails that badge's rows only (sent once, the others not
+    sent), not the run; the rerun does the same and does not stop either."""
+    rows = [
+        ("Ann", "a@example.org", ""),
+        ("Ben", "b@example.org", "9999"),
+        ("Cai", "c@example.org", ""),
+        ("Bo", "bo@example.org", "9999"),
+        ("Dee", "d@example.org", "3425"),
+    ]
+    cohort = write(tmp_path / "cohort.csv", rows)
+    failures = tmp_path / "cohort.failures.csv"
+    with sandbox_thread(SandboxConfig(rate=None, badge_endpoint="missing")) as sandbox:
+        args = issue_args(cohort, sandbox.url, *FAST, "--workers", workers)
+        statuses, outs = [], []
+        for _ in range(2):
+            statuses.append(main(args))
+            outs.append(capsys.readouterr())
+            assert set(failures_of(failures)) == {"3", "5"}
+        issued = sorted((a["badge_id"], a["recipient_email"]) for a in sandbox.assertions)
+        refused_sends = [r for r in sandbox.requests if r.kind == "issue" and "/9999/" in r.path]
+    assert statuses == [1, 1]
+    assert issued == [(51, "a@example.org"), (51, "c@example.org"), (3425, "d@example.org")]
+    assert len(refused_sends) == 2  # one a run: the badge's first learner
+    for reason in failures_of(failures).values():
+        assert reason.startswith("badge 9999 is not found (HTTP 404): Badge not found")
+    for out in outs:
+        assert "stopped" not in out.err
+        assert "row 3 b@example.org: failed: badge 9999 is not found" in out.err
+        assert "row 5 bo@example.org: failed: badge 9999 is not found" in out.err
+
+
+def test_refused_credentials_stay_fatal_when_only_rows_name_badges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --badge, the first row badge's check meets the 401: the run stops before
+    the prompt (exit 3), nothing sent, and no row is failed for its badge."""
+    monkeypatch.setenv("NAVIGATR_PAT", "not-the-sandbox-pat")
+    cohort = write(tmp_path / "cohort.csv", [("Ann", "a@example.org", "51")])
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        args = issue_args(cohort, sandbox.url, *FAST)
+        del args[args.index("--badge") : args.index("--badge") + 2]
+        assert main(args) == 3
+        assert issue_count(sandbox) == 0
+    err = capsys.readouterr().err
+    assert "refused the credentials (HTTP 401)" in err
+    assert "failed" not in err
