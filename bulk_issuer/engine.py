@@ -418,7 +418,10 @@ class BadgeIssuer:
         """Check and count everything, send no issue call.
 
         Unless `offline`, the credentials and the badge are checked and the holders loaded
-        first (`preflight`). Learners that would be sent are counted as `not_attempted`.
+        first (`preflight`, once per issuer: a badge already checked is not asked again),
+        and so is each row's own badge on its first sight. Learners that would be sent are
+        counted as `not_attempted`; those of a row's own badge that the API refused (404,
+        403) as `failed`, naming it.
 
         Args:
             learners: as for `run`.
@@ -427,7 +430,8 @@ class BadgeIssuer:
 
         Returns:
             The counts the run would start from: invalid rows, learners done by an earlier
-            run (skipped) or already holding the badge, the rest not attempted.
+            run (skipped) or already holding the badge, of a refused badge (failed), the
+            rest not attempted.
 
         Raises:
             CredentialsRejected, FatalError, UnavailableError: as `preflight`.
@@ -489,7 +493,10 @@ class BadgeIssuer:
         """Issue `badge_id` to every learner; a learner's own `badge_id` wins.
 
         Every row ends in exactly one count of the summary. Ask `stop()` from another task
-        (or a signal handler) to end it early and cleanly.
+        (or a signal handler) to end it early and cleanly. A learner's own badge is
+        checked before its first learner is sent: one the API does not know (404) or
+        forbids (403) fails its learners, naming it, and the run goes on; `badge_id`
+        refused stops the run (`FatalError`).
 
         Args:
             learners: a CSV, JSON Lines or workbook path, or an (async) iterable of
