@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -54,7 +54,7 @@ from .errors import (
 from .events import Event, LogSink
 from .journal import Journal, default_journal_path
 from .learners import COLUMN_ALIASES, normalise_header
-from .outcomes import Summary, json_lines_logger
+from .outcomes import Outcome, Status, Summary, json_lines_logger
 from .pacing import Rate
 from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source, scan_source
 from .report import Accounting, account, check_writable, find_journals
@@ -791,13 +791,28 @@ def _issue_run(
                 checked = await issuer.preflight(settings.badge_id)
             if settings.dry_run:
                 run_sinks.extend([console, *([json_log] if json_log else [])])
-            plan = await issuer.dry_run(settings.file, badge_id=settings.badge_id, offline=True)
+            # The rows of a badge the API refused, by its reason (which names the badge).
+            refused: dict[str, list[int]] = {}
+
+            def refused_rows(event: Event) -> None:
+                if isinstance(event, Outcome) and event.status is Status.FAILED:
+                    refused.setdefault(event.reason or "", []).append(event.row)
+
+            run_sinks.append(refused_rows)
+            # Every badge a row names is checked, and its holders loaded, as the run's.
+            plan = await issuer.dry_run(
+                settings.file, badge_id=settings.badge_id, offline=settings.offline
+            )
             run_sinks.clear()
-            _show_plan(console, settings, checked, plan)
+            _show_plan(console, settings, checked, plan, refused)
             if settings.dry_run:
                 return
             if plan.not_attempted + plan.unconfirmed == 0:
-                console.say("Nothing to send: every learner is done or invalid.")
+                console.say(
+                    "Nothing to send: every learner is done, invalid or of a refused badge."
+                    if plan.failed
+                    else "Nothing to send: every learner is done or invalid."
+                )
             elif sys.stdin.isatty() and not settings.yes and not await _confirm():
                 console.say("Nothing sent.")
                 raise _Declined
@@ -841,7 +856,7 @@ def _issue_run(
     if settings.dry_run:
         assert plan is not None
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
-        return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
+        return EXIT_SOME_FAILED if plan.invalid or plan.failed else EXIT_OK
     try:
         return _after_run(
             settings, journal, dialect, console, started_wall, summary, stopped, interrupted
@@ -991,7 +1006,11 @@ def _title(settings: IssueSettings, what: str) -> str:
 
 
 def _show_plan(
-    console: Console, settings: IssueSettings, checked: Preflight | None, plan: Summary
+    console: Console,
+    settings: IssueSettings,
+    checked: Preflight | None,
+    plan: Summary,
+    refused: Mapping[str, list[int]],
 ) -> None:
     """Say what is about to happen, before asking."""
     if settings.quiet:
@@ -1011,9 +1030,15 @@ def _show_plan(
         f"{settings.base_url} at {settings.rate or 'no rate limit'}",
         f"  rows in {settings.label}: {plan.total}",
         f"  invalid: {plan.invalid}",
+    ]
+    if plan.failed:
+        # Not sent: each row's own badge that the API refused, with the rows using it.
+        lines.append(f"  of a refused badge: {plan.failed}")
+        lines.extend(f"    {reason}: {_rows_named(rows)}" for reason, rows in refused.items())
+    lines += [
         f"  done earlier: {plan.skipped}",
         f"  already holding: {plan.already_held}"
-        + ("" if settings.allow_duplicates or checked else " (not checked)"),
+        + ("" if settings.allow_duplicates or not settings.offline else " (not checked)"),
         f"  to send: {to_send}" + (f", about {_estimate(settings, to_send)}" if to_send else ""),
     ]
     if checked is not None and checked.note:
@@ -1027,6 +1052,13 @@ def _show_plan(
     else:
         lines.append("  no journal: a rerun will not know what this run did")
     console.say("\n".join(lines))
+
+
+def _rows_named(rows: list[int], most: int = 10) -> str:
+    """ "row 3", "rows 3, 7", "rows 3, 7, ... and 12 more"."""
+    named = ", ".join(map(str, rows[:most]))
+    more = f" and {len(rows) - most} more" if len(rows) > most else ""
+    return f"{'row' if len(rows) == 1 else 'rows'} {named}{more}"
 
 
 def _estimate(settings: IssueSettings, to_send: int) -> str:

@@ -25,7 +25,17 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from .client import Stopping
 from .errors import StoppedError
 from .events import HoldersLoaded
-from .executor import Badge, Context, Job, already_done, claim, remember, settle
+from .executor import (
+    Badge,
+    Context,
+    Job,
+    already_done,
+    check_badge,
+    claim,
+    refused,
+    remember,
+    settle,
+)
 from .flow import LearnerFlow
 from .journal import State
 from .learners import Learner, Row
@@ -33,7 +43,15 @@ from .outcomes import Outcome, Status
 from .readers import LearnerSource, ReadOptions, aiter_rows, open_source
 from .retry import RetryPolicy
 
-__all__ = ["STOP_GRACE", "Cohort", "LearnerInput", "describe_source", "invalid_outcome", "rows_of"]
+__all__ = [
+    "STOP_GRACE",
+    "Cohort",
+    "LearnerInput",
+    "describe_source",
+    "invalid_outcome",
+    "know_badge",
+    "rows_of",
+]
 
 LearnerInput: TypeAlias = (
     str
@@ -146,6 +164,12 @@ class Cohort:
             remember(ctx, row, badge_id, done)
             ctx.emit(done)
             return None
+        badge = ctx.badges.get(badge_id)
+        if badge is not None and badge.refused is not None:
+            # A row's own badge that the API refused: this row fails, naming the badge,
+            # and the run goes on with the others.
+            ctx.emit(refused(ctx, row, badge_id, entry, record=True))
+            return None
         return Job(
             row,
             learner,
@@ -156,16 +180,13 @@ class Cohort:
         )
 
     async def _know_badge(self, badge_id: int) -> None:
-        """On a badge's first sight, learn who already holds it."""
-        badge = self.ctx.badges.setdefault(badge_id, Badge())
-        if badge.holders is None and self.load_holders:
-            async with badge.lock:
-                if badge.holders is None:
-                    holders = await self.ctx.lookups.holders(badge_id)
-                    badge.holders = holders
-                    self.ctx.emit(
-                        HoldersLoaded(badge_id, len(holders.held), holders.complete, holders.note)
-                    )
+        """On a badge's first sight, check it if it is a row's own, and learn who holds it."""
+        await know_badge(
+            self.ctx,
+            badge_id,
+            row_badge=badge_id != self.badge_id,
+            load_holders=self.load_holders,
+        )
 
     async def _work(self, jobs: ObjectReceiveStream[Job]) -> None:
         async with jobs:
@@ -206,6 +227,31 @@ class Cohort:
                 queued=True,
             )
         )
+
+
+async def know_badge(ctx: Context, badge_id: int, *, row_badge: bool, load_holders: bool) -> Badge:
+    """What a run must know of a badge before its first learner: a row's own badge (not
+    the run's) is checked with the API (`check_badge`; the run's badge is checked by the
+    preflight, or by its first issue call), and who holds it is loaded unless the API
+    refused it.
+
+    Raises:
+        StoppedError: the credentials were refused, or the holders list stayed unavailable.
+        Stopping: the run is stopping.
+    """
+    badge = ctx.badges.setdefault(badge_id, Badge())
+    if row_badge:
+        badge.of_rows = True
+        await check_badge(ctx, badge_id)
+    if badge.refused is not None:
+        return badge  # none of its learners is sent: who holds it does not matter
+    if badge.holders is None and load_holders:
+        async with badge.lock:
+            if badge.holders is None:
+                holders = await ctx.lookups.holders(badge_id)
+                badge.holders = holders
+                ctx.emit(HoldersLoaded(badge_id, len(holders.held), holders.complete, holders.note))
+    return badge
 
 
 def _is_sending(job: Job) -> bool:

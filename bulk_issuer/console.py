@@ -207,7 +207,10 @@ class Console:
                 note = _WITHOUT_FAILURES_FILE[name]
             if dry_run and name == "not_attempted":
                 label, note = "would issue", None
-            if dry_run and name in ("issued", "failed", "unconfirmed"):
+            if dry_run and name == "failed" and count:
+                # The rows of a row's own badge that the API refused: they would fail.
+                label, note = "would fail", "of a refused badge: see the reasons above"
+            elif dry_run and name in ("issued", "failed", "unconfirmed"):
                 continue
             shown = f"  ({note})" if count and note else ""
             lines.append(f"  {label:<14}{count:>7}{shown}")

@@ -24,7 +24,14 @@ import anyio
 
 from .auth import Auth, PasswordAuth, PersonalAccessToken
 from .client import DEFAULT_BASE_URL, NavigatrClient, Stopping, new_session
-from .cohort import Cohort, LearnerInput, describe_source, invalid_outcome, rows_of
+from .cohort import (
+    Cohort,
+    LearnerInput,
+    describe_source,
+    invalid_outcome,
+    know_badge,
+    rows_of,
+)
 from .coordination import IN_PROCESS, ClaimLedger, Coordinator, SharedSlots, choose
 from .errors import CredentialsRejected, FatalError, InputError, StoppedError
 from .events import (
@@ -38,7 +45,17 @@ from .events import (
     default_logger,
     fan_out,
 )
-from .executor import Badge, Context, Job, already_done, claim, remember, settle
+from .executor import (
+    Badge,
+    Context,
+    Job,
+    already_done,
+    check_badge,
+    claim,
+    refused,
+    remember,
+    settle,
+)
 from .flow import LearnerFlow
 from .journal import Journal, State
 from .learners import Learner, Row
@@ -366,28 +383,14 @@ class BadgeIssuer:
             UnavailableError: the API could not be reached.
         """
         ctx = self._context()
-        badge = ctx.badges.setdefault(badge_id, Badge())
         client = ctx.client
         try:
-            answer = await client.request("GET", f"/v1/badge/{badge_id}")
-            checked = False
-            if answer.status == 401:
-                raise CredentialsRejected(
-                    f"the server refused the credentials (HTTP 401): {answer.detail}"
-                )
-            if answer.status == 403:
-                raise FatalError(
-                    f"badge {badge_id} is not permitted for these credentials "
-                    f"(HTTP 403): {answer.detail}"
-                )
-            if answer.status == 404 and answer.detail.strip().lower() != "not found":
-                raise FatalError(f"badge {badge_id} is not found (HTTP 404): {answer.detail}")
-            if 200 <= answer.status < 300 and isinstance(answer.body, dict):
-                checked = True  # a JSON object: a page (a proxy's, say) checks nothing
-                badge.exists = True
-                name = answer.body.get("name")
-                badge.name = answer.shown(name) if name else None
-            else:
+            fresh = not ctx.badges.setdefault(badge_id, Badge()).checked
+            badge = await check_badge(ctx, badge_id)
+            if badge.refused is not None:
+                raise FatalError(badge.refused)
+            checked = badge.exists
+            if fresh and not checked:
                 # This API does not answer for badges: check the credentials another way;
                 # the first issue call will say whether the badge exists.
                 who = await client.request("GET", "/v1/user_detail/0")
@@ -395,10 +398,8 @@ class BadgeIssuer:
                     raise CredentialsRejected(
                         f"the server refused the credentials (HTTP 401): {who.detail}"
                     )
-            note = None
             if not self.allow_duplicates and badge.holders is None:
                 badge.holders = await ctx.lookups.holders(badge_id)
-                note = badge.holders.note
         except Stopping:
             raise StoppedError("stopped before the run began") from None
         holders = badge.holders
@@ -408,7 +409,7 @@ class BadgeIssuer:
             badge_checked=checked,
             holders=len(holders.held) if holders is not None else None,
             holders_complete=holders.complete if holders is not None else False,
-            note=note,
+            note=holders.note if holders is not None else None,
         )
 
     async def dry_run(
@@ -417,7 +418,10 @@ class BadgeIssuer:
         """Check and count everything, send no issue call.
 
         Unless `offline`, the credentials and the badge are checked and the holders loaded
-        first (`preflight`). Learners that would be sent are counted as `not_attempted`.
+        first (`preflight`, once per issuer: a badge already checked is not asked again),
+        and so is each row's own badge on its first sight. Learners that would be sent are
+        counted as `not_attempted`; those of a row's own badge that the API refused (404,
+        403) as `failed`, naming it.
 
         Args:
             learners: as for `run`.
@@ -426,7 +430,8 @@ class BadgeIssuer:
 
         Returns:
             The counts the run would start from: invalid rows, learners done by an earlier
-            run (skipped) or already holding the badge, the rest not attempted.
+            run (skipped) or already holding the badge, of a refused badge (failed), the
+            rest not attempted.
 
         Raises:
             CredentialsRejected, FatalError, UnavailableError: as `preflight`.
@@ -437,13 +442,18 @@ class BadgeIssuer:
         started = anyio.current_time()
         tally = _Tally()
         with self._call(tally) as ctx:
-            await self._dry_run(ctx, learners, badge_id)
+            try:
+                await self._dry_run(ctx, learners, badge_id, offline)
+            except Stopping:
+                raise StoppedError("stopped before the run began") from None
         summary = tally.summary
         summary.elapsed = anyio.current_time() - started
         self.summary = summary
         return summary
 
-    async def _dry_run(self, ctx: Context, learners: LearnerInput, badge_id: int | None) -> None:
+    async def _dry_run(
+        self, ctx: Context, learners: LearnerInput, badge_id: int | None, offline: bool
+    ) -> None:
         emit = ctx.emit
         async for row in rows_of(learners, self.read_options, badge_id):
             outcome = invalid_outcome(row, badge_id)
@@ -451,7 +461,16 @@ class BadgeIssuer:
                 assert row.learner is not None
                 badge = row.learner.badge_id or badge_id
                 assert badge is not None
+                if not offline and badge != badge_id:
+                    # A row's own badge is checked, and its holders loaded, as the run's
+                    # badge is by the preflight: the plan counts what the run will do.
+                    await know_badge(
+                        ctx, badge, row_badge=True, load_holders=not self.allow_duplicates
+                    )
                 outcome, entry = already_done(ctx, row, badge)
+                known = ctx.badges.get(badge)
+                if outcome is None and known is not None and known.refused is not None:
+                    outcome = refused(ctx, row, badge, entry, record=False)
                 if outcome is None:
                     pending = entry is not None and entry.state is State.SENDING
                     outcome = Outcome(
@@ -474,7 +493,10 @@ class BadgeIssuer:
         """Issue `badge_id` to every learner; a learner's own `badge_id` wins.
 
         Every row ends in exactly one count of the summary. Ask `stop()` from another task
-        (or a signal handler) to end it early and cleanly.
+        (or a signal handler) to end it early and cleanly. A learner's own badge is
+        checked before its first learner is sent: one the API does not know (404) or
+        forbids (403) fails its learners, naming it, and the run goes on; `badge_id`
+        refused stops the run (`FatalError`).
 
         Args:
             learners: a CSV, JSON Lines or workbook path, or an (async) iterable of

@@ -24,7 +24,17 @@ from .lookups import AssertionLookup, Holders
 from .outcomes import Outcome, Status
 from .retry import RequestRetry
 
-__all__ = ["Badge", "Context", "Job", "already_done", "claim", "remember", "settle"]
+__all__ = [
+    "Badge",
+    "Context",
+    "Job",
+    "already_done",
+    "check_badge",
+    "claim",
+    "refused",
+    "remember",
+    "settle",
+]
 
 #: The journal state each final status is recorded as (None: nothing recorded).
 _STATES: dict[Status, State | None] = {
@@ -65,6 +75,16 @@ class Badge:
     exists: bool = False
     holders: Holders | None = None
     name: str | None = None
+    #: The API was asked about the badge (`check_badge`), whatever it answered.
+    checked: bool = False
+    #: Why the API refuses the badge (unknown: 404, forbidden: 403), naming it: "badge
+    #: 9999 is not found (HTTP 404): ..."; None while it is not known to refuse it.
+    refused: str | None = None
+    #: The HTTP status of that refusal.
+    refused_status: int | None = None
+    #: A row's own badge (a `badge_id` column), not the run's: a 403 or 404 to its issue
+    #: calls fails its learners only, where for the run's badge it stops the run.
+    of_rows: bool = False
 
 
 @dataclass(slots=True)
@@ -176,6 +196,88 @@ def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None,
             entry,
         )
     return None, entry
+
+
+async def check_badge(ctx: Context, badge_id: int) -> Badge:
+    """Ask the API about a badge, once (`GET /v1/badge/{id}`): it exists (and its name), it
+    is refused (unknown, 404, or forbidden to these credentials, 403: `Badge.refused`
+    says so, naming the badge), or the API does not answer for badges (a 404 `Not Found`
+    of the route itself, a page): then the first issue call will tell.
+
+    Raises:
+        CredentialsRejected: the credentials were refused (HTTP 401).
+        Stopping: the run is stopping.
+        UnavailableError: the API could not be reached.
+    """
+    badge = ctx.badges.setdefault(badge_id, Badge())
+    if badge.checked:
+        return badge
+    async with badge.lock:
+        if badge.checked:
+            return badge
+        answer = await ctx.client.request("GET", f"/v1/badge/{badge_id}")
+        if answer.status == 401:
+            raise CredentialsRejected(
+                f"the server refused the credentials (HTTP 401): {answer.detail}"
+            )
+        if answer.status == 403:
+            badge.refused = (
+                f"badge {badge_id} is not permitted for these credentials "
+                f"(HTTP 403): {answer.detail}"
+            )
+            badge.refused_status = 403
+        elif answer.status == 404 and answer.detail.strip().lower() != "not found":
+            badge.refused = f"badge {badge_id} is not found (HTTP 404): {answer.detail}"
+            badge.refused_status = 404
+        elif 200 <= answer.status < 300 and isinstance(answer.body, dict):
+            # A JSON object: a page (a proxy's, say) checks nothing.
+            badge.exists = True
+            name = answer.body.get("name")
+            badge.name = answer.shown(name) if name else None
+        badge.checked = True
+    return badge
+
+
+def refused(ctx: Context, row: Row, badge_id: int, entry: Entry | None, *, record: bool) -> Outcome:
+    """The outcome of a learner of a badge the API refused (`Badge.refused`): failed,
+    with no request, naming the badge; the run goes on with the other badges' learners.
+
+    Recorded in the journal as failed when `record` (a run, not a dry run), so that the
+    failures file and `report` give the reason. A learner whose earlier send went
+    unanswered stays unconfirmed: the journal keeps `sending`.
+    """
+    learner = row.learner
+    assert learner is not None
+    badge = ctx.badges[badge_id]
+    reason = badge.refused or f"badge {badge_id} is refused"
+    if entry is not None and entry.state is State.SENDING:
+        return _outcome(
+            row,
+            badge_id,
+            Status.UNCONFIRMED,
+            attempts=entry.attempts,
+            http_status=badge.refused_status,
+            reason=f"{reason}; an earlier send is still unconfirmed",
+        )
+    if record:
+        ctx.journal.mark(
+            badge_id,
+            learner.key,
+            State.FAILED,
+            row=row.number,
+            email=learner.email,
+            fields=None if entry is not None else row.fields,
+            http_status=badge.refused_status,
+            reason=reason,
+        )
+    return _outcome(
+        row,
+        badge_id,
+        Status.FAILED,
+        attempts=entry.attempts if entry is not None else 0,
+        http_status=badge.refused_status,
+        reason=reason,
+    )
 
 
 def remember(ctx: Context, row: Row, badge_id: int, done: Outcome) -> None:
@@ -356,6 +458,13 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
                 message = action.stop.message
                 if action.stop.http_status in (403, 404):
                     message = f"badge {job.badge_id} {message}"
+                    badge = ctx.badges.setdefault(job.badge_id, Badge())
+                    if badge.of_rows:
+                        # A row's own badge (the API did not answer for it before): its
+                        # learners fail, this one and those after, and the run goes on.
+                        badge.refused = badge.refused or message
+                        badge.refused_status = badge.refused_status or action.stop.http_status
+                        return replace(action, status=Status.FAILED, reason=message, stop=None)
                 refused = action.stop.http_status == 401
                 ctx.stop_with(CredentialsRejected(message) if refused else FatalError(message))
             return action
@@ -388,6 +497,9 @@ async def _send(ctx: Context, job: Job, flow: LearnerFlow) -> Finish | Send | Ve
     badge = ctx.badges.setdefault(job.badge_id, Badge())
     if not badge.confirmed:
         async with badge.lock:
+            if badge.refused is not None:
+                # Refused to the learner before this one: not sent.
+                return Finish(Status.FAILED, badge.refused_status, badge.refused)
             if not badge.confirmed:
                 return await _exchange(ctx, job, flow, badge)
         # Confirmed while this learner waited: the others waiting go at once, not in turn.

@@ -16,6 +16,7 @@ start ──► Send ──► 2xx, JSON (the assertion) ───────�
  │         │  │                          └ not held ► Finish failed (the 409's detail)
  │         │  ├──► 4xx (400, 422, ...) ─────────────► Finish failed
  │         │  ├──► 401 / 403 / 404 (badge unknown) ─► Finish not attempted, stop the run
+ │         │  │    (a row's own badge: the executor fails its learners instead)
  │         │  └──► no answer, 500/502/504, ──► Verify
  │         │       a 2xx, not the assertion   ├ held ──────► Finish issued (verified)
  │         │                                  ├ not held ──► Wait ──► Send
