@@ -405,3 +405,28 @@ def test_standard_input_without_failures_file_does_not_say_to_feed_it_back(
     assert re.search(r"invalid\s+1", out)
     assert "failures file" not in out
     assert "--failures writes them" in out
+
+
+# -- a journal named by --journal: its badge ----------------------------------------------
+
+
+def test_report_of_a_journal_named_by_flag_knows_its_badge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report c.csv --journal my.db` without --badge counts the learners as the run left
+    them (it took the badge from the journal's name only: every row "invalid: no badge for
+    this row", exit 1); a journal of runs for two badges asks which (exit 2)."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(2))
+    journal = tmp_path / "my.db"
+    failures = tmp_path / "f.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--journal", str(journal))) == 0
+        status, counts = report(str(cohort), "--journal", str(journal), "--failures", str(failures))
+        assert (status, counts["issued"], counts["invalid"]) == (0, 2, 0)
+        assert not failures.exists()
+        other = [*issue_args(cohort, sandbox.url, *FAST, "--journal", str(journal))]
+        other[other.index("51")] = "3425"
+        assert main(other) == 0
+    assert main(["report", str(cohort), "--journal", str(journal)]) == 2
+    assert "--badge" in capsys.readouterr().err
+    assert report(str(cohort), "--journal", str(journal), "--badge", "3425")[1]["issued"] == 2
