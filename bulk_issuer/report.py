@@ -14,6 +14,7 @@ import glob
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,8 @@ class Accounting:
     """Where each input row stands: counts, and the results files written.
 
     Every row is in exactly one of `issued`, `already_held`, `failed`, `invalid`,
-    `unconfirmed`, `not_attempted`.
+    `unconfirmed`, `not_attempted`. `not_in_file` counts the learners holding the badge
+    through the journal that no row is (listed in `--successes`; not rows).
     """
 
     issued: int = 0
@@ -59,6 +61,7 @@ class Accounting:
     invalid: int = 0
     unconfirmed: int = 0
     not_attempted: int = 0
+    not_in_file: int = 0
     written: list[str] = field(default_factory=list)
 
     @property
@@ -135,8 +138,11 @@ def account(
             successes_writer = (
                 files.enter_context(SuccessWriter(Path(successes))) if successes else None
             )
+            seen: set[tuple[int, str]] = set()
             for row, category, reason, entry, email in _rows(learners, journal, badge_id, options):
                 setattr(tally, category, getattr(tally, category) + 1)
+                if entry is not None:
+                    seen.add((entry.badge_id, entry.key))
                 if category in ("issued", "already_held"):
                     if successes_writer is not None and email is not None:
                         how = _how(category, entry, since)
@@ -147,6 +153,13 @@ def account(
                         )
                 elif failures_writer is not None:
                     failures_writer.write_fields(row.number, row.fields, reason)
+            if successes_writer is not None:
+                for entry in _not_in_file(journal, badge_id, seen):
+                    tally.not_in_file += 1
+                    how = _how(_CATEGORY[entry.state], entry, since)
+                    successes_writer.write(
+                        None, entry.email or entry.key, entry.assertion_id, f"{how}; {_gone(entry)}"
+                    )
         if failures and staging is not None:
             path = Path(failures)
             if tally.not_holding:
@@ -169,9 +182,9 @@ def account(
             staging.unlink(missing_ok=True)
         raise
     if successes:
-        tally.written.append(
-            f"Holding the badge ({tally.issued + tally.already_held}): {successes}"
-        )
+        holding = tally.issued + tally.already_held + tally.not_in_file
+        gone = f", {tally.not_in_file} of them not in this file" if tally.not_in_file else ""
+        tally.written.append(f"Holding the badge ({holding}{gone}): {successes}")
     return tally
 
 
@@ -242,6 +255,32 @@ def _rows(
                 if fixed is not None:
                     category, reason, entry, email = _CATEGORY[fixed.state], "", fixed, fixed.email
             yield row, category, reason, entry, email
+
+
+def _not_in_file(
+    journal: Journal, badge_id: int | None, seen: set[tuple[int, str]]
+) -> Iterator[Entry]:
+    """The learners holding the badge through the journal whom no row of the input is: a
+    row removed from the export after its learner was issued still holds it, and
+    `--successes` is every learner holding the badge through the journal, across runs.
+
+    Args:
+        journal: the journal.
+        badge_id: the run's badge; None (each row names its own): every badge.
+        seen: the (badge, key) of the entries the input's rows stand by.
+    """
+    for entry in journal.entries(State.ISSUED, State.HELD):
+        if (badge_id is None or entry.badge_id == badge_id) and (
+            entry.badge_id,
+            entry.key,
+        ) not in seen:
+            yield entry
+
+
+def _gone(entry: Entry) -> str:
+    """What `--successes` says of a learner no row of the input is."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry.updated_at))
+    return f"not in this file (recorded in the journal {when})"
 
 
 def _stands(row: Row, journal: Journal, badge_id: int | None) -> tuple[str, str, Entry | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -430,3 +431,34 @@ def test_report_of_a_journal_named_by_flag_knows_its_badge(
     assert main(["report", str(cohort), "--journal", str(journal)]) == 2
     assert "--badge" in capsys.readouterr().err
     assert report(str(cohort), "--journal", str(journal), "--badge", "3425")[1]["issued"] == 2
+
+
+# -- --successes: every learner holding the badge through the journal --------------------
+
+
+def test_successes_list_learners_the_journal_holds_whom_the_file_no_longer_has(
+    tmp_path: Path,
+) -> None:
+    """A learner issued and then left out of the export still holds the badge through the
+    journal: `--successes` of `issue` and of `report` lists it, with its address, assertion
+    and when, as not in this file (it listed the file's rows only)."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(3))
+    by_issue, by_report = tmp_path / "s1.csv", tmp_path / "s2.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+        write_cohort(cohort, [good_rows(3)[0], good_rows(3)[2]])  # n1 left out
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--successes", str(by_issue))) == 0
+        assert issue_count(sandbox) == 3
+        [assertion] = [
+            a["id"] for a in sandbox.assertions if a["recipient_email"] == "n1@example.org"
+        ]
+    status, counts = report(str(cohort), "--successes", str(by_report))
+    assert (status, counts["rows"], counts["issued"]) == (0, 2, 2)
+    for successes in (by_issue, by_report):
+        with successes.open(encoding="utf-8", newline="") as handle:
+            rows = {row["email"]: row for row in csv.DictReader(handle)}
+        assert sorted(rows) == ["n0@example.org", "n1@example.org", "n2@example.org"]
+        gone = rows["n1@example.org"]
+        assert (gone["row"], gone["assertion_id"]) == ("", str(assertion))
+        assert "not in this file" in gone["note"]
+        assert re.search(r"\d{4}-\d\d-\d\d", gone["note"])
