@@ -56,7 +56,14 @@ from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Summary, json_lines_logger
 from .pacing import Rate
 from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source, scan_source
-from .report import Accounting, account, check_writable, find_journals
+from .report import (
+    FAILURES_LINES_SUFFIX,
+    FAILURES_SUFFIX,
+    Accounting,
+    account,
+    check_writable,
+    find_journals,
+)
 from .retry import RetryPolicy
 
 _ENV_HELP = """\
@@ -438,9 +445,9 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
     )
 
 
-_FAILURES_SUFFIX = ".failures.csv"
+_FAILURES_SUFFIX = FAILURES_SUFFIX
 #: A JSON Lines input's: each record keeps its own keys (CSV has one set of columns).
-_FAILURES_LINES_SUFFIX = ".failures.jsonl"
+_FAILURES_LINES_SUFFIX = FAILURES_LINES_SUFFIX
 
 
 def _failures_path(source: Path) -> Path:
@@ -1120,6 +1127,7 @@ def _results(
         failures=settings.failures,
         successes=settings.successes,
         since=since,
+        record_fixes=not settings.dry_run,
     )
 
 
