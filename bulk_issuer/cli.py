@@ -57,7 +57,14 @@ from .learners import COLUMN_ALIASES, normalise_header
 from .outcomes import Outcome, Status, Summary, json_lines_logger
 from .pacing import Rate
 from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source, scan_source
-from .report import Accounting, account, check_writable, find_journals
+from .report import (
+    FAILURES_LINES_SUFFIX,
+    FAILURES_SUFFIX,
+    Accounting,
+    account,
+    check_writable,
+    find_journals,
+)
 from .retry import RetryPolicy
 
 _ENV_HELP = """\
@@ -439,9 +446,9 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
     )
 
 
-_FAILURES_SUFFIX = ".failures.csv"
+_FAILURES_SUFFIX = FAILURES_SUFFIX
 #: A JSON Lines input's: each record keeps its own keys (CSV has one set of columns).
-_FAILURES_LINES_SUFFIX = ".failures.jsonl"
+_FAILURES_LINES_SUFFIX = FAILURES_LINES_SUFFIX
 
 
 def _failures_path(source: Path) -> Path:
@@ -675,6 +682,7 @@ def _issue_file(settings: IssueSettings) -> int:
         if not settings.dry_run:
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
+            _record_badge(journal, settings.badge_id)
             if settings.label != "standard input":  # `report` reads files, not a pipe
                 _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
@@ -1153,6 +1161,7 @@ def _results(
         failures=settings.failures,
         successes=settings.successes,
         since=since,
+        record_fixes=not settings.dry_run,
     )
 
 
@@ -1194,6 +1203,21 @@ def _record_read_options(journal: Journal, source: str, options: ReadOptions) ->
     entry["column_map"] = dict(options.column_map)
     table[str(Path(source).resolve())] = entry
     journal.set_meta(_READ_META, table)
+
+
+#: The journal's meta of the badges its runs were given (`--badge`): `report` of a journal
+#: whose name does not say (`--journal PATH`) takes the badge from it.
+_BADGES_META = "badges"
+
+
+def _record_badge(journal: Journal, badge_id: int | None) -> None:
+    """Add the run's `--badge` to those recorded (a run without one adds none: its rows
+    name their own, and `report` reads them so)."""
+    recorded = journal.meta(_BADGES_META)
+    badges = {b for b in recorded if isinstance(b, int)} if isinstance(recorded, list) else set()
+    if badge_id is not None:
+        badges.add(badge_id)
+    journal.set_meta(_BADGES_META, sorted(badges))
 
 
 def _recorded_read_options(journal: Journal, source: str) -> dict[str, Any]:
@@ -1347,8 +1371,10 @@ def _report(args: argparse.Namespace) -> int:
     _check_distinct(
         args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
     )
-    badge_id = args.badge if args.badge is not None else _badge_of(path)
     with Journal(path, read_only=True) as journal:
+        badge_id = (
+            args.badge if args.badge is not None else _journal_badge(args.file, path, journal)
+        )
         options = dataclasses.replace(_report_options(args, journal), badge_id=badge_id)
         # The failures file in this file's own columns and encoding (the journal's last run
         # may have been of another file sharing it through --journal).
@@ -1387,6 +1413,35 @@ def _report(args: argparse.Namespace) -> int:
                 "rerun the same issue command to go on"
             )
     return EXIT_OK if accounting.not_holding == 0 else EXIT_SOME_FAILED
+
+
+def _journal_badge(source: str, path: Path, journal: Journal) -> int | None:
+    """The badge of the runs that kept `journal`, for `report` without `--badge`.
+
+    Its name says it for a default journal (`c.csv.badge-51.journal.db`); one named by
+    `--journal` says it in its records: the badges its runs were given, or, for a journal
+    from before they were recorded, those of its learners (not for a run's own journal
+    without a badge, whose rows name theirs).
+
+    Raises:
+        UsageError: the runs were for several badges: which one is for `--badge` to say.
+    """
+    named = _badge_of(path)
+    if named is not None:
+        return named
+    recorded = journal.meta(_BADGES_META)
+    if isinstance(recorded, list):
+        badges = [b for b in recorded if isinstance(b, int)]
+    elif path == default_journal_path(source, None) or path in _original_journals(source):
+        return None
+    else:
+        badges = journal.badges()
+    if len(badges) > 1:
+        listed = ", ".join(map(str, badges))
+        raise UsageError(
+            f"the journal {path} was kept for several badges ({listed}): pass --badge ID"
+        )
+    return badges[0] if badges else None
 
 
 def _badge_of(journal: Path) -> int | None:

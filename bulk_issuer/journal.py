@@ -281,6 +281,20 @@ class Journal:
         """
         return self._db.execute("SELECT 1 FROM learners LIMIT 1").fetchone() is None
 
+    def badges(self) -> list[int]:
+        """The badges the journal holds learners of (`report` of a journal named by
+        `--journal`, which its name does not tell).
+
+        Returns:
+            The badge ids, in order.
+        """
+        return [
+            found[0]
+            for found in self._db.execute(
+                "SELECT DISTINCT badge_id FROM learners ORDER BY badge_id"
+            )
+        ]
+
     def mark_sending(
         self,
         badge_id: int,

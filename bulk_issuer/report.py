@@ -14,7 +14,8 @@ import glob
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,25 @@ from .learners import Row
 from .readers import LINES_SUFFIXES, Dialect, ReadOptions, open_source
 from .results import FailuresLinesWriter, FailuresWriter, SuccessWriter
 
-__all__ = ["Accounting", "account", "check_writable", "find_journals"]
+__all__ = [
+    "FAILURES_LINES_SUFFIX",
+    "FAILURES_SUFFIX",
+    "Accounting",
+    "account",
+    "check_writable",
+    "find_journals",
+]
+
+#: The failures file of `cohort.csv` (or `.xlsx`, ...) is `cohort.failures.csv` beside it.
+FAILURES_SUFFIX = ".failures.csv"
+#: A JSON Lines input's: each record keeps its own keys (CSV has one set of columns).
+FAILURES_LINES_SUFFIX = ".failures.jsonl"
+
+_FAILURES_SUFFIXES = (FAILURES_SUFFIX, FAILURES_LINES_SUFFIX)
+
+#: The journal's meta of the fixes fed back: a failures file's resolved path -> the
+#: [badge, key] of each learner holding the badge through one of its rows.
+_FIXES_META = "fixes"
 
 #: The category of each journal state.
 _CATEGORY = {
@@ -50,7 +69,8 @@ class Accounting:
     """Where each input row stands: counts, and the results files written.
 
     Every row is in exactly one of `issued`, `already_held`, `failed`, `invalid`,
-    `unconfirmed`, `not_attempted`.
+    `unconfirmed`, `not_attempted`. `not_in_file` counts the learners holding the badge
+    through the journal that no row is (listed in `--successes`; not rows).
     """
 
     issued: int = 0
@@ -59,6 +79,7 @@ class Accounting:
     invalid: int = 0
     unconfirmed: int = 0
     not_attempted: int = 0
+    not_in_file: int = 0
     written: list[str] = field(default_factory=list)
 
     @property
@@ -99,6 +120,7 @@ def account(
     failures: str | os.PathLike[str] | None = None,
     successes: str | os.PathLike[str] | None = None,
     since: float | None = None,
+    record_fixes: bool = False,
 ) -> Accounting:
     """Read the input against the journal; write the results files asked for.
 
@@ -113,6 +135,9 @@ def account(
         successes: where to write every learner who holds the badge through the journal.
         since: the wall-clock start of the run just made: learners issued since then are
             "issued now", earlier ones "issued earlier".
+        record_fixes: record in the journal (written: not `report`'s) which learners hold
+            the badge through the rows of a failures file fed back, so that only the file
+            it came from counts them (see `_Fixes`).
     """
     tally = Accounting()
     for target in (failures, successes):
@@ -135,8 +160,14 @@ def account(
             successes_writer = (
                 files.enter_context(SuccessWriter(Path(successes))) if successes else None
             )
+            seen: set[tuple[int, str]] = set()
+            fixed: set[tuple[int, str]] = set()
             for row, category, reason, entry, email in _rows(learners, journal, badge_id, options):
                 setattr(tally, category, getattr(tally, category) + 1)
+                if entry is not None:
+                    seen.add((entry.badge_id, entry.key))
+                    if category in ("issued", "already_held") and _fed_back(row):
+                        fixed.add((entry.badge_id, entry.key))
                 if category in ("issued", "already_held"):
                     if successes_writer is not None and email is not None:
                         how = _how(category, entry, since)
@@ -147,6 +178,15 @@ def account(
                         )
                 elif failures_writer is not None:
                     failures_writer.write_fields(row.number, row.fields, reason)
+            if record_fixes and fixed:
+                _record_fixes(journal, learners, fixed)
+            if successes_writer is not None:
+                for entry in _not_in_file(journal, badge_id, seen):
+                    tally.not_in_file += 1
+                    how = _how(_CATEGORY[entry.state], entry, since)
+                    successes_writer.write(
+                        None, entry.email or entry.key, entry.assertion_id, f"{how}; {_gone(entry)}"
+                    )
         if failures and staging is not None:
             path = Path(failures)
             if tally.not_holding:
@@ -169,9 +209,9 @@ def account(
             staging.unlink(missing_ok=True)
         raise
     if successes:
-        tally.written.append(
-            f"Holding the badge ({tally.issued + tally.already_held}): {successes}"
-        )
+        holding = tally.issued + tally.already_held + tally.not_in_file
+        gone = f", {tally.not_in_file} of them not in this file" if tally.not_in_file else ""
+        tally.written.append(f"Holding the badge ({holding}{gone}): {successes}")
     return tally
 
 
@@ -231,17 +271,79 @@ def _rows(
 ) -> Iterator[tuple[Row, str, str, Entry | None, str | None]]:
     """Each row, its category and reason, its journal entry and the address that holds it."""
     with open_source(learners, replace(options, badge_id=badge_id)) as source:
-        fixes = _Fixes(journal, by_columns=source.dialect.format != "jsonl")
+        fixes = _Fixes(journal, _own_fixes(journal, learners))
         for row in source:
             category, reason, entry = _stands(row, journal, badge_id)
             email = row.learner.email if row.learner is not None else None
             if category not in ("issued", "already_held"):
                 # Fixed in a failures file and fed back: the fix holds it (as `issue` of
                 # that file said), though this row, unfixed, cannot be sent.
-                fixed = fixes.holding(row, badge_id)
+                fixed = fixes.holding(row, badge_id, _fixable(row, entry))
                 if fixed is not None:
                     category, reason, entry, email = _CATEGORY[fixed.state], "", fixed, fixed.email
             yield row, category, reason, entry, email
+
+
+def _fed_back(row: Row) -> bool:
+    """Whether the row is one of a failures file fed back (its `row` and `reason` first)."""
+    return failures_file_columns(list(row.fields))
+
+
+def _record_fixes(
+    journal: Journal, source: str | os.PathLike[str], fixed: set[tuple[int, str]]
+) -> None:
+    """Add the learners holding the badge through the rows of the failures file `source`
+    to those the journal records of it."""
+    recorded = journal.meta(_FIXES_META)
+    table = dict(recorded) if isinstance(recorded, dict) else {}
+    name = str(Path(source).resolve())
+    before = table.get(name)
+    known = {(b, k) for b, k in before} if isinstance(before, list) else set()
+    table[name] = [list(pair) for pair in sorted(known | fixed)]
+    journal.set_meta(_FIXES_META, table)
+
+
+def _own_fixes(journal: Journal, source: str | os.PathLike[str]) -> set[tuple[int, str]]:
+    """The learners holding the badge through the rows of `source`'s own failures file
+    (`STEM.failures.csv` or `.jsonl` beside it) fed back, as recorded."""
+    recorded = journal.meta(_FIXES_META)
+    if not isinstance(recorded, dict):
+        return set()
+    path = Path(source).resolve()
+    own: set[tuple[int, str]] = set()
+    # The file itself too: a failures file is its own (rewritten in place when fed back).
+    for name in (path, *(path.with_name(path.stem + s) for s in _FAILURES_SUFFIXES)):
+        listed = recorded.get(str(name))
+        for pair in listed if isinstance(listed, list) else ():
+            if isinstance(pair, list) and len(pair) == 2:
+                own.add((int(pair[0]), str(pair[1])))
+    return own
+
+
+def _not_in_file(
+    journal: Journal, badge_id: int | None, seen: set[tuple[int, str]]
+) -> Iterator[Entry]:
+    """The learners holding the badge through the journal whom no row of the input is: a
+    row removed from the export after its learner was issued still holds it, and
+    `--successes` is every learner holding the badge through the journal, across runs.
+
+    Args:
+        journal: the journal.
+        badge_id: the run's badge; None (each row names its own): every badge.
+        seen: the (badge, key) of the entries the input's rows stand by.
+    """
+    for entry in journal.entries(State.ISSUED, State.HELD):
+        if (badge_id is None or entry.badge_id == badge_id) and (
+            entry.badge_id,
+            entry.key,
+        ) not in seen:
+            yield entry
+
+
+def _gone(entry: Entry) -> str:
+    """What `--successes` says of a learner no row of the input is."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry.updated_at))
+    return f"not in this file (recorded in the journal {when})"
 
 
 def _stands(row: Row, journal: Journal, badge_id: int | None) -> tuple[str, str, Entry | None]:
@@ -262,25 +364,43 @@ def _stands(row: Row, journal: Journal, badge_id: int | None) -> tuple[str, str,
     return _CATEGORY[entry.state], reason, entry
 
 
+def _fixable(row: Row, entry: Entry | None) -> set[str]:
+    """The columns a fix of this row may have changed: those its problems name, or, for a
+    learner the server refused (or not yet answered), the cells of its address."""
+    columns = {problem.column for problem in row.problems}
+    if row.learner is not None and entry is not None:
+        address = (entry.email or row.learner.email).strip()
+        columns |= {key for key, value in row.fields.items() if value.strip() == address}
+    return columns
+
+
 class _Fixes:
-    """The learners holding the badge through a failures file fed back, by row number.
+    """The learners holding the badge through this input's own failures file fed back.
 
     A failures file keeps each row's number in the original file, so its fixes are
-    journaled at those numbers, with its `row` and `reason` columns among their fields.
+    journaled at those numbers, with its `row` and `reason` columns among their fields. A
+    number alone proves nothing (the file is exported again and another learner is that
+    row now; another input sharing the journal has a row of that number), so a fix counts
+    for a row only when it came from this input's own failures file (as recorded when it
+    was fed back) and differs from the row in no cell but those the row's fault is in.
+    When in doubt it does not count: the row stays in the failures file.
     Read from the journal once, when the first row not holding the badge asks.
 
     Args:
         journal: the journal.
-        by_columns: also require the input's own columns (CSV, workbooks), so that a
-            failures file of another input sharing the journal does not count.
+        own: the (badge, key) of the learners holding the badge through this input's own
+            failures file.
     """
 
-    def __init__(self, journal: Journal, *, by_columns: bool) -> None:
+    def __init__(self, journal: Journal, own: set[tuple[int, str]]) -> None:
         self._journal = journal
-        self._by_columns = by_columns
+        self._own = own
         self._by_row: dict[int, list[Entry]] | None = None
 
-    def holding(self, row: Row, badge_id: int | None) -> Entry | None:
+    def holding(self, row: Row, badge_id: int | None, fixable: set[str]) -> Entry | None:
+        """The fix holding the badge for `row`, whose cells in `fixable` may differ."""
+        if not self._own:
+            return None
         if self._by_row is None:
             self._by_row = {}
             for entry in self._journal.entries(State.ISSUED, State.HELD):
@@ -288,18 +408,25 @@ class _Fixes:
                     entry.row is not None
                     and entry.fields
                     and failures_file_columns(list(entry.fields))
+                    and (entry.badge_id, entry.key) in self._own
                 ):
                     self._by_row.setdefault(entry.row, []).append(entry)
         found = [
             entry
             for entry in self._by_row.get(row.number, ())
             if (badge_id is None or entry.badge_id == badge_id)
-            and (
-                not self._by_columns
-                or _own_columns(list(entry.fields or ())) == _own_columns(list(row.fields))
-            )
+            and _same_row(entry.fields or {}, row.fields, fixable)
         ]
         return found[0] if len(found) == 1 else None
+
+
+def _same_row(fixed: Mapping[str, str], row: Mapping[str, str], fixable: set[str]) -> bool:
+    """Whether a fed-back row is `row` fixed: the same columns, the same cells but those
+    a fix may change."""
+    ours = _own_columns(list(fixed))
+    if ours != _own_columns(list(row)):
+        return False
+    return all(fixed[key] == row[key] for key in ours if key not in fixable)
 
 
 def _own_columns(keys: list[str]) -> list[str]:

@@ -205,9 +205,9 @@ class SuccessWriter(_CsvFile):
             self._write(["row", "email", "assertion_id", "note"])
 
     def write(
-        self, row_number: int, email: str, assertion_id: str | int | None, note: str = ""
+        self, row_number: int | None, email: str, assertion_id: str | int | None, note: str = ""
     ) -> None:
-        """Add one issued learner."""
+        """Add one issued learner (`row_number` None: one no row of the input is)."""
         shown = "" if assertion_id is None else str(assertion_id)
-        self._write([str(row_number), email, shown, note])
+        self._write(["" if row_number is None else str(row_number), email, shown, note])
         self.count += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -263,6 +264,62 @@ def test_a_fix_in_another_files_failures_does_not_count(tmp_path: Path) -> None:
     assert report(str(second), "--journal", str(journal))[1]["issued"] == 1
 
 
+def test_a_fix_counts_only_for_the_row_it_fixed(tmp_path: Path) -> None:
+    """Row 3 fixed in the failures file and fed back; then the export changes and another
+    learner with a bad address is row 3: that row is not counted as holding the badge by
+    the row's number (it was, so its learner was left out of the failures file and would
+    never get the badge). The row fixed, at row 4 now, is not credited either: not proven."""
+    cohort = write_cohort(
+        tmp_path / "c.csv", [("Ann", "A", "ann@example.org"), ("Al", "B", "al@@x.org")]
+    )
+    failures = tmp_path / "c.failures.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        failures.write_text(failures.read_text(encoding="utf-8").replace("al@@x.org", "al@x.org"))
+        assert main(issue_args(failures, sandbox.url, *FAST)) == 0
+        # Unchanged, the file counts its fixed row as holding (the README's loop).
+        assert report(str(cohort))[1]["issued"] == 2
+        write_cohort(
+            cohort,
+            [("Ann", "A", "ann@example.org"), ("Cy", "C", "cy@x,org"), ("Al", "B", "al@@x.org")],
+        )
+        successes, rows = tmp_path / "s.csv", tmp_path / "f.csv"
+        argv = ["--successes", str(successes), "--failures", str(rows)]
+        status, counts = report(str(cohort), *argv)
+        assert (status, counts["issued"], counts["invalid"]) == (1, 1, 2)
+        assert 'Cy,C,"cy@x,org"' in rows.read_text(encoding="utf-8")
+        assert not any(
+            line.startswith("3,") for line in successes.read_text(encoding="utf-8").splitlines()
+        )
+        # `issue` of the new export says the same and keeps Cy in its failures file.
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 1
+        assert 'Cy,C,"cy@x,org"' in failures.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("other", [("Bea", "B", "bea@@x.org"), ("Al", "B", "al@@x.org")])
+def test_a_fix_fed_back_from_another_file_sharing_the_journal_does_not_count(
+    tmp_path: Path, other: tuple[str, str, str]
+) -> None:
+    """a.csv and b.csv share a journal, each with an invalid row 3 in the same columns;
+    b.failures.csv fixed and fed back does not make a.csv's row 3 hold the badge (`issue
+    a.csv` said invalid 1, exited 0 and removed a.failures.csv: Al's only record), even
+    when the two rows read alike."""
+    journal = tmp_path / "shared.db"
+    first = write_cohort(tmp_path / "a.csv", [("Ann", "A", "ann@x.org"), ("Al", "B", "al@@x.org")])
+    second = write_cohort(tmp_path / "b.csv", [("Bob", "C", "bob@x.org"), other])
+    shared = ["--journal", str(journal)]
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(first, sandbox.url, *FAST, *shared)) == 1
+        assert main(issue_args(second, sandbox.url, *FAST, *shared)) == 1
+        fixes = tmp_path / "b.failures.csv"
+        fixes.write_text(fixes.read_text(encoding="utf-8").replace("@@", "@fixed."))
+        assert main(issue_args(fixes, sandbox.url, *FAST, *shared)) == 0
+        assert main(issue_args(first, sandbox.url, *FAST, *shared)) == 1
+        assert "al@@x.org" in (tmp_path / "a.failures.csv").read_text(encoding="utf-8")
+    assert report(str(first), *shared)[1]["invalid"] == 1
+    assert report(str(second), *shared)[1]["issued"] == 2
+
+
 def test_report_finds_the_journal_of_a_run_without_badge(tmp_path: Path) -> None:
     """A run with a badge_id column and no --badge keeps `b.csv.journal.db`: `report b.csv`
     finds it (it looked only for b.csv.badge-*), and its failures file fed back without
@@ -460,3 +517,59 @@ def test_a_rerun_with_another_map_is_refused_before_anything_is_sent(
     assert held == ["ann@work.example"]
     assert '--map email="Work Email"' in err
     assert '--map email="Email"' in err
+
+
+# -- a journal named by --journal: its badge ----------------------------------------------
+
+
+def test_report_of_a_journal_named_by_flag_knows_its_badge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report c.csv --journal my.db` without --badge counts the learners as the run left
+    them (it took the badge from the journal's name only: every row "invalid: no badge for
+    this row", exit 1); a journal of runs for two badges asks which (exit 2)."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(2))
+    journal = tmp_path / "my.db"
+    failures = tmp_path / "f.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--journal", str(journal))) == 0
+        status, counts = report(str(cohort), "--journal", str(journal), "--failures", str(failures))
+        assert (status, counts["issued"], counts["invalid"]) == (0, 2, 0)
+        assert not failures.exists()
+        other = [*issue_args(cohort, sandbox.url, *FAST, "--journal", str(journal))]
+        other[other.index("51")] = "3425"
+        assert main(other) == 0
+    assert main(["report", str(cohort), "--journal", str(journal)]) == 2
+    assert "--badge" in capsys.readouterr().err
+    assert report(str(cohort), "--journal", str(journal), "--badge", "3425")[1]["issued"] == 2
+
+
+# -- --successes: every learner holding the badge through the journal --------------------
+
+
+def test_successes_list_learners_the_journal_holds_whom_the_file_no_longer_has(
+    tmp_path: Path,
+) -> None:
+    """A learner issued and then left out of the export still holds the badge through the
+    journal: `--successes` of `issue` and of `report` lists it, with its address, assertion
+    and when, as not in this file (it listed the file's rows only)."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(3))
+    by_issue, by_report = tmp_path / "s1.csv", tmp_path / "s2.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST)) == 0
+        write_cohort(cohort, [good_rows(3)[0], good_rows(3)[2]])  # n1 left out
+        assert main(issue_args(cohort, sandbox.url, *FAST, "--successes", str(by_issue))) == 0
+        assert issue_count(sandbox) == 3
+        [assertion] = [
+            a["id"] for a in sandbox.assertions if a["recipient_email"] == "n1@example.org"
+        ]
+    status, counts = report(str(cohort), "--successes", str(by_report))
+    assert (status, counts["rows"], counts["issued"]) == (0, 2, 2)
+    for successes in (by_issue, by_report):
+        with successes.open(encoding="utf-8", newline="") as handle:
+            rows = {row["email"]: row for row in csv.DictReader(handle)}
+        assert sorted(rows) == ["n0@example.org", "n1@example.org", "n2@example.org"]
+        gone = rows["n1@example.org"]
+        assert (gone["row"], gone["assertion_id"]) == ("", str(assertion))
+        assert "not in this file" in gone["note"]
+        assert re.search(r"\d{4}-\d\d-\d\d", gone["note"])
