@@ -8,6 +8,7 @@ shared by a cohort run and by `BadgeIssuer.issue` for one learner at a time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -135,6 +136,8 @@ class Job:
     held: bool = False
     #: An issue call of it is out, its answer not yet read.
     on_wire: bool = False
+    #: When the ledger last said the claim is still this run's (`time.monotonic()`).
+    confirmed_at: float = 0.0
 
 
 def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
@@ -544,15 +547,13 @@ async def _exchange_loop(
         job.stored = True
         # The send is on disk before the request leaves.
         await ctx.journal.committed()
-        if job.claimed and job.sends == 1 and ctx.claims is not None:
-            # The shared ledger too knows before the first send leaves that it may be
-            # processed: should this run die, the next claimant asks the server first.
-            # (After the journal: a ledger that says so implies a journal that does.)
-            try:
-                await ctx.claims.sending(job.badge_id, job.learner.key)
-            except StoppedError:
-                job.attempts -= 1
-                raise
+        # The shared ledger too knows before the first send leaves that it may be
+        # processed: should this run die, the next claimant asks the server first.
+        # (After the journal: a ledger that says so implies a journal that does.) And
+        # the claim is still this run's: not taken over while this run was held up.
+        claimed = job.claimed and ctx.claims is not None
+        if claimed and not await _still_claimed(ctx, job, first=job.sends == 1):
+            return _claim_lost(ctx, job)
         try:
             ticket = await client.slot(again=retry.limited > 0)
         except BaseException as exc:
@@ -568,6 +569,12 @@ async def _exchange_loop(
             # Stopped as the slot came: the request has not left, and must not.
             job.attempts -= 1
             raise Stopping
+        # The slot came long after the claim was last confirmed (a long wait, or the
+        # process suspended): its lease may have lapsed, and another run taken over the
+        # learner and sent it. Asked again, once: the slot goes unused if so.
+        stale = claimed and _unconfirmed_for(ctx, job) > _CONFIRM_AFTER
+        if stale and not await _still_claimed(ctx, job, first=False):
+            return _claim_lost(ctx, job)
         outcome: Answer | NotSent
         job.on_wire = True
         try:
@@ -628,6 +635,56 @@ def _not_the_assertion(answer: Answer) -> bool:
     if answer.status == 202 or not isinstance(body, dict):
         return True
     return not any(_an_id(body.get(key)) for key in _ASSERTION_KEYS)
+
+
+#: A claim confirmed longer ago than this share of its lease is confirmed again before a
+#: send (renewals come every sixth of it: one missed is ordinary, three are not).
+_CONFIRM_AFTER = 1 / 3
+
+#: Why a learner whose claim another run took over was not sent by this run.
+CLAIM_LOST = (
+    "another run of the account took this learner over while this run was held up past "
+    "its claim's lease (the process suspended, or the shared store emptied); not sent by "
+    "this run: the other run settles it, and a rerun shows how"
+)
+
+
+async def _still_claimed(ctx: Context, job: Job, *, first: bool) -> bool:
+    """Whether this run still holds the learner's claim (`sending` before its first send,
+    which also notes the send), noting when it was confirmed."""
+    assert ctx.claims is not None
+    try:
+        if first:
+            ours = await ctx.claims.sending(job.badge_id, job.learner.key)
+        else:
+            ours = await ctx.claims.confirm(job.badge_id, job.learner.key)
+    except StoppedError:
+        job.attempts -= 1
+        raise
+    job.confirmed_at = time.monotonic()
+    return ours
+
+
+def _unconfirmed_for(ctx: Context, job: Job) -> float:
+    """How long since the claim was last confirmed, as a share of its lease."""
+    assert ctx.claims is not None
+    return (time.monotonic() - job.confirmed_at) / ctx.claims.lease
+
+
+def _claim_lost(ctx: Context, job: Job) -> Finish:
+    """The claim is another run's now: this send does not leave, and this run writes
+    nothing of the learner to the ledger (the other run settles it)."""
+    job.attempts -= 1
+    job.sends -= 1
+    job.claimed = False
+    if not job.maybe_sent:
+        ctx.journal.restore(job.badge_id, job.learner.key, job.entry)
+        job.stored = job.entry is not None
+        return Finish(Status.NOT_ATTEMPTED, reason=CLAIM_LOST)
+    return Finish(
+        Status.UNCONFIRMED,
+        reason=f"{CLAIM_LOST}; an earlier send of this run went unanswered",
+    )
 
 
 def _names_another(answer: Answer, job: Job) -> str | None:

@@ -557,6 +557,37 @@ async def test_redis_lost_mid_run_raises_unavailable(own_redis: RedisServer) -> 
         await coordinator.close()
 
 
+async def test_a_redis_emptied_under_a_run_stops_its_claims(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """FLUSHALL (or a restart without persistence, or eviction) drops the records of the
+    learners issued: a claim granted then could send one again. Every run's next claim
+    says the store lost its records (UnavailableError, exit 4); one that never lost them
+    goes on, and a run opened afterwards works."""
+    redis_server.flush()
+    a, b = RedisCoordinator(redis_server.url, ACCOUNT), RedisCoordinator(redis_server.url, ACCOUNT)
+    await a.open()
+    await b.open()
+    try:
+        await a.claim(51, "ann", "run-a", 30)
+        await a.settle(51, "ann", "run-a", Ending.ISSUED)
+        assert (await b.claim(51, "ann", "run-b", 30)).verdict is Verdict.DONE
+        redis_server.flush()
+        for coordinator, run in ((a, "run-a"), (b, "run-b")):
+            with pytest.raises(UnavailableError, match="lost its records") as caught:
+                await coordinator.claim(51, "ann", run, 30)
+            assert caught.value.exit_status == 4
+        later = RedisCoordinator(redis_server.url, ACCOUNT)
+        await later.open()
+        try:
+            assert (await later.claim(51, "bob", "run-c", 30)).verdict is Verdict.GRANTED
+        finally:
+            await later.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
 def test_choose_and_account_keys(tmp_path: Path) -> None:
     """The spec picks the store; the account key hashes the credential and never holds it."""
     key = account_key("https://api.navigatr.app", "my-secret-pat")

@@ -294,15 +294,33 @@ class LocalCoordinator:
             return alive_here(run_id)  # a run of this process that ended left it behind
         return _process_alive(pid)
 
-    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> bool:
         """Note a send; see `Coordinator.sending`."""
-        await self._write(
-            lambda db: db.execute(
-                "UPDATE claims SET ending = ? WHERE badge_id = ? AND learner = ? AND run_id = ?"
-                " AND ending IS NULL",
-                (_SENDING, badge_id, learner_key, run_id),
+        changed = await self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE claims SET ending = ? WHERE badge_id = ? AND learner = ? AND run_id = ?"
+                    " AND (ending IS NULL OR ending = ?)",
+                    (_SENDING, badge_id, learner_key, run_id, _SENDING),
+                ).rowcount
             )
         )
+        return bool(changed)
+
+    async def confirm(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> bool:
+        """Whether the claim is still the run's; see `Coordinator.confirm`."""
+        changed = await self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE claims SET expires_at = ? WHERE badge_id = ? AND learner = ?"
+                    " AND run_id = ? AND (ending IS NULL OR ending = ?)",
+                    (time.time() + lease_seconds, badge_id, learner_key, run_id, _SENDING),
+                ).rowcount
+            )
+        )
+        return bool(changed)
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend this run's claims; see `Coordinator.renew`."""

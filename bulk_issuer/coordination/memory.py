@@ -79,9 +79,22 @@ class InProcessCoordinator:
         self._sending.discard(key)
         return Claim(Verdict.GRANTED, verify=ending is Ending.UNCONFIRMED)
 
-    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> bool:
         """Note a send; see `Coordinator.sending` (kept for symmetry: no run dies alone here)."""
+        if not self._holds(badge_id, learner_key, run_id):
+            return False
         self._sending.add((badge_id, learner_key))
+        return True
+
+    async def confirm(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> bool:
+        """Whether the claim is still the run's (nothing expires in one process)."""
+        return self._holds(badge_id, learner_key, run_id)
+
+    def _holds(self, badge_id: int, learner_key: str, run_id: str) -> bool:
+        found = self._claims.get((badge_id, learner_key))
+        return found is not None and found[0] == run_id and found[1] is None
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Nothing expires in one process."""

@@ -130,9 +130,23 @@ class Coordinator(Protocol):
         """
         ...
 
-    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> bool:
         """Note that `run_id` is about to send a learner it claimed: from now on, should the
-        run die, the next claimant asks the server first."""
+        run die, the next claimant asks the server first.
+
+        Returns:
+            Whether `run_id` still holds the claim: False once another run took it over
+            (this run was held up past its lease: suspended, a store emptied), when the
+            send must not leave.
+        """
+        ...
+
+    async def confirm(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> bool:
+        """Whether `run_id` still holds its claim on a learner (not settled, not taken over
+        by another run); if it does, its lease is extended. Asked before a send that may
+        come after the lease lapsed (a long wait for a slot, the process suspended)."""
         ...
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -125,9 +126,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
+# The store's epoch: set once, read by every run as it opens the store. Gone or another
+# (the store emptied: FLUSHALL, a restart without persistence, keys evicted), the
+# records of learners issued meanwhile are gone too, and a claim would be granted for a
+# learner another run issued: every claim then says so, and the runs stop.
+# KEYS: epoch. ARGV: a new epoch, if none.
+_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+return epoch
+"""
+
 # A record is WHAT:WHEN:RUN (WHEN in microseconds on Redis's clock).
-# KEYS: claim, record. ARGV: run, lease ms, retain s, since (microseconds).
+# KEYS: claim, record, epoch. ARGV: run, lease ms, retain s, since (microseconds), epoch.
 _CLAIM = """
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return {'lost', ''} end
 local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local rec = redis.call('GET', KEYS[2])
@@ -183,6 +199,13 @@ redis.call('SET', KEYS[2], 'sending:' .. now .. ':' .. ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+# KEYS: claim. ARGV: run, lease ms.
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 # KEYS: this run's claims. ARGV: run, lease ms.
 _RENEW = """
 for _, key in ipairs(KEYS) do
@@ -225,6 +248,8 @@ class RedisCoordinator:
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._mine: dict[tuple[int, str], str] = {}
+        self._epoch_key = self._prefix + "epoch"
+        self._epoch = ""
 
     def _lost(self, exc: BaseException) -> UnavailableError:
         what = str(exc) or type(exc).__name__
@@ -249,11 +274,14 @@ class RedisCoordinator:
             ("claim", _CLAIM),
             ("settle", _SETTLE),
             ("sending", _SENDING),
+            ("confirm", _CONFIRM),
             ("renew", _RENEW),
+            ("epoch", _EPOCH),
         ):
             self._scripts[name] = client.register_script(text)
         try:
             await self._call(client.ping())
+            self._epoch = str(await self._run("epoch", [self._epoch_key], [uuid.uuid4().hex]))
         except UnavailableError:
             await self.close()
             raise
@@ -354,17 +382,35 @@ class RedisCoordinator:
         """Claim a learner; see `Coordinator.claim`."""
         keys = self._keys(badge_id, learner_key)
         floor = round(since * _MICRO) if math.isfinite(since) else -1
+        lease = max(1, round(lease_seconds * 1000))
         verdict, detail = await self._run(
-            "claim", keys, [run_id, max(1, round(lease_seconds * 1000)), RETAIN, floor]
+            "claim", [*keys, self._epoch_key], [run_id, lease, RETAIN, floor, self._epoch]
         )
+        if verdict == "lost":
+            raise UnavailableError(
+                f"the {self.name} lost its records since this run opened it (emptied, "
+                "restarted without persistence, or keys evicted: give it a Redis with "
+                "maxmemory-policy noeviction): learners issued meanwhile could be sent "
+                "again, so the run stops; rerun to go on (each run's journal and the "
+                "server's holders say who holds the badge)",
+                host=redacted(self._url),
+            )
         if verdict == "granted":
             self._mine[(badge_id, learner_key)] = keys[0]
             return Claim(Verdict.GRANTED, verify=detail == "1")
         return Claim(Verdict(verdict), detail)
 
-    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> None:
+    async def sending(self, badge_id: int, learner_key: str, run_id: str) -> bool:
         """Note a send; see `Coordinator.sending`."""
-        await self._run("sending", self._keys(badge_id, learner_key), [run_id, RETAIN])
+        return bool(await self._run("sending", self._keys(badge_id, learner_key), [run_id, RETAIN]))
+
+    async def confirm(
+        self, badge_id: int, learner_key: str, run_id: str, lease_seconds: float
+    ) -> bool:
+        """Whether the claim is still the run's; see `Coordinator.confirm`."""
+        claim = self._keys(badge_id, learner_key)[0]
+        lease = max(1, round(lease_seconds * 1000))
+        return bool(await self._run("confirm", [claim], [run_id, lease]))
 
     async def renew(self, run_id: str, lease_seconds: float) -> None:
         """Extend this run's claims; see `Coordinator.renew`."""

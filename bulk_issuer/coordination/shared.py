@@ -266,16 +266,38 @@ class ClaimLedger:
             if stopping.is_set():
                 return None
 
-    async def sending(self, badge_id: int, learner_key: str) -> None:
+    async def sending(self, badge_id: int, learner_key: str) -> bool:
         """Note, before its first send leaves, that a claimed learner may be processed.
+
+        Returns:
+            Whether this run still holds the claim (False: the send must not leave).
 
         Raises:
             UnavailableError: the store cannot be reached (the send must not leave).
         """
+        return await self._ask(self.coordinator.sending, badge_id, learner_key)
+
+    async def confirm(self, badge_id: int, learner_key: str) -> bool:
+        """Whether this run still holds its claim on a learner (its lease then extended):
+        asked before a send that may come after the lease lapsed. False once another run
+        took it over (this one was held up past its lease: suspended, its store emptied).
+
+        Raises:
+            UnavailableError: the store cannot be reached (the send must not leave).
+        """
+
+        async def confirm(badge_id: int, key: str, run_id: str) -> bool:
+            return await self.coordinator.confirm(badge_id, key, run_id, self.lease)
+
+        return await self._ask(confirm, badge_id, learner_key)
+
+    async def _ask(
+        self, question: Callable[[int, str, str], Awaitable[bool]], badge_id: int, key: str
+    ) -> bool:
         if self.lost is not None:
             raise self.lost
         try:
-            await self.coordinator.sending(badge_id, learner_hash(learner_key), self.run_id)
+            return await question(badge_id, learner_hash(key), self.run_id)
         except UnavailableError as exc:
             self._lose(exc)
             raise
