@@ -34,7 +34,7 @@ from anyio.abc import TaskStatus
 
 from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
-from .client import DEFAULT_BASE_URL, check_base_url, mask
+from .client import DEFAULT_BASE_URL, check_base_url, mask, server_of
 from .console import Console, plural
 from .coordination import IN_PROCESS, choose
 from .engine import MAX_WORKERS, BadgeIssuer, Preflight
@@ -679,7 +679,9 @@ def _issue_file(settings: IssueSettings) -> int:
     log_file: TextIO | None = None
     status: int | None = None
     try:
+        _check_server(journal, settings)
         if not settings.dry_run:
+            _record_server(journal, settings.base_url)
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
             _record_badge(journal, settings.badge_id)
@@ -892,7 +894,7 @@ def _after_run(
         summary = dataclasses.replace(summary, interrupted=True)
     try:
         accounting = _results(settings, journal, dialect, since)
-    except (OSError, sqlite3.Error, InputError) as exc:
+    except (OSError, sqlite3.Error, InputError, JournalError) as exc:
         # The learners stand in the journal whatever happens to a results file: say so,
         # with a status that does not claim that nothing was sent.
         if summary is not None:
@@ -1203,6 +1205,41 @@ def _record_read_options(journal: Journal, source: str, options: ReadOptions) ->
     entry["column_map"] = dict(options.column_map)
     table[str(Path(source).resolve())] = entry
     journal.set_meta(_READ_META, table)
+
+
+#: The journal's meta of the API its learners were issued on (`server_of` its base URL).
+_SERVER_META = "base_url"
+
+
+def _check_server(journal: Journal, settings: IssueSettings) -> None:
+    """Refuse a journal whose learners were issued on another server (exit 2, before
+    anything is sent, dry runs too).
+
+    A journal says who is done: reused against another API (the sandbox rehearsal, then
+    the real run, with the same default journal), every learner it holds would be counted
+    "done earlier" there and never sent, the summary and `report` saying they hold it.
+
+    Raises:
+        UsageError: the journal records another server, and holds learners.
+    """
+    recorded = journal.meta(_SERVER_META)
+    here = server_of(settings.base_url)
+    if not isinstance(recorded, str) or recorded == here or journal.is_empty():
+        return
+    raise UsageError(
+        f"the journal {journal.path} was kept against {recorded}: its learners were issued "
+        f"on that server, not on {here}, which would count them as done and send them "
+        "nothing. To issue on this server, use another --journal (or --base-url "
+        f"{recorded} to go on there)"
+    )
+
+
+def _record_server(journal: Journal, base_url: str) -> None:
+    """Record the server a run sends to, unless the journal already does (a journal
+    from before this record takes the one it is run with now)."""
+    here = server_of(base_url)
+    if journal.meta(_SERVER_META) != here:
+        journal.set_meta(_SERVER_META, here)
 
 
 #: The journal's meta of the badges its runs were given (`--badge`): `report` of a journal
