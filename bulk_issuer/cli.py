@@ -953,9 +953,13 @@ def _after_run(
 
 
 def _say_why_stopped(console: Console, settings: IssueSettings, stopped: BaseException) -> None:
-    if isinstance(stopped, sqlite3.Error | OSError):
-        log = f" or the log ({settings.log})" if settings.log is not None else ""
-        console.error(f"stopped: the journal{log} could not be written: {_what_failed(stopped)}")
+    if isinstance(stopped, sqlite3.Error):
+        # Not a bug: a full disk, most often. Named, so that it is the place to make room.
+        where = f" {settings.journal}" if settings.journal is not None else ""
+        console.error(f"stopped: the journal{where} could not be written: {stopped}")
+    elif isinstance(stopped, OSError):
+        what = f"the log {settings.log}" if settings.log is not None else "a file"
+        console.error(f"stopped: {what} could not be written: {_what_failed(stopped)}")
     elif _stopped_status(stopped) != EXIT_BUG:  # a bug was said as it happened
         console.error(f"stopped: {stopped}")
 
@@ -1219,9 +1223,13 @@ def _check_server(journal: Journal, settings: IssueSettings) -> None:
     the real run, with the same default journal), every learner it holds would be counted
     "done earlier" there and never sent, the summary and `report` saying they hold it.
 
+    An offline dry run talks to no server: it is not refused.
+
     Raises:
         UsageError: the journal records another server, and holds learners.
     """
+    if settings.offline:
+        return  # no server at all: it says what the journal holds, wherever that was
     recorded = journal.meta(_SERVER_META)
     here = server_of(settings.base_url)
     if not isinstance(recorded, str) or recorded == here or journal.is_empty():
