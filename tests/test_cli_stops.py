@@ -14,6 +14,7 @@ import pty
 import re
 import select
 import signal
+import sqlite3
 import stat
 import subprocess
 import time
@@ -417,3 +418,63 @@ def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     about_it = [line for line in ran.stderr.splitlines() if "File too large" in line]
     assert about_it, ran.stderr
     assert all(str(log) in line for line in about_it), ran.stderr
+
+
+# -- a journal that cannot be written (a full disk) ---------------------------------------
+
+
+def test_a_rerun_whose_journal_cannot_be_written_stops_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A half-done journal on a full disk: the rerun's first write (its settings) fails.
+    Nothing is sent; exit 2 with the journal named (not 70, "a bug"); the journal keeps
+    what it held, and with space back the rerun issues the rest once each."""
+    from bulk_issuer.journal import Journal
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    journal = tmp_path / "cohort.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "-q")) == 0
+        write_cohort(cohort, good_rows(6))
+        capsys.readouterr()
+        real_commit = Journal.commit
+
+        def disk_full(self: Journal) -> None:
+            if self._db.in_transaction:
+                raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Journal, "commit", disk_full)
+        status = main(issue_args(cohort, sandbox.url, *FAST, *ALONE))
+        err = capsys.readouterr().err
+        assert status == 2, err
+        assert f"the journal {journal} could not be written: database or disk is full" in err
+        assert "bug" not in err
+        assert issue_count(sandbox) == 3
+        monkeypatch.setattr(Journal, "commit", real_commit)
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "-q")) == 0
+        assert each_issued_once(sandbox, 6)
+
+
+def test_a_first_run_on_a_full_disk_leaves_no_journal(tmp_path: Path) -> None:
+    """No byte can be written (a file size limit of 0, as a full disk): the journal cannot
+    be created. Exit 2 before anything is sent, naming it, and no empty journal file is
+    left for the next run to take as one."""
+    import resource
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        done = subprocess.run(
+            child_argv(cohort, sandbox.url, *FAST, *ALONE),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            preexec_fn=no_room,
+        )
+        assert issue_count(sandbox) == 0
+    assert journal_files(tmp_path) == []
+    assert done.returncode == 2, done.stderr
+    assert "cohort.csv.badge-51.journal.db could not be written" in done.stderr
