@@ -411,7 +411,7 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         )
     else:
         _check_output("--failures", failures, staged=True)
-    _check_output("--successes", args.successes)
+    _check_output("--successes", args.successes, staged=True)
     _check_output("--log", args.log)
     _check_distinct(
         None if args.file == "-" else source,
@@ -907,7 +907,8 @@ def _after_run(
         if stopped is not None:
             _say_why_stopped(console, settings, stopped)
         console.error(
-            f"the results files could not be written: {_what_failed(exc)}; "
+            f"the results files could not be written: {_what_failed(exc)} (a results file "
+            "from before is kept as it was, not replaced); "
             + _where_learners_stand(settings, journal)
         )
         if stopped is not None:
@@ -1412,7 +1413,7 @@ def _report(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
     _check_output("--failures", args.failures, staged=True)
-    _check_output("--successes", args.successes)
+    _check_output("--successes", args.successes, staged=True)
     _check_distinct(
         args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
     )

@@ -8,6 +8,7 @@ nothing was sent once something may have been, and a rerun sends nobody twice.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pty
@@ -478,3 +479,40 @@ def test_a_first_run_on_a_full_disk_leaves_no_journal(tmp_path: Path) -> None:
     assert journal_files(tmp_path) == []
     assert done.returncode == 2, done.stderr
     assert "cohort.csv.badge-51.journal.db could not be written" in done.stderr
+
+
+def test_a_successes_file_that_cannot_be_written_keeps_the_one_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while --successes is written: the file of the run before stays
+    whole (not cut short at the third learner), no half-written copy is left beside it,
+    the message says so, exit 1; with space back, a rerun writes it whole."""
+    from bulk_issuer.results import SuccessWriter
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(6))
+    successes = tmp_path / "issued.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        args = issue_args(cohort, sandbox.url, *FAST, *ALONE, "--successes", str(successes))
+        assert main(args) == 0
+        before = successes.read_bytes()
+        assert len(before.splitlines()) == 7
+        capsys.readouterr()
+        real_write = SuccessWriter.write
+
+        def fills_the_disk(self: SuccessWriter, *row: object, **kwargs: object) -> None:
+            if self.count == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", self.path)
+            real_write(self, *row, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(SuccessWriter, "write", fills_the_disk)
+        status = main(args)
+        err = capsys.readouterr().err
+        assert status == 1, err
+        assert successes.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if "issued" in p.name) == ["issued.csv"]
+        assert "No space left on device" in err
+        assert "kept as it was" in err
+        monkeypatch.setattr(SuccessWriter, "write", real_write)
+        assert main(args) == 0
+        assert issue_count(sandbox) == 6
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 7
