@@ -655,6 +655,9 @@ def _issue_file(settings: IssueSettings) -> int:
     settings = _as_recorded(settings, console)
     # The whole file is read before anything is sent: a file that cannot be read to the
     # end is refused now (exit 2), naming the row, not after half the cohort was issued.
+    # Which file this is, taken before it is read: the results are written from the file
+    # read again by its path after the run, which must be this one still.
+    read = _identity(settings.file)
     scan = scan_source(settings.file, settings.options)
     dialect = scan.dialect
     for note in dialect.notes:
@@ -689,7 +692,7 @@ def _issue_file(settings: IssueSettings) -> int:
                 _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets, read)
         return status
     finally:
         # Closed whatever comes meanwhile: Ctrl-C or SIGTERM now waits until they are, and
@@ -755,6 +758,7 @@ def _issue_run(
     console: Console,
     log_file: TextIO | None,
     secrets: list[str],
+    read: _Identity | None,
 ) -> int:
     holder: dict[str, Any] = {}
 
@@ -868,6 +872,8 @@ def _issue_run(
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
         return EXIT_SOME_FAILED if plan.invalid or plan.failed else EXIT_OK
     try:
+        if _identity(settings.file) != read:
+            return _input_changed(settings, journal, console, summary, stopped, interrupted)
         return _after_run(
             settings, journal, dialect, console, started_wall, summary, stopped, interrupted
         )
@@ -877,6 +883,67 @@ def _issue_run(
             + _where_learners_stand(settings, journal)
         )
         return EXIT_INTERRUPTED
+
+
+#: A file as `os.stat` tells it apart: device, inode, size, modification time (ns).
+_Identity = tuple[int, int, int, int]
+
+
+def _identity(path: str) -> _Identity | None:
+    """Which file `path` is now, and whether it was written since (None: it is gone).
+
+    Cheap at any size (a hash of a million rows would cost seconds): a file replaced
+    (a new inode), rewritten in place (size or modification time) or removed shows.
+    """
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _input_changed(
+    settings: IssueSettings,
+    journal: Journal,
+    console: Console,
+    summary: Summary | None,
+    stopped: BaseException | None,
+    interrupted: bool,
+) -> int:
+    """The input was replaced or rewritten while the run read it: write no results file.
+
+    The results are the input read again by its path against the journal: from another
+    file they would be untrue (a learner who failed left out of the failures file, holders
+    missing from `--successes`, exit 0 with a learner not holding the badge). The run's
+    own summary is shown, the journal keeps every learner sent, and `report` writes the
+    files once the input is as the run read it. Never exit 0: the results asked for are
+    not written.
+    """
+    if summary is not None:
+        if interrupted:
+            summary = dataclasses.replace(summary, interrupted=True)
+        console.summary(summary, _title(settings, "Issued"), dry_run=False, failures_file=False)
+    if stopped is not None:
+        _say_why_stopped(console, settings, stopped)
+    if journal.path is None or settings.label == "standard input":
+        how = _where_learners_stand(settings, journal)
+    else:
+        how = (
+            f"every learner sent stands in the journal {journal.path}: once the file is as "
+            f"the run read it, `{_report_command(settings, journal)}` writes the results "
+            "files (a rerun of the same command reads the file as it is then; nothing is "
+            "sent twice)"
+        )
+    console.error(
+        f"{settings.label} changed during the run (replaced, rewritten or removed after it "
+        "was read): no results file was written from it, as its rows may no longer be the "
+        f"learners the run sent; {how}"
+    )
+    if stopped is not None:
+        return _stopped_status(stopped)
+    if interrupted or (summary is not None and summary.interrupted):
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED
 
 
 def _after_run(
@@ -982,21 +1049,26 @@ def _where_learners_stand(settings: IssueSettings, journal: Journal) -> str:
         return "no journal was kept (--no-journal): the summary is all this run leaves"
     again = "rerun the same command"
     if settings.label != "standard input":
-        command = ["bulk-issuer", "report", settings.file]
-        if settings.badge_id is not None:
-            command += ["--badge", str(settings.badge_id)]
-        if settings.badge_id is None or journal.path != default_journal_path(
-            settings.file, settings.badge_id
-        ):
-            command += ["--journal", str(journal.path)]
-        for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
-            if path is not None:
-                command += [flag, str(path)]
-        again = f"`{shlex.join(command)}` or a rerun of the same command"
+        again = f"`{_report_command(settings, journal)}` or a rerun of the same command"
     return (
         f"every learner sent stands in the journal {journal.path}: {again} writes the "
         "results files (nothing is sent twice)"
     )
+
+
+def _report_command(settings: IssueSettings, journal: Journal) -> str:
+    """The `bulk-issuer report` that writes this run's results files from its journal."""
+    command = ["bulk-issuer", "report", settings.file]
+    if settings.badge_id is not None:
+        command += ["--badge", str(settings.badge_id)]
+    if settings.badge_id is None or journal.path != default_journal_path(
+        settings.file, settings.badge_id
+    ):
+        command += ["--journal", str(journal.path)]
+    for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
+        if path is not None:
+            command += [flag, str(path)]
+    return shlex.join(command)
 
 
 def _summary_of(accounting: Accounting) -> Summary:

@@ -516,3 +516,59 @@ def test_a_successes_file_that_cannot_be_written_keeps_the_one_before(
         assert main(args) == 0
         assert issue_count(sandbox) == 6
     assert len(successes.read_text(encoding="utf-8").splitlines()) == 7
+
+
+# -- the input changed during the run -----------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["replaced", "rewritten", "cut short", "removed"])
+def test_an_input_changed_during_the_run_writes_no_results_from_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """The input is replaced (without the learner the server refused), rewritten in place,
+    cut short or removed after the run read it. No failures nor successes file is written
+    from the other file (the refused learner would be in neither, with exit 0), the
+    message says that the file changed and how to get the results, and the exit is 1.
+    Once the file is as the run read it, `report` writes them, the refused learner in
+    the failures file."""
+    from bulk_issuer.engine import BadgeIssuer
+
+    rows = good_rows(8)
+    rows[1] = ("Refused", "Learner", "refused@no-mail.example.com")  # a 422: failed
+    cohort = write_cohort(tmp_path / "cohort.csv", rows)
+    original = cohort.read_bytes()
+    failures, successes = tmp_path / "cohort.failures.csv", tmp_path / "issued.csv"
+    real_run = BadgeIssuer.run
+
+    async def run_then_change(self: BadgeIssuer, *args: object, **kwargs: object) -> object:
+        summary = await real_run(self, *args, **kwargs)  # type: ignore[arg-type]
+        if change == "replaced":
+            new = write_cohort(tmp_path / "new.csv", [r for r in rows if "no-mail" not in r[2]])
+            os.replace(new, cohort)
+        elif change == "rewritten":
+            write_cohort(cohort, [r for r in rows if "no-mail" not in r[2]])
+        elif change == "cut short":
+            write_cohort(cohort, rows[:3])
+        else:
+            cohort.unlink()
+        return summary
+
+    monkeypatch.setattr(BadgeIssuer, "run", run_then_change)
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "--successes", str(successes)))
+        assert sandbox.issued_count(51, "refused@no-mail.example.com") == 0
+        assert each_issued_once(sandbox, 1)
+    out, err = capsys.readouterr()
+    assert status == 1, out + err
+    assert not failures.exists() and not successes.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert f"{cohort} changed during the run" in err
+    assert f"bulk-issuer report {cohort} --badge 51" in err
+    cohort.write_bytes(original)
+    command = ["report", str(cohort), "--badge", "51", "--failures", str(failures)]
+    assert main([*command, "--successes", str(successes)]) == 1
+    assert "refused@no-mail.example.com" in failures.read_text(encoding="utf-8")
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 8
