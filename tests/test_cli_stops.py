@@ -563,7 +563,8 @@ def test_an_input_changed_during_the_run_writes_no_results_from_it(
         assert each_issued_once(sandbox, 1)
     out, err = capsys.readouterr()
     assert status == 1, out + err
-    assert not failures.exists() and not successes.exists()
+    assert not failures.exists()
+    assert not successes.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert f"{cohort} changed during the run" in err
     assert f"bulk-issuer report {cohort} --badge 51" in err
