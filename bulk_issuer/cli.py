@@ -34,7 +34,7 @@ from anyio.abc import TaskStatus
 
 from . import __version__
 from .auth import Auth, PasswordAuth, PersonalAccessToken
-from .client import DEFAULT_BASE_URL, check_base_url, mask
+from .client import DEFAULT_BASE_URL, check_base_url, mask, server_of
 from .console import Console, plural
 from .coordination import IN_PROCESS, choose
 from .engine import MAX_WORKERS, BadgeIssuer, Preflight
@@ -411,7 +411,7 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         )
     else:
         _check_output("--failures", failures, staged=True)
-    _check_output("--successes", args.successes)
+    _check_output("--successes", args.successes, staged=True)
     _check_output("--log", args.log)
     _check_distinct(
         None if args.file == "-" else source,
@@ -655,6 +655,9 @@ def _issue_file(settings: IssueSettings) -> int:
     settings = _as_recorded(settings, console)
     # The whole file is read before anything is sent: a file that cannot be read to the
     # end is refused now (exit 2), naming the row, not after half the cohort was issued.
+    # Which file this is, taken before it is read: the results are written from the file
+    # read again by its path after the run, which must be this one still.
+    read = _identity(settings.file)
     scan = scan_source(settings.file, settings.options)
     dialect = scan.dialect
     for note in dialect.notes:
@@ -679,7 +682,9 @@ def _issue_file(settings: IssueSettings) -> int:
     log_file: TextIO | None = None
     status: int | None = None
     try:
+        _check_server(journal, settings)
         if not settings.dry_run:
+            _record_server(journal, settings.base_url)
             journal.set_meta("dialect", _dialect_meta(dialect))
             journal.set_meta("source", settings.file)
             _record_badge(journal, settings.badge_id)
@@ -687,7 +692,7 @@ def _issue_file(settings: IssueSettings) -> int:
                 _record_read_options(journal, settings.file, settings.options)
             if settings.log is not None:
                 log_file = settings.log.open("a", encoding="utf-8")
-        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets)
+        status = _issue_run(settings, auth, journal, dialect, console, log_file, secrets, read)
         return status
     finally:
         # Closed whatever comes meanwhile: Ctrl-C or SIGTERM now waits until they are, and
@@ -753,6 +758,7 @@ def _issue_run(
     console: Console,
     log_file: TextIO | None,
     secrets: list[str],
+    read: _Identity | None,
 ) -> int:
     holder: dict[str, Any] = {}
 
@@ -866,6 +872,8 @@ def _issue_run(
         console.summary(plan, _title(settings, "Dry run for"), dry_run=True)
         return EXIT_SOME_FAILED if plan.invalid or plan.failed else EXIT_OK
     try:
+        if _identity(settings.file) != read:
+            return _input_changed(settings, journal, console, summary, stopped, interrupted)
         return _after_run(
             settings, journal, dialect, console, started_wall, summary, stopped, interrupted
         )
@@ -875,6 +883,67 @@ def _issue_run(
             + _where_learners_stand(settings, journal)
         )
         return EXIT_INTERRUPTED
+
+
+#: A file as `os.stat` tells it apart: device, inode, size, modification time (ns).
+_Identity = tuple[int, int, int, int]
+
+
+def _identity(path: str) -> _Identity | None:
+    """Which file `path` is now, and whether it was written since (None: it is gone).
+
+    Cheap at any size (a hash of a million rows would cost seconds): a file replaced
+    (a new inode), rewritten in place (size or modification time) or removed shows.
+    """
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _input_changed(
+    settings: IssueSettings,
+    journal: Journal,
+    console: Console,
+    summary: Summary | None,
+    stopped: BaseException | None,
+    interrupted: bool,
+) -> int:
+    """The input was replaced or rewritten while the run read it: write no results file.
+
+    The results are the input read again by its path against the journal: from another
+    file they would be untrue (a learner who failed left out of the failures file, holders
+    missing from `--successes`, exit 0 with a learner not holding the badge). The run's
+    own summary is shown, the journal keeps every learner sent, and `report` writes the
+    files once the input is as the run read it. Never exit 0: the results asked for are
+    not written.
+    """
+    if summary is not None:
+        if interrupted:
+            summary = dataclasses.replace(summary, interrupted=True)
+        console.summary(summary, _title(settings, "Issued"), dry_run=False, failures_file=False)
+    if stopped is not None:
+        _say_why_stopped(console, settings, stopped)
+    if journal.path is None or settings.label == "standard input":
+        how = _where_learners_stand(settings, journal)
+    else:
+        how = (
+            f"every learner sent stands in the journal {journal.path}: once the file is as "
+            f"the run read it, `{_report_command(settings, journal)}` writes the results "
+            "files (a rerun of the same command reads the file as it is then; nothing is "
+            "sent twice)"
+        )
+    console.error(
+        f"{settings.label} changed during the run (replaced, rewritten or removed after it "
+        "was read): no results file was written from it, as its rows may no longer be the "
+        f"learners the run sent; {how}"
+    )
+    if stopped is not None:
+        return _stopped_status(stopped)
+    if interrupted or (summary is not None and summary.interrupted):
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED
 
 
 def _after_run(
@@ -892,7 +961,7 @@ def _after_run(
         summary = dataclasses.replace(summary, interrupted=True)
     try:
         accounting = _results(settings, journal, dialect, since)
-    except (OSError, sqlite3.Error, InputError) as exc:
+    except (OSError, sqlite3.Error, InputError, JournalError) as exc:
         # The learners stand in the journal whatever happens to a results file: say so,
         # with a status that does not claim that nothing was sent.
         if summary is not None:
@@ -905,7 +974,8 @@ def _after_run(
         if stopped is not None:
             _say_why_stopped(console, settings, stopped)
         console.error(
-            f"the results files could not be written: {_what_failed(exc)}; "
+            f"the results files could not be written: {_what_failed(exc)} (a results file "
+            "from before is kept as it was, not replaced); "
             + _where_learners_stand(settings, journal)
         )
         if stopped is not None:
@@ -951,9 +1021,13 @@ def _after_run(
 
 
 def _say_why_stopped(console: Console, settings: IssueSettings, stopped: BaseException) -> None:
-    if isinstance(stopped, sqlite3.Error | OSError):
-        log = f" or the log ({settings.log})" if settings.log is not None else ""
-        console.error(f"stopped: the journal{log} could not be written: {_what_failed(stopped)}")
+    if isinstance(stopped, sqlite3.Error):
+        # Not a bug: a full disk, most often. Named, so that it is the place to make room.
+        where = f" {settings.journal}" if settings.journal is not None else ""
+        console.error(f"stopped: the journal{where} could not be written: {stopped}")
+    elif isinstance(stopped, OSError):
+        what = f"the log {settings.log}" if settings.log is not None else "a file"
+        console.error(f"stopped: {what} could not be written: {_what_failed(stopped)}")
     elif _stopped_status(stopped) != EXIT_BUG:  # a bug was said as it happened
         console.error(f"stopped: {stopped}")
 
@@ -975,21 +1049,26 @@ def _where_learners_stand(settings: IssueSettings, journal: Journal) -> str:
         return "no journal was kept (--no-journal): the summary is all this run leaves"
     again = "rerun the same command"
     if settings.label != "standard input":
-        command = ["bulk-issuer", "report", settings.file]
-        if settings.badge_id is not None:
-            command += ["--badge", str(settings.badge_id)]
-        if settings.badge_id is None or journal.path != default_journal_path(
-            settings.file, settings.badge_id
-        ):
-            command += ["--journal", str(journal.path)]
-        for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
-            if path is not None:
-                command += [flag, str(path)]
-        again = f"`{shlex.join(command)}` or a rerun of the same command"
+        again = f"`{_report_command(settings, journal)}` or a rerun of the same command"
     return (
         f"every learner sent stands in the journal {journal.path}: {again} writes the "
         "results files (nothing is sent twice)"
     )
+
+
+def _report_command(settings: IssueSettings, journal: Journal) -> str:
+    """The `bulk-issuer report` that writes this run's results files from its journal."""
+    command = ["bulk-issuer", "report", settings.file]
+    if settings.badge_id is not None:
+        command += ["--badge", str(settings.badge_id)]
+    if settings.badge_id is None or journal.path != default_journal_path(
+        settings.file, settings.badge_id
+    ):
+        command += ["--journal", str(journal.path)]
+    for flag, path in (("--failures", settings.failures), ("--successes", settings.successes)):
+        if path is not None:
+            command += [flag, str(path)]
+    return shlex.join(command)
 
 
 def _summary_of(accounting: Accounting) -> Summary:
@@ -1205,6 +1284,45 @@ def _record_read_options(journal: Journal, source: str, options: ReadOptions) ->
     journal.set_meta(_READ_META, table)
 
 
+#: The journal's meta of the API its learners were issued on (`server_of` its base URL).
+_SERVER_META = "base_url"
+
+
+def _check_server(journal: Journal, settings: IssueSettings) -> None:
+    """Refuse a journal whose learners were issued on another server (exit 2, before
+    anything is sent, dry runs too).
+
+    A journal says who is done: reused against another API (the sandbox rehearsal, then
+    the real run, with the same default journal), every learner it holds would be counted
+    "done earlier" there and never sent, the summary and `report` saying they hold it.
+
+    An offline dry run talks to no server: it is not refused.
+
+    Raises:
+        UsageError: the journal records another server, and holds learners.
+    """
+    if settings.offline:
+        return  # no server at all: it says what the journal holds, wherever that was
+    recorded = journal.meta(_SERVER_META)
+    here = server_of(settings.base_url)
+    if not isinstance(recorded, str) or recorded == here or journal.is_empty():
+        return
+    raise UsageError(
+        f"the journal {journal.path} was kept against {recorded}: its learners were issued "
+        f"on that server, not on {here}, which would count them as done and send them "
+        "nothing. To issue on this server, use another --journal (or --base-url "
+        f"{recorded} to go on there)"
+    )
+
+
+def _record_server(journal: Journal, base_url: str) -> None:
+    """Record the server a run sends to, unless the journal already does (a journal
+    from before this record takes the one it is run with now)."""
+    here = server_of(base_url)
+    if journal.meta(_SERVER_META) != here:
+        journal.set_meta(_SERVER_META, here)
+
+
 #: The journal's meta of the badges its runs were given (`--badge`): `report` of a journal
 #: whose name does not say (`--journal PATH`) takes the badge from it.
 _BADGES_META = "badges"
@@ -1367,7 +1485,7 @@ def _report(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no journal at {path}: no run of this file for this badge yet")
     _check_output("--failures", args.failures, staged=True)
-    _check_output("--successes", args.successes)
+    _check_output("--successes", args.successes, staged=True)
     _check_distinct(
         args.file, path, [("--failures", args.failures), ("--successes", args.successes)]
     )

@@ -212,6 +212,26 @@ def check_base_url(url: str) -> str:
     return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
+def server_of(base_url: str) -> str:
+    """The API a base URL names, in one spelling: scheme, host and port (the default
+    one written out), path without a trailing slash; no user, query nor fragment.
+
+    A journal records it, so that the same server is known however the URL is typed
+    (`HTTPS://API.navigatr.app/` is `https://api.navigatr.app:443`) and another is told.
+    """
+    parts = urlsplit(check_base_url(base_url))
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -12,6 +12,7 @@ share it, so a busy run pays for one commit per moment, not two per learner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import os
@@ -121,6 +122,7 @@ class Journal:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         target = ":memory:" if self.path is None else str(self.path)
+        fresh = self.path is not None and not self.path.exists()
         try:
             self._db = sqlite3.connect(
                 target, isolation_level=None, check_same_thread=False, timeout=1.0
@@ -144,6 +146,12 @@ class Journal:
                     "wait for it to finish (or stop it), then run again",
                     path=target,
                 ) from None
+            if fresh and self.path is not None:
+                # Created just now and never written (a full disk): a 0-byte file left
+                # behind would be taken for a journal by the next run.
+                _remove(self.path)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _unwritable(target, exc) from None
             raise JournalError(f"cannot use {target} as a journal: {exc}", path=target) from None
         self._db.row_factory = sqlite3.Row
         self._pending = None
@@ -179,9 +187,18 @@ class Journal:
             self._user = None
 
     def close(self) -> None:
-        """Commit and close."""
-        self._commit_pending()
-        self._db.close()
+        """Commit and close (closed even when the commit fails).
+
+        Raises:
+            JournalError: the last writes could not be committed (a full disk), naming
+                the journal.
+        """
+        try:
+            self._commit_pending()
+        except sqlite3.Error as exc:
+            raise _unwritable(self._where(), exc) from None
+        finally:
+            self._db.close()
 
     def commit(self) -> None:
         """Commit what was written since the last commit, now."""
@@ -221,13 +238,45 @@ class Journal:
 
     def _write(self, sql: str, params: Sequence[object]) -> None:
         """Write inside the open transaction; it is committed a moment later."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no running loop (a synchronous caller): commit at once
+            self._write_now(sql, params)
+            return
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
         self._db.execute(sql, params)
+        self._commit_soon()
+
+    def _write_now(self, sql: str, params: Sequence[object]) -> None:
+        """Write and commit at once, outside a run (its settings before it, `report`'s
+        fixes after it).
+
+        A write that fails (a full disk) is undone, so that closing the journal does not
+        try it again, and raised as the journal's error, naming it: the command stops
+        before anything is sent, with the exit status of a journal that cannot be used,
+        not as a bug. Writes still pending from a run are committed first, on their own,
+        and never undone.
+
+        Raises:
+            JournalError: the journal could not be written.
+        """
         try:
-            self._commit_soon()
-        except RuntimeError:  # no running loop (a synchronous caller): commit at once
             self.commit()
+        except sqlite3.Error as exc:
+            raise _unwritable(self._where(), exc) from None
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute(sql, params)
+            self.commit()
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise _unwritable(self._where(), exc) from None
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "in memory"
 
     def __enter__(self) -> Journal:
         return self
@@ -479,6 +528,18 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
             raise JournalError(f"cannot read {path} as a journal: {exc}", path=str(path)) from None
         return db
     raise AssertionError("unreachable: at least one way to open")
+
+
+def _unwritable(where: str, exc: sqlite3.Error) -> JournalError:
+    """The journal could not be written (a full disk, a read-only file): said as such."""
+    return JournalError(f"the journal {where} could not be written: {exc}", path=where)
+
+
+def _remove(path: Path) -> None:
+    """Remove a journal and its SQLite side files, as far as they exist."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _entry(found: sqlite3.Row) -> Entry:

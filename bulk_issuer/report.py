@@ -144,8 +144,10 @@ def account(
         if target:
             _refuse_special(Path(target))
     # Written beside the target and moved into place at the end: the input itself may be
-    # a failures file being fed back (the same path), and a crash leaves the old file whole.
+    # a failures file being fed back (the same path), and a crash or a full disk leaves
+    # the old file whole (not cut short where the disk filled).
     staging = _staging(Path(failures)) if failures else None
+    staged_successes = _staging(Path(successes)) if successes else None
     try:
         with contextlib.ExitStack() as files:
             failures_writer: FailuresWriter | FailuresLinesWriter | None = None
@@ -158,7 +160,9 @@ def account(
                     else files.enter_context(FailuresWriter(staging, dialect))
                 )
             successes_writer = (
-                files.enter_context(SuccessWriter(Path(successes))) if successes else None
+                files.enter_context(SuccessWriter(staged_successes))
+                if staged_successes is not None
+                else None
             )
             seen: set[tuple[int, str]] = set()
             fixed: set[tuple[int, str]] = set()
@@ -203,10 +207,13 @@ def account(
                         f"Removed {path}: every row of an earlier run's failures now holds "
                         "the badge"
                     )
+        if successes and staged_successes is not None:
+            os.replace(staged_successes, Path(successes))
     except BaseException:
-        # The target keeps what it held; no half-written copy is left beside it.
-        if staging is not None:
-            staging.unlink(missing_ok=True)
+        # The targets keep what they held; no half-written copy is left beside them.
+        for partial in (staging, staged_successes):
+            if partial is not None:
+                partial.unlink(missing_ok=True)
         raise
     if successes:
         holding = tally.issued + tally.already_held + tally.not_in_file

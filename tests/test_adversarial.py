@@ -1251,14 +1251,17 @@ async def test_9_a_record_that_is_no_learner_is_invalid_not_an_error() -> None:
 def test_9_cli_disk_full_exits_70_with_the_cause_and_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Point 9 through the CLI: exit 70, the cause in the message, a summary all the same."""
+    """Point 9 through the CLI: exit 70, the cause in the message naming the journal (a
+    full disk is not said to be a bug), a summary all the same."""
     path = write_cohort(tmp_path / "cohort.csv", good_rows(3))
     monkeypatch.setattr(Journal, "mark_sending", disk_full)
     with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
         status = cli(issue_args(path, sandbox.url, "--rate", "none"))
     out, err = capsys.readouterr()
     assert status == 70
-    assert "database or disk is full" in err
+    journal = tmp_path / "cohort.csv.badge-51.journal.db"
+    assert f"the journal {journal} could not be written: database or disk is full" in err
+    assert "bug" not in err
     assert "ExceptionGroup" not in out + err
     assert "not attempted" in out + err or "not_attempted" in out + err
 

@@ -8,12 +8,14 @@ nothing was sent once something may have been, and a rerun sends nobody twice.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pty
 import re
 import select
 import signal
+import sqlite3
 import stat
 import subprocess
 import time
@@ -417,3 +419,157 @@ def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     about_it = [line for line in ran.stderr.splitlines() if "File too large" in line]
     assert about_it, ran.stderr
     assert all(str(log) in line for line in about_it), ran.stderr
+
+
+# -- a journal that cannot be written (a full disk) ---------------------------------------
+
+
+def test_a_rerun_whose_journal_cannot_be_written_stops_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A half-done journal on a full disk: the rerun's first write (its settings) fails.
+    Nothing is sent; exit 2 with the journal named (not 70, "a bug"); the journal keeps
+    what it held, and with space back the rerun issues the rest once each."""
+    from bulk_issuer.journal import Journal
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    journal = tmp_path / "cohort.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "-q")) == 0
+        write_cohort(cohort, good_rows(6))
+        capsys.readouterr()
+        real_commit = Journal.commit
+
+        def disk_full(self: Journal) -> None:
+            if self._db.in_transaction:
+                raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Journal, "commit", disk_full)
+        status = main(issue_args(cohort, sandbox.url, *FAST, *ALONE))
+        err = capsys.readouterr().err
+        assert status == 2, err
+        assert f"the journal {journal} could not be written: database or disk is full" in err
+        assert "bug" not in err
+        assert issue_count(sandbox) == 3
+        monkeypatch.setattr(Journal, "commit", real_commit)
+        assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "-q")) == 0
+        assert each_issued_once(sandbox, 6)
+
+
+def test_a_first_run_on_a_full_disk_leaves_no_journal(tmp_path: Path) -> None:
+    """No byte can be written (a file size limit of 0, as a full disk): the journal cannot
+    be created. Exit 2 before anything is sent, naming it, and no empty journal file is
+    left for the next run to take as one."""
+    import resource
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+
+    def no_room() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        done = subprocess.run(
+            child_argv(cohort, sandbox.url, *FAST, *ALONE),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            preexec_fn=no_room,
+        )
+        assert issue_count(sandbox) == 0
+    assert journal_files(tmp_path) == []
+    assert done.returncode == 2, done.stderr
+    assert "cohort.csv.badge-51.journal.db could not be written" in done.stderr
+
+
+def test_a_successes_file_that_cannot_be_written_keeps_the_one_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while --successes is written: the file of the run before stays
+    whole (not cut short at the third learner), no half-written copy is left beside it,
+    the message says so, exit 1; with space back, a rerun writes it whole."""
+    from bulk_issuer.results import SuccessWriter
+
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(6))
+    successes = tmp_path / "issued.csv"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        args = issue_args(cohort, sandbox.url, *FAST, *ALONE, "--successes", str(successes))
+        assert main(args) == 0
+        before = successes.read_bytes()
+        assert len(before.splitlines()) == 7
+        capsys.readouterr()
+        real_write = SuccessWriter.write
+
+        def fills_the_disk(self: SuccessWriter, *row: object, **kwargs: object) -> None:
+            if self.count == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", self.path)
+            real_write(self, *row, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(SuccessWriter, "write", fills_the_disk)
+        status = main(args)
+        err = capsys.readouterr().err
+        assert status == 1, err
+        assert successes.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if "issued" in p.name) == ["issued.csv"]
+        assert "No space left on device" in err
+        assert "kept as it was" in err
+        monkeypatch.setattr(SuccessWriter, "write", real_write)
+        assert main(args) == 0
+        assert issue_count(sandbox) == 6
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 7
+
+
+# -- the input changed during the run -----------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["replaced", "rewritten", "cut short", "removed"])
+def test_an_input_changed_during_the_run_writes_no_results_from_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """The input is replaced (without the learner the server refused), rewritten in place,
+    cut short or removed after the run read it. No failures nor successes file is written
+    from the other file (the refused learner would be in neither, with exit 0), the
+    message says that the file changed and how to get the results, and the exit is 1.
+    Once the file is as the run read it, `report` writes them, the refused learner in
+    the failures file."""
+    from bulk_issuer.engine import BadgeIssuer
+
+    rows = good_rows(8)
+    rows[1] = ("Refused", "Learner", "refused@no-mail.example.com")  # a 422: failed
+    cohort = write_cohort(tmp_path / "cohort.csv", rows)
+    original = cohort.read_bytes()
+    failures, successes = tmp_path / "cohort.failures.csv", tmp_path / "issued.csv"
+    real_run = BadgeIssuer.run
+
+    async def run_then_change(self: BadgeIssuer, *args: object, **kwargs: object) -> object:
+        summary = await real_run(self, *args, **kwargs)  # type: ignore[arg-type]
+        if change == "replaced":
+            new = write_cohort(tmp_path / "new.csv", [r for r in rows if "no-mail" not in r[2]])
+            os.replace(new, cohort)
+        elif change == "rewritten":
+            write_cohort(cohort, [r for r in rows if "no-mail" not in r[2]])
+        elif change == "cut short":
+            write_cohort(cohort, rows[:3])
+        else:
+            cohort.unlink()
+        return summary
+
+    monkeypatch.setattr(BadgeIssuer, "run", run_then_change)
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = main(issue_args(cohort, sandbox.url, *FAST, *ALONE, "--successes", str(successes)))
+        assert sandbox.issued_count(51, "refused@no-mail.example.com") == 0
+        assert each_issued_once(sandbox, 1)
+    out, err = capsys.readouterr()
+    assert status == 1, out + err
+    assert not failures.exists()
+    assert not successes.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert f"{cohort} changed during the run" in err
+    assert f"bulk-issuer report {cohort} --badge 51" in err
+    cohort.write_bytes(original)
+    command = ["report", str(cohort), "--badge", "51", "--failures", str(failures)]
+    assert main([*command, "--successes", str(successes)]) == 1
+    assert "refused@no-mail.example.com" in failures.read_text(encoding="utf-8")
+    assert len(successes.read_text(encoding="utf-8").splitlines()) == 8

@@ -143,3 +143,49 @@ def test_a_second_run_on_the_same_journal_is_refused(tmp_path: Path) -> None:
     with Journal(path), pytest.raises(ValueError, match="in use by another run"):
         Journal(path)
     Journal(path).close()  # free again once the first is closed
+
+
+def test_a_journal_kept_against_one_server_is_refused_against_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's rehearsal: issued on sandbox A, then the same command against a fresh
+    server B with the same default journal. B must not be told "done earlier": the run
+    (and its dry run) is refused before anything is sent, naming both servers and
+    --journal; with another journal, B issues every learner."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
+    journal = tmp_path / "cohort.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as a:
+        assert main(issue_args(cohort, a.url, "-q", "--rate", "none")) == 0
+        first = a.url
+    capsys.readouterr()
+    before = journal.read_bytes()
+    with sandbox_thread(SandboxConfig(rate=None)) as b:
+        assert b.url != first
+        for extra in ([], ["--dry-run"]):
+            status = main(issue_args(cohort, b.url, "--rate", "none", *extra))
+            err = capsys.readouterr().err
+            assert status == 2, err
+            assert first.replace("http://", "") in err
+            assert b.url.replace("http://", "") in err
+            assert "--journal" in err
+        assert list(b.requests) == []
+        assert journal.read_bytes() == before
+        other = str(tmp_path / "real.db")
+        assert main(issue_args(cohort, b.url, "-q", "--rate", "none", "--journal", other)) == 0
+        assert all(b.issued_count(51, f"n{i}@example.org") == 1 for i in range(5))
+
+
+def test_the_same_server_spelled_otherwise_resumes(tmp_path: Path) -> None:
+    """`http://127.0.0.1:PORT/v1/` is the server the journal was kept against: no refusal.
+    A journal from before the server was recorded takes the one it is run with."""
+    cohort = write_cohort(tmp_path / "cohort.csv", good_rows(3))
+    journal = tmp_path / "cohort.csv.badge-51.journal.db"
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        assert main(issue_args(cohort, sandbox.url, "-q", "--rate", "none")) == 0
+        with contextlib.closing(sqlite3.connect(journal)) as db, db:
+            db.execute("DELETE FROM meta WHERE name = 'base_url'")  # as an older run left it
+        assert main(issue_args(cohort, sandbox.url + "/v1/", "-q", "--rate", "none")) == 0
+        assert sandbox.duplicates() == {}
+    with sandbox_thread(SandboxConfig(rate=None)) as other:
+        assert main(issue_args(cohort, other.url, "-q", "--rate", "none")) == 2
+        assert list(other.requests) == []
