@@ -27,6 +27,7 @@ The README and the `examples/` folder show both uses in full.
 
 from __future__ import annotations
 
+import logging as _logging
 from importlib import metadata as _metadata
 
 from .api import issue_badges, issue_badges_sync
@@ -54,6 +55,12 @@ try:
     __version__ = _metadata.version("bulk-issuer")
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
+
+# The library's standard loggers (`bulk_issuer`, `bulk_issuer.coordination`) print nothing
+# unless the application gives logging a handler: without this one, Python's last-resort
+# handler printed a failed store write's traceback to stderr (the usual NullHandler of a
+# library; the application's own configuration is left alone).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "DEFAULT_BASE_URL",

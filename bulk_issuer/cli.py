@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import glob
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -653,6 +654,43 @@ def _issue_file(settings: IssueSettings) -> int:
         quiet=settings.quiet, verbose=settings.verbose, mask=lambda text: mask(text, secrets)
     )
     settings = _as_recorded(settings, console)
+    with _store_trouble_said(console):
+        return _issue_with(settings, console, auth, secrets)
+
+
+class _OneLine(logging.Handler):
+    """The library's own log records (a store write that failed) as one warning line each,
+    the exception's type and text without its traceback (`-vv` shows that)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f": {type(exc).__name__}: {exc}"
+            if self._console.verbose >= 2:
+                text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+        self._console.warn(text)
+
+
+@contextlib.contextmanager
+def _store_trouble_said(console: Console) -> Iterator[None]:
+    """While a run lasts, the coordination store's trouble is told on one line."""
+    logger = logging.getLogger("bulk_issuer.coordination")
+    handler = _OneLine(console)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _issue_with(
+    settings: IssueSettings, console: Console, auth: Auth | None, secrets: list[str]
+) -> int:
     # The whole file is read before anything is sent: a file that cannot be read to the
     # end is refused now (exit 2), naming the row, not after half the cohort was issued.
     # Which file this is, taken before it is read: the results are written from the file

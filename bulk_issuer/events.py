@@ -268,9 +268,20 @@ def default_logger() -> Logger | None:
         logger: Logger = structlog.get_logger("bulk_issuer")
         return logger
     stdlib = logging.getLogger("bulk_issuer")
-    if stdlib.hasHandlers():
+    if has_handlers(stdlib):
         return _StdlibAdapter(stdlib)
     return None
+
+
+def has_handlers(logger: logging.Logger) -> bool:
+    """Whether logging has a handler for `logger` other than a NullHandler (the package's
+    own, which is there so that nothing is printed when the application set none)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 class _StdlibAdapter:

@@ -60,6 +60,10 @@ _TELLING = 2
 #: window rule's `_SAFETY`, and at least the least many (see `_RoundTrips.floor`).
 _FLOOR_SPREADS = 7.0
 _FLOOR_SPREADS_LEAST = 3.0
+#: How many of the latest answers the slowest round trip is taken over (and the least many):
+#: about two windows of requests, so that a stall is remembered while it may recur but
+#: not for the rest of the run.
+_RECENT_TRIPS = 32
 #: Answers needed before round trips are trusted at all.
 _MIN_SAMPLES = 4
 #: The assumed way in grows by this share of the fastest round trip ...
@@ -69,6 +73,8 @@ _PROBE_EVERY = 4
 #: After a 429 that no limit explains, every window gives up this share more of its period.
 _WIDEN = 0.05
 _MAX_SLOWDOWN = 4.0
+#: One slot moves the margin's measure toward at most this many times its value so far.
+_EXCESS_JUMP = 2.0
 #: The loop's lateness is remembered as a maximum that fades by this factor per slot.
 _LAG_DECAY = 0.9
 # The server's remaining count is trusted to this many requests less than it says (one
@@ -291,26 +297,41 @@ _CURRENT: ContextVar[_Send | None] = ContextVar("bulk_issuer_pacer_send", defaul
 
 
 class _RoundTrips:
-    """The fastest and slowest round trips seen, and how many."""
+    """The fastest round trip seen, the slowest of the recent ones, and how many in all.
 
-    __slots__ = ("count", "high", "low")
+    The slowest is kept over the last `recent` answers only: one answer held up for
+    seconds (a pause of ours, a server that stalled) says how late a request may come
+    while such stalls last, not for the rest of the run. Kept for good, it made every
+    unanswered request count as that late (1.5 times), and took the whole way in off the
+    floor, for the rest of the run.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_recent", "count", "low")
+
+    def __init__(self, recent: int = _RECENT_TRIPS) -> None:
         self.count = 0
         self.low = math.inf
-        self.high = 0.0
+        self._recent: deque[float] = deque(maxlen=max(recent, _RECENT_TRIPS))
+
+    @property
+    def high(self) -> float:
+        """The slowest of the recent round trips (0 before any)."""
+        return max(self._recent, default=0.0)
 
     def add(self, seconds: float) -> None:
         self.count += 1
         self.low = min(self.low, seconds)
-        self.high = max(self.high, seconds)
+        self._recent.append(seconds)
 
     def floor(self) -> float:
         """A lower bound of every round trip: the fastest one seen, less a margin for luck.
 
         The least of n draws lies (high - low) / (n - 1) above the true floor on average
         (for a uniform spread), and k times that with a chance of about e^-k once n is
-        large. The window rule keeps `_SAFETY` in hand besides, so seven times that, less
+        large. The spread is the recent one (`high`): the fastest of all answers is
+        as far above the floor as the spread of the recent ones makes likely, and an
+        answer stalled a minute ago does not take the whole way in off it for good. The
+        window rule keeps `_SAFETY` in hand besides, so seven times that, less
         `_SAFETY`, is taken off (and three times at least, once the spread is small): over
         the first 40 answers the floor then lies too high by more than `_SAFETY` about 0.5%
         of the time. With three times, whatever the spread (4%), about one run in a
@@ -391,7 +412,7 @@ class Pacer:
         self._learned: Rate | None = None
         self._told = False  # the learned limit was said by the server, not counted
         self._extra = 0.0  # seconds per window added after 429s that no limit explains
-        self._trips = _RoundTrips()
+        self._trips = _RoundTrips(2 * (rate.requests if rate is not None else 1))
         self._share = 0.0  # of the fastest round trip, assumed to be the way in
         self._probing = True
         self._clean = 0
@@ -981,6 +1002,14 @@ class Pacer:
             excess = self._window_bound()[1]
             weight = 1.0 / max(8, 2 * limit.requests)
             previous = excess if self._excess is None else self._excess
+            # A stall is not jitter: answers held up for seconds (a pause of ours, a server
+            # that stalled) hold the next window's requests that long, once, and the
+            # window rule sees to that. Averaged in, they widened the grid by seconds per
+            # window for two hundred slots after (a run at 20/1s went on at 13 a second
+            # after a 2 s stall, at 7 after a 40 s pause). A slot counts at most
+            # `_EXCESS_JUMP` times the measure so far: jitter that truly grew still
+            # doubles it within a window or two.
+            excess = min(excess, _EXCESS_JUMP * max(previous, 0.0) + _GRID_SLACK)
             self._excess = previous + weight * (excess - previous)
         if idle and now - self._next_slot >= gap:
             self._next_slot = now + gap  # the pacer sat idle: the grid restarts now

@@ -32,7 +32,7 @@ from bulk_issuer import (
     Summary,
     UnavailableError,
 )
-from bulk_issuer.events import Event, RunFinished, RunStarted
+from bulk_issuer.events import Event, RunFinished, RunStarted, has_handlers
 from bulk_issuer.sandbox import SandboxConfig, ScriptedAnswer, run_sandbox
 from bulk_issuer.sandbox.state import DROPPED
 from tests.conftest import sandbox_thread
@@ -304,7 +304,7 @@ def test_quiet_without_structlog_or_logging_configured(
     """structlog unconfigured and no logging handler (pytest's taken away): nothing printed."""
     monkeypatch.setattr(logging.root, "handlers", [])
     assert not structlog.is_configured()
-    assert not logging.getLogger("bulk_issuer").hasHandlers()
+    assert not has_handlers(logging.getLogger("bulk_issuer"))
     summary = run_with_warnings()
     assert (summary.issued, summary.failed, summary.invalid) == (3, 1, 1)
     assert capfd.readouterr() == ("", "")
@@ -644,3 +644,54 @@ async def test_issue_takes_a_dict_as_a_cohorts_rows_are_and_refuses_junk() -> No
                 await issuer.issue(["Ann", "ann@example.org"], badge_id=51)  # type: ignore[arg-type]
         assert sandbox.issued_count(51, "ann@example.org") == 1
     assert outcome.status is Status.ISSUED
+
+
+_FAILING_STORE = """
+import asyncio, sqlite3
+from bulk_issuer.coordination.memory import InProcessCoordinator
+from bulk_issuer.coordination.shared import ClaimLedger
+
+class Full(InProcessCoordinator):
+    async def settle(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+async def main():
+    ledger = ClaimLedger(Full())
+    ledger._pending = [(51, "key", None)]
+    await ledger._flush()
+    print("flushed")
+
+asyncio.run(main())
+"""
+
+
+def test_a_failing_store_write_prints_no_traceback() -> None:
+    """A settlement the store failed to write is logged on the `bulk_issuer.coordination`
+    logger; with no logging configured nothing is printed (Python's last-resort handler
+    printed its traceback to stderr), and the host's root logger keeps no handler."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", _FAILING_STORE], capture_output=True, text=True, env=env, check=True
+    )
+    assert (done.stdout, done.stderr) == ("flushed\n", "")
+
+
+def test_the_cli_says_a_failing_store_write_on_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command line tells the store's trouble as one warning line, with no traceback."""
+    import sqlite3
+
+    from bulk_issuer.cli import _store_trouble_said
+    from bulk_issuer.console import Console
+
+    with _store_trouble_said(Console(quiet=False, verbose=0)):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError:
+            logging.getLogger("bulk_issuer.coordination").exception("coordination.failed")
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "warning: coordination.failed: OperationalError: database or disk is full"
+    )
+    assert not logging.getLogger("bulk_issuer.coordination").handlers
