@@ -18,7 +18,7 @@ from .client import Answer, NavigatrClient, NoReply, NotSent, Stopping
 from .coordination import ClaimLedger, Ending, Verdict
 from .errors import CredentialsRejected, FatalError, StoppedError
 from .events import Event, RetryScheduled
-from .flow import Finish, LearnerFlow, Send, Verify, Wait
+from .flow import Finish, LearnerFlow, Lookup, Send, Verify, Wait
 from .journal import Entry, Journal, State
 from .learners import Learner, Row, normalised_email
 from .lookups import AssertionLookup, Holders
@@ -138,6 +138,8 @@ class Job:
     on_wire: bool = False
     #: When the ledger last said the claim is still this run's (`time.monotonic()`).
     confirmed_at: float = 0.0
+    #: When this run last sent it (loop time); None before its first send.
+    sent_at: float | None = None
 
 
 def already_done(ctx: Context, row: Row, badge_id: int) -> tuple[Outcome | None, Entry | None]:
@@ -488,11 +490,30 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
             action = action.then
             continue
         if isinstance(action, Verify):
-            lookup = await ctx.lookups.find(job.badge_id, job.learner.email)
-            action = flow.looked_up(lookup)
+            action = flow.looked_up(await _look_up(ctx, job))
             continue
         assert isinstance(action, Send)
         action = await _send(ctx, job, flow)
+
+
+#: Seconds after a send before the badge's list is believed when it does not show the
+#: learner: a list behind its writes (a read replica, a search index) shows an assertion
+#: made a moment ago only a moment later, and "not held" then sends it again.
+LOOKUP_SETTLE = 5.0
+
+
+async def _look_up(ctx: Context, job: Job) -> Lookup:
+    """Ask the server whether the learner holds the badge (a send of it may have gone
+    through). Found is believed at once; not found only from a lookup begun at least
+    `LOOKUP_SETTLE` seconds after this run's last send of the learner: an earlier one
+    that finds nothing is asked again then."""
+    lookup = await ctx.lookups.find(job.badge_id, job.learner.email)
+    if lookup.held is False and job.sent_at is not None:
+        wait = job.sent_at + LOOKUP_SETTLE - anyio.current_time()
+        if wait > 0:
+            await ctx.client.sleep(wait)
+            lookup = await ctx.lookups.find(job.badge_id, job.learner.email)
+    return lookup
 
 
 async def _send(ctx: Context, job: Job, flow: LearnerFlow) -> Finish | Send | Verify | Wait:
@@ -577,6 +598,7 @@ async def _exchange_loop(
             return _claim_lost(ctx, job)
         outcome: Answer | NotSent
         job.on_wire = True
+        job.sent_at = anyio.current_time()
         try:
             outcome = await client.send(ticket, "PUT", path, body=job.learner.payload())
         except NotSent as exc:

@@ -436,3 +436,25 @@ async def test_a_filter_that_compares_exactly_is_asked_every_spelling_of_the_add
     assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
     assert (summary.issued, summary.unconfirmed) == (4, 0)
     assert [o.email for o in recorder.verified()] == ["Learner0@Example.ORG"]
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("lag", [0.5, 2.0, 4.5])
+async def test_a_list_behind_its_writes_is_asked_again_before_not_held_is_believed(
+    lag: float,
+) -> None:
+    """Replies dropped after the server committed, and a list that shows an assertion
+    only `lag` seconds after it was made: a lookup right after the lost reply finds
+    nothing. "Not held" is believed only from a lookup made five seconds after the send:
+    no learner holds the badge twice."""
+    config = SandboxConfig(lookup_lag=lag, drop_after_rate=0.2, seed=7, rate=None)
+    learners = cohort(40)
+    recorder = Recorder()
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=AUTH, base_url=sandbox.url, on_event=recorder
+        )
+    assert sandbox.duplicates() == {}
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in learners)
+    assert (summary.issued, summary.unconfirmed) == (40, 0)
+    assert recorder.verified()  # the lost replies were found by asking, not sent again

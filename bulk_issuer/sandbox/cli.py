@@ -18,7 +18,8 @@ faults (``--fault-rate``, ``--drop-after-rate``, ...) it can play an adversarial
   data, results, email_key, html, no_pages, pages_na, ignore_email_filter,
   lagging_filter, unfiltered_no_counts, ignore_badge_filter,
   lowercase_exact_filter) and
-  ``--lookup-max-size N`` (pages never larger than N, whatever was asked).
+  ``--lookup-max-size N`` (pages never larger than N, whatever was asked), and
+  ``--lookup-lag SECONDS`` (an assertion shows in lookups only that long after it was made).
 - ``--trickle KIND:SECONDS`` (the answer's body one byte every SECONDS) and
   ``--hang KIND`` (handled, committed, never answered), both repeatable.
 - ``--echo-secrets`` (401s repeat the credential, failed logins the body received) and
@@ -391,6 +392,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lookups answer at most N items a page, whatever size was asked for",
     )
     rogue.add_argument(
+        "--lookup-lag",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="an assertion shows in lookups only SECONDS after it was made (a lagging index)",
+    )
+    rogue.add_argument(
         "--trickle",
         type=parse_trickle,
         action="append",
@@ -440,6 +448,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         conflict_on_held=ns.conflict_on_held,
         lookup_shape=ns.lookup_shape,
         lookup_max_size=ns.lookup_max_size,
+        lookup_lag=ns.lookup_lag,
         trickle=dict(ns.trickle or ()),
         hang=frozenset(ns.hang or ()),
         echo_secrets=ns.echo_secrets,

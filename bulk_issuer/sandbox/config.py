@@ -7,7 +7,8 @@ server that misbehaves (each also a ``bulk-issuer sandbox`` option):
   answers 503 for 30 s", "the third issue call answers 429 with Retry-After: 3600",
   "issue, then answer 500 anyway".
 - ``archived_badges``, ``conflict_on_held``: issue calls refused with a 409.
-- ``lookup_shape``, ``lookup_max_size``: assertion lookups in odd shapes, or smaller pages.
+- ``lookup_shape``, ``lookup_max_size``, ``lookup_lag``: assertion lookups in odd shapes,
+  smaller pages, or behind the writes.
 - ``trickle``, ``hang``: answers that arrive one byte at a time, or never.
 - ``echo_secrets``: error details that repeat the credential or login body received.
 - ``badge_endpoint``: ``GET /v1/badge/{id}`` absent (404) or forbidden (403).
@@ -16,6 +17,7 @@ server that misbehaves (each also a ``bulk-issuer sandbox`` option):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -220,6 +222,8 @@ class SandboxConfig:
             address finds nothing).
         lookup_max_size: the largest page a lookup answers, whatever size was asked for
             (the answer's ``size`` says so); None is the documented 100.
+        lookup_lag: seconds an assertion takes to show in lookups after it was made (a
+            read replica or a search index behind the writes); 0 shows it at once.
         trickle: kind -> seconds between bytes: the request is handled (committed) first,
             then the status and headers go out at once and the body one byte at a time.
             Every answer to that kind trickles, errors and 429s included.
@@ -260,6 +264,7 @@ class SandboxConfig:
     conflict_on_held: bool = False
     lookup_shape: LookupShape = "items"
     lookup_max_size: int | None = None
+    lookup_lag: float = 0.0
     trickle: dict[str, float] = field(default_factory=dict)
     hang: frozenset[str] = frozenset()
     echo_secrets: bool = False
@@ -302,6 +307,8 @@ class SandboxConfig:
         for answer in self.scripted:
             if not isinstance(answer, ScriptedAnswer):
                 raise ValueError(f"scripted must hold ScriptedAnswer items, got {answer!r}")
+        if not (self.lookup_lag >= 0 and math.isfinite(self.lookup_lag)):
+            raise ValueError(f"lookup_lag is a number of seconds, got {self.lookup_lag}")
         if self.lookup_max_size is not None and self.lookup_max_size < 1:
             raise ValueError(
                 f"lookup_max_size must be at least 1, or None; got {self.lookup_max_size}"

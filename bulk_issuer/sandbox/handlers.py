@@ -217,10 +217,13 @@ async def lookup(request: web.Request) -> web.Response:
         return (address or "").lower() if exact else (address or "").casefold()
 
     status = query.get("status")
+    # A list behind its writes: what was made less than `lookup_lag` ago is not there yet.
+    shown_before = asyncio.get_running_loop().time() - config.lookup_lag
     matches = [
         a
         for a in sandbox.assertions
-        if (badge_id is None or a["badge_id"] == badge_id)
+        if sandbox.made_at.get(a["id"], -math.inf) <= shown_before
+        and (badge_id is None or a["badge_id"] == badge_id)
         and (wanted_email is None or kept(a.get("recipient_email")) == wanted_email)
         and (status is None or a["status"] == status)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -83,6 +84,8 @@ class Sandbox:
         self.url = ""
         self.requests: list[RequestRecord] = []
         self.assertions: list[dict[str, Any]] = []
+        #: Loop time each assertion was made, by id (for ``config.lookup_lag``).
+        self.made_at: dict[int, float] = {}
         self.rejected_429 = 0
         self.token_calls = 0
         self.tokens = TokenStore()
@@ -207,6 +210,8 @@ class Sandbox:
         for key, value in fields.items():
             assertion.setdefault(key, value)
         self.assertions.append(assertion)
+        with contextlib.suppress(RuntimeError):  # made outside a loop (preload): long ago
+            self.made_at[number] = asyncio.get_running_loop().time()
         return assertion
 
 
