@@ -245,11 +245,11 @@ async def know_badge(ctx: Context, badge_id: int, *, row_badge: bool, load_holde
         await check_badge(ctx, badge_id)
     if badge.refused is not None:
         return badge  # none of its learners is sent: who holds it does not matter
-    if badge.holders is None and load_holders:
+    if load_holders and badge.needs_holders():
         async with badge.lock:
-            if badge.holders is None:
+            if badge.needs_holders():
                 holders = await ctx.lookups.holders(badge_id)
-                badge.holders = holders
+                badge.keep_holders(holders)
                 ctx.emit(HoldersLoaded(badge_id, len(holders.held), holders.complete, holders.note))
     return badge
 

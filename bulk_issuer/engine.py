@@ -398,8 +398,8 @@ class BadgeIssuer:
                     raise CredentialsRejected(
                         f"the server refused the credentials (HTTP 401): {who.detail}"
                     )
-            if not self.allow_duplicates and badge.holders is None:
-                badge.holders = await ctx.lookups.holders(badge_id)
+            if not self.allow_duplicates and badge.needs_holders():
+                badge.keep_holders(await ctx.lookups.holders(badge_id))
         except Stopping:
             raise StoppedError("stopped before the run began") from None
         holders = badge.holders
@@ -673,11 +673,11 @@ class BadgeIssuer:
         # The journal first: a learner done by an earlier call or run needs no request,
         # not even the holders' lookup.
         done, entry = already_done(ctx, row, badge_id)
-        if done is None and badge.holders is None and not self.allow_duplicates:
+        if done is None and badge.needs_holders() and not self.allow_duplicates:
             try:
                 async with badge.lock:
-                    if badge.holders is None:
-                        badge.holders = await ctx.lookups.holders(badge_id)
+                    if badge.needs_holders():
+                        badge.keep_holders(await ctx.lookups.holders(badge_id))
             except StoppedError as exc:
                 # As in a cohort run: the holders list stayed unavailable, or the
                 # credentials were refused. This call and every later one raise it.

@@ -37,6 +37,10 @@ __all__ = [
     "settle",
 ]
 
+#: Seconds a badge's holders list is used before it is read again: well within the time the
+#: account's shared ledger remembers a learner issued (a day: each store's `RETAIN`).
+HOLDERS_FRESH = 6 * 3600.0
+
 #: The journal state each final status is recorded as (None: nothing recorded).
 _STATES: dict[Status, State | None] = {
     Status.ISSUED: State.ISSUED,
@@ -75,6 +79,8 @@ class Badge:
     #: to an issue call is about the learner's own reference (a provider_id, say).
     exists: bool = False
     holders: Holders | None = None
+    #: When `holders` was read (`time.monotonic()`).
+    holders_at: float = 0.0
     name: str | None = None
     #: The API was asked about the badge (`check_badge`), whatever it answered.
     checked: bool = False
@@ -86,6 +92,18 @@ class Badge:
     #: A row's own badge (a `badge_id` column), not the run's: a 403 or 404 to its issue
     #: calls fails its learners only, where for the run's badge it stops the run.
     of_rows: bool = False
+
+    def needs_holders(self) -> bool:
+        """The holders list is not read yet, or was read long enough ago that the account's
+        shared ledger may have forgotten learners issued since (a service's issuer lives
+        for days: a learner another run issued yesterday is in neither its old list nor
+        the ledger any more)."""
+        if self.holders is None:
+            return True
+        return time.monotonic() - self.holders_at > HOLDERS_FRESH
+
+    def keep_holders(self, holders: Holders) -> None:
+        self.holders, self.holders_at = holders, time.monotonic()
 
 
 @dataclass(slots=True)

@@ -695,3 +695,28 @@ def test_the_cli_says_a_failing_store_write_on_one_line(
         "warning: coordination.failed: OperationalError: database or disk is full"
     )
     assert not logging.getLogger("bulk_issuer.coordination").handlers
+
+
+async def test_a_long_lived_issuer_reads_the_badges_holders_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service's issuer lives for days; a learner another tool issued since it read the
+    badge's holders (the web UI, a run whose ledger records have lapsed) is in neither
+    its list nor the shared ledger. The list is read again once it is older than
+    `HOLDERS_FRESH` (six hours; shortened here): the learner is found holding it, not
+    sent again."""
+    monkeypatch.setattr(bulk_issuer.executor, "HOLDERS_FRESH", 0.2)
+    async with run_sandbox(SandboxConfig(rate=None)) as sandbox:
+        async with bulk_issuer.BadgeIssuer(
+            auth=PersonalAccessToken("sandbox-demo-pat"), base_url=sandbox.url, rate=None
+        ) as issuer:
+            first = await issuer.issue(
+                {"First Name": "Ann", "Email": "ann@example.org"}, badge_id=51
+            )
+            sandbox.preload(51, ["bob@example.org"])  # issued elsewhere, after the list was read
+            await asyncio.sleep(0.3)
+            later = await issuer.issue(
+                {"First Name": "Bob", "Email": "bob@example.org"}, badge_id=51
+            )
+        assert sandbox.issued_count(51, "bob@example.org") == 1
+    assert (first.status, later.status) == (Status.ISSUED, Status.HELD)
