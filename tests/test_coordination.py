@@ -542,6 +542,28 @@ async def test_redis_unreachable_is_a_clear_error_without_the_password() -> None
     assert caught.value.exit_status == 4
 
 
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        ("AuthenticationError", "refused the run"),
+        ("OutOfMemoryError", "refused the run"),
+        ("ConnectionError", "could not be reached"),
+        ("TimeoutError", "could not be reached"),
+    ],
+)
+def test_a_redis_that_answers_and_refuses_is_not_said_unreachable(error: str, said: str) -> None:
+    """A wrong password or a full memory: Redis was reached and refused; a network
+    trouble is "could not be reached". Named without the password either way."""
+    import redis.exceptions
+
+    coordinator = RedisCoordinator("redis://:wrong-secret@127.0.0.1:6390/0", ACCOUNT)
+    kind = getattr(redis.exceptions, error)
+    text = str(coordinator._lost(kind("the store's own words")))
+    assert said in text
+    assert "wrong-secret" not in text
+    assert "redis://127.0.0.1:6390/0" in text
+
+
 async def test_redis_lost_mid_run_raises_unavailable(own_redis: RedisServer) -> None:  # noqa: F811
     """A Redis that stops answering makes the next reservation or claim UnavailableError."""
     coordinator = RedisCoordinator(own_redis.url, ACCOUNT, timeout=0.5)

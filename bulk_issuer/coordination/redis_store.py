@@ -252,10 +252,14 @@ class RedisCoordinator:
         self._epoch = ""
 
     def _lost(self, exc: BaseException) -> UnavailableError:
+        from redis.exceptions import AuthenticationError, ResponseError
+
         what = str(exc) or type(exc).__name__
-        return UnavailableError(
-            f"the {self.name} could not be reached: {what}", host=redacted(self._url)
-        )
+        # Redis answered, and refused (a password, memory full, a read-only replica):
+        # reached, but not usable; said so, not as a network trouble.
+        answered = isinstance(exc, ResponseError | AuthenticationError)
+        how = "refused the run" if answered else "could not be reached"
+        return UnavailableError(f"the {self.name} {how}: {what}", host=redacted(self._url))
 
     async def open(self) -> None:
         """Connect and load the scripts; `UnavailableError` if Redis does not answer."""
