@@ -404,6 +404,10 @@ def _settings(args: argparse.Namespace, source: str) -> IssueSettings:
         journal = Path(args.journal)
     else:
         journal = _original_journal(source, args.badge) or default_journal_path(source, args.badge)
+    if journal is not None and journal.exists() and not journal.is_file():
+        # SQLite would open a device or a pipe, fail, and leave its own files beside it
+        # (`/dev/null-journal`).
+        raise UsageError(f"--journal {journal}: not a regular file; name a file (or a new one)")
     failures = Path(args.failures) if args.failures else None
     if failures is None and args.file != "-" and not args.dry_run:
         failures = _failures_path(Path(source))

@@ -251,3 +251,19 @@ def test_sigint_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
         assert main(issue_args(cohort, sandbox.url, "-q", *FAST)) == 0
         assert sandbox.duplicates() == {}
         assert all(sandbox.issued_count(51, f"n{i}@example.org") == 1 for i in range(40))
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "folder"])
+def test_a_journal_that_is_not_a_regular_file_is_refused_leaving_nothing(
+    device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--journal /dev/null (or a folder): refused before anything is read or sent (exit 2),
+    and SQLite leaves no `/dev/null-journal` beside it."""
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(1))
+    journal = device if device.startswith("/") else str(tmp_path)
+    before = set(os.listdir(os.path.dirname(journal) or "."))
+    argv = ["issue", str(cohort), "--badge", "51", "--journal", journal, "--yes"]
+    argv += ["--base-url", "http://127.0.0.1:9", "--rate", "none"]
+    assert main(argv) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert set(os.listdir(os.path.dirname(journal) or ".")) == before
