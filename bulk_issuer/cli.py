@@ -1025,12 +1025,28 @@ def _after_run(
         if interrupted or (summary is not None and summary.interrupted):
             return EXIT_INTERRUPTED
         return EXIT_SOME_FAILED
+    title = _title(settings, "Issued")
     if summary is None:
         # Stopped before the run began (the preflight): every row stands as the journal says.
         summary = dataclasses.replace(_summary_of(accounting), interrupted=interrupted)
+    elif isinstance(stopped, sqlite3.Error | OSError):
+        # The run's own tally ended with the write that failed, rows unread and outcomes
+        # unrecorded: where each row stands is what the journal and the file say (what the
+        # results files say, and what a rerun goes on from).
+        summary = dataclasses.replace(
+            summary,
+            issued=accounting.issued,
+            skipped=0,
+            already_held=accounting.already_held,
+            failed=accounting.failed,
+            invalid=accounting.invalid,
+            unconfirmed=accounting.unconfirmed,
+            not_attempted=accounting.not_attempted,
+        )
+        title = _title(settings, "Holding through the journal, of")
     console.summary(
         summary,
-        _title(settings, "Issued"),
+        title,
         dry_run=False,
         failures_file=settings.failures is not None,
     )

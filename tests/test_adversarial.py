@@ -1266,6 +1266,41 @@ def test_9_cli_disk_full_exits_70_with_the_cause_and_a_summary(
     assert "not attempted" in out + err or "not_attempted" in out + err
 
 
+@pytest.mark.usefixtures("pat_env")
+def test_9_a_journal_failing_mid_run_leaves_a_summary_that_agrees_with_the_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills after three learners: the run stops, and the summary shown is where
+    every row of the file stands (10 rows: 3 holding, 7 not), as the failures file says,
+    not the run's tally cut short ("rows 3")."""
+    path = write_cohort(tmp_path / "cohort.csv", good_rows(10))
+    real = Journal.mark_sending
+    calls = {"n": 0}
+
+    def fills_up(self: Journal, *args: Any, **kw: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            disk_full()
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(Journal, "mark_sending", fills_up)
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        status = cli(issue_args(path, sandbox.url, "--rate", "none", "--workers", "1"))
+        held = sum(sandbox.issued_count(51, row[2]) for row in good_rows(10))
+    out, _ = capsys.readouterr()
+    assert status == 70
+    assert held == 3
+    counts = {
+        line.split()[0]: int(line.split()[-1])
+        for line in out.splitlines()
+        if line.startswith("  ") and line.split() and line.split()[-1].isdigit()
+    }
+    assert counts["rows"] == 10
+    assert counts["issued"] == 3
+    failures = (tmp_path / "cohort.failures.csv").read_text(encoding="utf-8").splitlines()
+    assert len(failures) - 1 == 7
+
+
 # -- 10. only a 409 that says so is "already held" --------------------------------------------
 
 
