@@ -1052,6 +1052,12 @@ def _after_run(
     )
     for line in accounting.written:
         console.say(line)
+    if journal.path is not None and not journal.path.exists():
+        console.warn(
+            f"the journal {journal.path} was removed during the run (its folder deleted or "
+            "moved): the run went on with it open, but a rerun starts without it, and only "
+            "the badge's holders list then keeps it from sending anyone again"
+        )
     if accounting.unconfirmed:
         console.warn(
             f"{plural(accounting.unconfirmed, 'learner')} unconfirmed: no answer to a send said "

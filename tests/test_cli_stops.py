@@ -573,3 +573,30 @@ def test_an_input_changed_during_the_run_writes_no_results_from_it(
     assert main([*command, "--successes", str(successes)]) == 1
     assert "refused@no-mail.example.com" in failures.read_text(encoding="utf-8")
     assert len(successes.read_text(encoding="utf-8").splitlines()) == 8
+
+
+def test_a_journal_removed_during_the_run_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's folder deleted while the run goes on: the run finishes (its journal
+    open), and says that a rerun starts without it."""
+    import shutil
+
+    from bulk_issuer.journal import Journal
+
+    folder = tmp_path / "journals"
+    folder.mkdir()
+    cohort = write_cohort(tmp_path / "c.csv", good_rows(3))
+    real = Journal.mark_sending
+
+    def and_gone(self: Journal, *args: object, **kw: object) -> None:
+        real(self, *args, **kw)  # type: ignore[arg-type]
+        shutil.rmtree(folder, ignore_errors=True)
+
+    monkeypatch.setattr(Journal, "mark_sending", and_gone)
+    monkeypatch.setenv("NAVIGATR_PAT", "sandbox-demo-pat")
+    with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
+        argv = issue_args(cohort, sandbox.url, "--rate", "none", "--journal", str(folder / "j.db"))
+        assert main(argv) == 0
+        assert all(sandbox.issued_count(51, row[2]) == 1 for row in good_rows(3))
+    assert "was removed during the run" in capsys.readouterr().err
