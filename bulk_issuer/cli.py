@@ -1033,16 +1033,7 @@ def _after_run(
         # The run's own tally ended with the write that failed, rows unread and outcomes
         # unrecorded: where each row stands is what the journal and the file say (what the
         # results files say, and what a rerun goes on from).
-        summary = dataclasses.replace(
-            summary,
-            issued=accounting.issued,
-            skipped=0,
-            already_held=accounting.already_held,
-            failed=accounting.failed,
-            invalid=accounting.invalid,
-            unconfirmed=accounting.unconfirmed,
-            not_attempted=accounting.not_attempted,
-        )
+        summary = _summary_of(accounting, cut_short=summary)
         title = _title(settings, "Holding through the journal, of")
     console.summary(
         summary,
@@ -1135,16 +1126,20 @@ def _report_command(settings: IssueSettings, journal: Journal) -> str:
     return shlex.join(command)
 
 
-def _summary_of(accounting: Accounting) -> Summary:
-    return Summary(
-        issued=0,
-        already_held=accounting.already_held,
-        skipped=accounting.issued,
-        failed=accounting.failed,
-        invalid=accounting.invalid,
-        unconfirmed=accounting.unconfirmed,
-        not_attempted=accounting.not_attempted,
-    )
+def _summary_of(accounting: Accounting, *, cut_short: Summary | None = None) -> Summary:
+    """Where every row stands, from the journal and the file: holding through the journal
+    counted as done earlier; or, for a run whose own tally was `cut_short` (a write that
+    failed mid-run), as issued, with that run's time and requests."""
+    counts: dict[str, Any] = {
+        "already_held": accounting.already_held,
+        "failed": accounting.failed,
+        "invalid": accounting.invalid,
+        "unconfirmed": accounting.unconfirmed,
+        "not_attempted": accounting.not_attempted,
+    }
+    if cut_short is None:
+        return Summary(issued=0, skipped=accounting.issued, **counts)
+    return dataclasses.replace(cut_short, issued=accounting.issued, skipped=0, **counts)
 
 
 class _Declined(Exception):
