@@ -99,6 +99,28 @@ class RetryPolicy:
         ceiling = min(self.cap, self.base * 2.0 ** min(max(failures - 1, 0), 64))
         return (rng or random).uniform(0, ceiling)
 
+    def rate_limited_wait(
+        self, asked: float, streak: int, rng: random.Random | None = None
+    ) -> float:
+        """The wait after the `streak`-th 429 in a row to one request.
+
+        A limiter that counts the requests it refuses restarts its window at each one: a
+        client that comes back after the same wait each time (one window of its own pace,
+        or a `Retry-After` naming the window's oldest entry) is refused for ever. So each
+        429 in a row doubles the wait, up to `cap` (never below what the server asked),
+        less up to a quarter of jitter so that senders drift apart. The first 429 waits
+        just what it asks.
+
+        Args:
+            asked: the wait the 429 asked for (its hint, else one window of the pace).
+            streak: 429s in a row to this request, this one included (1-based).
+            rng: the random source; None uses the `random` module's.
+        """
+        if streak <= 1:
+            return asked
+        ceiling = min(self.cap, asked * 2.0 ** min(streak - 1, 64))
+        return max(asked, (rng or random).uniform(0.75 * ceiling, ceiling))
+
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
@@ -112,11 +134,13 @@ class Refresh:
 
 @dataclass(frozen=True, slots=True)
 class Again:
-    """Send again after `wait` seconds; `rate_limited` when the wait is the server's 429."""
+    """Send again after `wait` seconds; `rate_limited` when the wait is the server's 429,
+    `streak` the 429s in a row to this request (see `RetryPolicy.rate_limited_wait`)."""
 
     wait: float
     why: str
     rate_limited: bool = False
+    streak: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +172,8 @@ class RequestRetry:
         self.refreshed = False
         self.failures = 0
         self.limited = 0
+        #: 429s in a row: any other reply ends the streak.
+        self.streak = 0
 
     def step(self, status: int | None, *, hint: float | None = None, outage: bool = False) -> Step:
         """What to do after a reply.
@@ -161,6 +187,7 @@ class RequestRetry:
                 run when the outage lasts too long) without spending this request's budget.
         """
         policy = self._policy
+        self.streak = self.streak + 1 if status == 429 else 0
         if status == 401 and self._refreshable and not self.refreshed:
             self.refreshed = True
             return Refresh()
@@ -170,7 +197,7 @@ class RequestRetry:
             self.limited += 1
             if self.limited > policy.rate_limited_attempts and not outage:
                 return Deliver()
-            return Again(hint or 0.0, "HTTP 429", rate_limited=True)
+            return Again(hint or 0.0, "HTTP 429", rate_limited=True, streak=self.streak)
         if status is None or status == 503:
             self.failures += 1
             budget = policy.attempts * (1 if status == 503 else 3)
