@@ -516,7 +516,12 @@ class NavigatrClient:
             None if answer is not None else str(outcome),
             reached=isinstance(outcome, _Unanswered),
         )
-        step = retry.step(status, hint=hint, outage=self._health.in_outage(kind))
+        step = retry.step(
+            status,
+            hint=hint,
+            outage=self._health.in_outage(kind),
+            outlived=status == 401 and self.tokens.outlived(ticket.generation),
+        )
         if isinstance(step, Deliver):
             if answer is None:
                 raise UnavailableError(

@@ -34,6 +34,10 @@ __all__ = [
 #: Answers that say the request was not processed and may be sent again as it is.
 NOT_PROCESSED = frozenset({429, 503})
 
+#: Token refreshes one request may draw with 401s: the first always, later ones only when
+#: the request outlived its token (see `RequestRetry.step`).
+MOST_REFRESHES = 3
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -129,7 +133,7 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Refresh:
-    """The credential was refused: get a new token, then send again (once)."""
+    """The credential was refused: get a new token, then send again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +173,20 @@ class RequestRetry:
         self._policy = policy
         self._refreshable = refreshable
         self._rng = rng
-        self.refreshed = False
+        self.refreshes = 0
         self.failures = 0
         self.limited = 0
         #: 429s in a row: any other reply ends the streak.
         self.streak = 0
 
-    def step(self, status: int | None, *, hint: float | None = None, outage: bool = False) -> Step:
+    def step(
+        self,
+        status: int | None,
+        *,
+        hint: float | None = None,
+        outage: bool = False,
+        outlived: bool = False,
+    ) -> Step:
         """What to do after a reply.
 
         Args:
@@ -185,11 +196,14 @@ class RequestRetry:
             hint: the seconds the server asked to wait (`Retry-After` and kin), if it said.
             outage: the endpoint fails for every sender: keep trying (the client stops the
                 run when the outage lasts too long) without spending this request's budget.
+            outlived: for a 401, the request may have reached the server after its token
+                expired (it came back late in the token's life, or the token has been
+                replaced since), so the 401 says nothing against the credentials.
         """
         policy = self._policy
         self.streak = self.streak + 1 if status == 429 else 0
-        if status == 401 and self._refreshable and not self.refreshed:
-            self.refreshed = True
+        if status == 401 and self._refreshable and self._may_refresh(outlived):
+            self.refreshes += 1
             return Refresh()
         if hint is not None and hint > policy.max_wait and status in NOT_PROCESSED:
             return TooLong(hint, f"HTTP {status}")
@@ -206,6 +220,17 @@ class RequestRetry:
             wait = hint if hint is not None else policy.backoff(self.failures, self._rng)
             return Again(wait, "no connection" if status is None else "HTTP 503")
         return Deliver()
+
+    def _may_refresh(self, outlived: bool) -> bool:
+        """Whether a 401 is cured by a new token. The first always may be (the token may
+        have expired sooner than assumed). A later one only if the request outlived its
+        token: a resend held up past a short-lived token's end is refused for that, not for
+        the credentials, and the run must not stop for it. A token just obtained and
+        refused at once is refused credentials; and however late the answers, a request
+        gets `MOST_REFRESHES` at most."""
+        if self.refreshes == 0:
+            return True
+        return outlived and self.refreshes < MOST_REFRESHES
 
 
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")

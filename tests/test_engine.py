@@ -536,3 +536,20 @@ async def test_a_limiter_that_counts_refusals_is_escaped_by_waiting_longer(kind:
     assert summary.ok
     assert summary.issued == 10
     assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+
+
+async def test_tokens_that_expire_while_requests_stall_never_stop_the_run() -> None:
+    """2 s tokens (opaque: the client learns their life from 401s), requests held up to
+    1.5 s on the way in: a resend with a fresh token can itself outlive that token and
+    draw a second 401. The login works, so that is expiry, not refused credentials: the
+    run refreshes again and finishes, every learner issued once (it used to stop with
+    exit 3)."""
+    config = SandboxConfig(token_ttl=2.0, jwt_tokens=False, latency=(0.02, 1.5), seed=3)
+    learners = cohort(40)
+    async with run_sandbox(config) as sandbox:
+        summary = await issued_without_stopping(sandbox, learners)
+        refused = [r for r in sandbox.requests if r.status == 401]
+    assert summary.ok
+    assert summary.issued == 40
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+    assert refused  # tokens did expire under the requests

@@ -515,3 +515,13 @@ def test_a_token_with_an_unpaired_surrogate_is_refused_and_masked_without_error(
     assert not sendable(token)
     assert sendable("token-\u00e9\u0085-ok")
     assert mask(f"refused {token}", [token]) == "refused ********"
+
+
+def test_a_401_to_a_request_that_outlived_its_token_refreshes_again_up_to_three_times() -> None:
+    """A resend held up past its fresh token's life is refreshed again, three times in all;
+    a 401 that came back at once after a refresh is the caller's to judge."""
+    retry = RequestRetry(POLICY, refreshable=True)
+    late = [retry.step(401, outlived=True) for _ in range(4)]
+    assert late == [Refresh(), Refresh(), Refresh(), Deliver()]
+    retry = RequestRetry(POLICY, refreshable=True)
+    assert [retry.step(401, outlived=True), retry.step(401)] == [Refresh(), Deliver()]
