@@ -119,6 +119,10 @@ class RetryPolicy:
             asked: the wait the 429 asked for (its hint, else one window of the pace).
             streak: 429s in a row to this request, this one included (1-based).
             rng: the random source; None uses the `random` module's.
+
+        Returns:
+            Seconds to wait: `asked` for the first 429, then between three quarters of
+            `min(cap, asked * 2 ** (streak - 1))` and that, and never less than `asked`.
         """
         if streak <= 1:
             return asked
