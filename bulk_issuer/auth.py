@@ -272,6 +272,17 @@ class TokenManager:
             self.generation += 1
             self.refreshes += 1
 
+    def outlived(self, generation: int) -> bool:
+        """Whether a request sent with token `generation`, refused (401) now, may have
+        reached the server after that token expired: the token has been replaced since, or
+        the answer came in the second half of its assumed life or later. That life is
+        learned from 401s whose own answers may have been held up, so it may be up to
+        about twice the true one; only a token refused in the first half of it was
+        surely refused while alive (refused credentials, not expiry)."""
+        if generation != self.generation:
+            return True
+        return anyio.current_time() - self._fetched_at >= self._lifetime / 2
+
     def current(self, *, strict: bool = True) -> tuple[dict[str, str], int] | None:
         """Headers for a request leaving now, with their generation.
 

@@ -516,7 +516,12 @@ class NavigatrClient:
             None if answer is not None else str(outcome),
             reached=isinstance(outcome, _Unanswered),
         )
-        step = retry.step(status, hint=hint, outage=self._health.in_outage(kind))
+        step = retry.step(
+            status,
+            hint=hint,
+            outage=self._health.in_outage(kind),
+            outlived=status == 401 and self.tokens.outlived(ticket.generation),
+        )
         if isinstance(step, Deliver):
             if answer is None:
                 raise UnavailableError(
@@ -539,7 +544,7 @@ class NavigatrClient:
             )
         assert isinstance(step, Again)
         if step.rate_limited:
-            pause = self.pacer.rate_limited_for(hint)
+            pause = self._rate_limited(hint, step.streak)
             if pause >= _LONG_WAIT:
                 self._emit(Waiting(pause, f"the server rate-limited a request ({step.why})"))
             return True
@@ -551,6 +556,20 @@ class NavigatrClient:
             self.pacer.pause(hint)
         await self.sleep(wait)
         return True
+
+    def _rate_limited(self, hint: float | None, streak: int) -> float:
+        """Pause every sender for a 429: what it asks (the pacer decides that: its hint,
+        else one window), longer for each 429 in a row to the same request, so that a
+        limiter counting the requests it refuses is escaped (`RetryPolicy.rate_limited_wait`).
+
+        Returns:
+            The pause, in seconds.
+        """
+        asked = self.pacer.rate_limited_for(hint)
+        pause = self.policy.rate_limited_wait(asked, streak)
+        if pause > asked:
+            self.pacer.pause(pause)
+        return pause
 
     def _within_limit(self, kind: str, wait: float) -> float:
         """`wait`, cut so that the next try comes no later than the end of what the policy

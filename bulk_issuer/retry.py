@@ -34,6 +34,10 @@ __all__ = [
 #: Answers that say the request was not processed and may be sent again as it is.
 NOT_PROCESSED = frozenset({429, 503})
 
+#: Token refreshes one request may draw with 401s: the first always, later ones only when
+#: the request outlived its token (see `RequestRetry.step`).
+MOST_REFRESHES = 3
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -99,6 +103,32 @@ class RetryPolicy:
         ceiling = min(self.cap, self.base * 2.0 ** min(max(failures - 1, 0), 64))
         return (rng or random).uniform(0, ceiling)
 
+    def rate_limited_wait(
+        self, asked: float, streak: int, rng: random.Random | None = None
+    ) -> float:
+        """The wait after the `streak`-th 429 in a row to one request.
+
+        A limiter that counts the requests it refuses restarts its window at each one: a
+        client that comes back after the same wait each time (one window of its own pace,
+        or a `Retry-After` naming the window's oldest entry) is refused for ever. So each
+        429 in a row doubles the wait, up to `cap` (never below what the server asked),
+        less up to a quarter of jitter so that senders drift apart. The first 429 waits
+        just what it asks.
+
+        Args:
+            asked: the wait the 429 asked for (its hint, else one window of the pace).
+            streak: 429s in a row to this request, this one included (1-based).
+            rng: the random source; None uses the `random` module's.
+
+        Returns:
+            Seconds to wait: `asked` for the first 429, then between three quarters of
+            `min(cap, asked * 2 ** (streak - 1))` and that, and never less than `asked`.
+        """
+        if streak <= 1:
+            return asked
+        ceiling = min(self.cap, asked * 2.0 ** min(streak - 1, 64))
+        return max(asked, (rng or random).uniform(0.75 * ceiling, ceiling))
+
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
@@ -107,16 +137,18 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Refresh:
-    """The credential was refused: get a new token, then send again (once)."""
+    """The credential was refused: get a new token, then send again."""
 
 
 @dataclass(frozen=True, slots=True)
 class Again:
-    """Send again after `wait` seconds; `rate_limited` when the wait is the server's 429."""
+    """Send again after `wait` seconds; `rate_limited` when the wait is the server's 429,
+    `streak` the 429s in a row to this request (see `RetryPolicy.rate_limited_wait`)."""
 
     wait: float
     why: str
     rate_limited: bool = False
+    streak: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +177,20 @@ class RequestRetry:
         self._policy = policy
         self._refreshable = refreshable
         self._rng = rng
-        self.refreshed = False
+        self.refreshes = 0
         self.failures = 0
         self.limited = 0
+        #: 429s in a row: any other reply ends the streak.
+        self.streak = 0
 
-    def step(self, status: int | None, *, hint: float | None = None, outage: bool = False) -> Step:
+    def step(
+        self,
+        status: int | None,
+        *,
+        hint: float | None = None,
+        outage: bool = False,
+        outlived: bool = False,
+    ) -> Step:
         """What to do after a reply.
 
         Args:
@@ -159,10 +200,14 @@ class RequestRetry:
             hint: the seconds the server asked to wait (`Retry-After` and kin), if it said.
             outage: the endpoint fails for every sender: keep trying (the client stops the
                 run when the outage lasts too long) without spending this request's budget.
+            outlived: for a 401, the request may have reached the server after its token
+                expired (it came back late in the token's life, or the token has been
+                replaced since), so the 401 says nothing against the credentials.
         """
         policy = self._policy
-        if status == 401 and self._refreshable and not self.refreshed:
-            self.refreshed = True
+        self.streak = self.streak + 1 if status == 429 else 0
+        if status == 401 and self._refreshable and self._may_refresh(outlived):
+            self.refreshes += 1
             return Refresh()
         if hint is not None and hint > policy.max_wait and status in NOT_PROCESSED:
             return TooLong(hint, f"HTTP {status}")
@@ -170,7 +215,7 @@ class RequestRetry:
             self.limited += 1
             if self.limited > policy.rate_limited_attempts and not outage:
                 return Deliver()
-            return Again(hint or 0.0, "HTTP 429", rate_limited=True)
+            return Again(hint or 0.0, "HTTP 429", rate_limited=True, streak=self.streak)
         if status is None or status == 503:
             self.failures += 1
             budget = policy.attempts * (1 if status == 503 else 3)
@@ -179,6 +224,17 @@ class RequestRetry:
             wait = hint if hint is not None else policy.backoff(self.failures, self._rng)
             return Again(wait, "no connection" if status is None else "HTTP 503")
         return Deliver()
+
+    def _may_refresh(self, outlived: bool) -> bool:
+        """Whether a 401 is cured by a new token. The first always may be (the token may
+        have expired sooner than assumed). A later one only if the request outlived its
+        token: a resend held up past a short-lived token's end is refused for that, not for
+        the credentials, and the run must not stop for it. A token just obtained and
+        refused at once is refused credentials; and however late the answers, a request
+        gets `MOST_REFRESHES` at most."""
+        if self.refreshes == 0:
+            return True
+        return outlived and self.refreshes < MOST_REFRESHES
 
 
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 import bulk_issuer
 from bulk_issuer import FatalError, Learner, PasswordAuth, PersonalAccessToken, Summary
+from bulk_issuer.errors import exit_status
 from bulk_issuer.executor import EARLIER_SEND_WENT_THROUGH
 from bulk_issuer.journal import Journal
 from bulk_issuer.sandbox import Sandbox, SandboxConfig, ScriptedAnswer, run_sandbox
@@ -510,3 +511,45 @@ def test_workers_out_of_range_are_refused(workers: int) -> None:
     """No worker would issue nothing; more than 1,000 only cost memory."""
     with pytest.raises(ValueError, match="workers must be 1 to 1000"):
         bulk_issuer.BadgeIssuer(auth=PersonalAccessToken(PAT), workers=workers)
+
+
+async def issued_without_stopping(sandbox: Sandbox, learners: list[dict[str, str]]) -> Summary:
+    """The run with a login; a stop fails the test with the exit status the CLI would give."""
+    try:
+        return await bulk_issuer.issue_badges(
+            learners, badge_id=51, auth=PasswordAuth(USER, PASSWORD), base_url=sandbox.url
+        )
+    except bulk_issuer.StoppedError as stopped:
+        pytest.fail(f"the run stopped (exit {exit_status(stopped)}): {stopped}")
+
+
+@pytest.mark.parametrize("kind", ["token", "issue"])
+async def test_a_limiter_that_counts_refusals_is_escaped_by_waiting_longer(kind: str) -> None:
+    """A server that refuses (429, no Retry-After) for as long as it is knocked on less than
+    10 s apart, each refusal restarting its window: a wait that stays one window (2 s)
+    never gets through and the run stops with exit 4 after two minutes; waits that grow
+    with each 429 in a row get through, and every learner is issued once."""
+    refusing = ScriptedAnswer(kind, 429, until_quiet=10.0)  # type: ignore[arg-type]
+    learners = cohort(10)
+    async with run_sandbox(SandboxConfig(scripted=[refusing], seed=4)) as sandbox:
+        summary = await issued_without_stopping(sandbox, learners)
+    assert summary.ok
+    assert summary.issued == 10
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+
+
+async def test_tokens_that_expire_while_requests_stall_never_stop_the_run() -> None:
+    """2 s tokens (opaque: the client learns their life from 401s), requests held up to
+    1.5 s on the way in: a resend with a fresh token can itself outlive that token and
+    draw a second 401. The login works, so that is expiry, not refused credentials: the
+    run refreshes again and finishes, every learner issued once (it used to stop with
+    exit 3)."""
+    config = SandboxConfig(token_ttl=2.0, jwt_tokens=False, latency=(0.02, 1.5), seed=3)
+    learners = cohort(40)
+    async with run_sandbox(config) as sandbox:
+        summary = await issued_without_stopping(sandbox, learners)
+        refused = [r for r in sandbox.requests if r.status == 401]
+    assert summary.ok
+    assert summary.issued == 40
+    assert_each_issued_once(sandbox, [row["Email"] for row in learners])
+    assert refused  # tokens did expire under the requests

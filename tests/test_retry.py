@@ -65,10 +65,29 @@ def test_401_with_a_pat_is_delivered_at_once() -> None:
 def test_429_waits_the_servers_hint_under_its_own_budget() -> None:
     """429s are retried with the server's wait (0 without one) until the budget is spent."""
     assert steps([(429, 3.0), (429, None), (429, 1.0)]) == [
-        Again(3.0, "HTTP 429", rate_limited=True),
-        Again(0.0, "HTTP 429", rate_limited=True),
+        Again(3.0, "HTTP 429", rate_limited=True, streak=1),
+        Again(0.0, "HTTP 429", rate_limited=True, streak=2),
         Deliver(),
     ]
+
+
+def test_429s_in_a_row_wait_longer_each_time_up_to_the_cap() -> None:
+    """The first 429 waits what it asks; each one in a row after it about twice as long
+    (jitter takes at most a quarter off), never past the cap nor below what was asked."""
+    rng = random.Random(1)
+    waits = [POLICY.rate_limited_wait(2.0, streak, rng) for streak in range(1, 7)]
+    assert waits[0] == 2.0
+    for streak, wait in enumerate(waits[1:], start=2):
+        ceiling = min(POLICY.cap, 2.0 * 2 ** (streak - 1))
+        assert 0.75 * ceiling <= wait <= ceiling
+    assert POLICY.rate_limited_wait(20.0, 3, rng) == 20.0  # a long Retry-After is not cut
+
+
+def test_another_reply_ends_a_streak_of_429s() -> None:
+    """A 503 between two 429s: the second 429 starts a new streak."""
+    policy = RetryPolicy(rate_limited_attempts=5)
+    out = steps([(429, None), (429, None), (503, 1.0), (429, None)], policy=policy)
+    assert [s.streak for s in out if isinstance(s, Again) and s.rate_limited] == [1, 2, 1]
 
 
 def test_429s_do_not_spend_the_attempts() -> None:
@@ -496,3 +515,13 @@ def test_a_token_with_an_unpaired_surrogate_is_refused_and_masked_without_error(
     assert not sendable(token)
     assert sendable("token-\u00e9\u0085-ok")
     assert mask(f"refused {token}", [token]) == "refused ********"
+
+
+def test_a_401_to_a_request_that_outlived_its_token_refreshes_again_up_to_three_times() -> None:
+    """A resend held up past its fresh token's life is refreshed again, three times in all;
+    a 401 that came back at once after a refresh is the caller's to judge."""
+    retry = RequestRetry(POLICY, refreshable=True)
+    late = [retry.step(401, outlived=True) for _ in range(4)]
+    assert late == [Refresh(), Refresh(), Refresh(), Deliver()]
+    retry = RequestRetry(POLICY, refreshable=True)
+    assert [retry.step(401, outlived=True), retry.step(401)] == [Refresh(), Deliver()]

@@ -111,6 +111,10 @@ class ScriptedAnswer:
         skip: let this many matching requests through first.
         for_seconds: answer only for this many seconds of loop time, counted from the
             first request it answered; None has no end.
+        until_quiet: answer until a request comes this many seconds or more after the one
+            before it (answered or not): a limiter that counts the requests it refuses, so
+            that a client knocking more often than that is refused for ever. That request
+            and every later one go through. None has no such end.
         commit: issue only. Run the issue call as usual (auth, validation, the assertion is
             created) and then answer ``status`` instead of the assertion, for "409 after
             issuing" or "500 after commit". When the call fails on its own (401, 422, ...)
@@ -125,6 +129,7 @@ class ScriptedAnswer:
     times: int | None = None
     skip: int = 0
     for_seconds: float | None = None
+    until_quiet: float | None = None
     commit: bool = False
 
     def __post_init__(self) -> None:
@@ -145,6 +150,11 @@ class ScriptedAnswer:
             raise ValueError(
                 f"ScriptedAnswer for_seconds must be more than 0 seconds, or None; "
                 f"got {self.for_seconds}"
+            )
+        if self.until_quiet is not None and not self.until_quiet > 0:
+            raise ValueError(
+                f"ScriptedAnswer until_quiet must be more than 0 seconds, or None; "
+                f"got {self.until_quiet}"
             )
         if self.commit and self.kind != "issue":
             raise ValueError(

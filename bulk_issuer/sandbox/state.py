@@ -61,6 +61,8 @@ class _ScriptUse:
     seen: int = 0
     answered: int = 0
     started: float | None = None
+    last: float | None = None  # when the last request reached it
+    quiet: bool = False  # `until_quiet` ended it
 
 
 class Sandbox:
@@ -172,6 +174,11 @@ class Sandbox:
                 and use.started is not None
                 and now >= use.started + answer.for_seconds
             ):
+                continue
+            if answer.until_quiet is not None and not use.quiet:
+                use.quiet = use.last is not None and now - use.last >= answer.until_quiet
+                use.last = now
+            if use.quiet:
                 continue
             use.seen += 1
             if use.seen <= answer.skip:
