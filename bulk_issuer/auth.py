@@ -210,6 +210,9 @@ class TokenManager:
             auth.token if isinstance(auth, PersonalAccessToken) else auth.password
         ]
         self._fetched_at = 0.0
+        #: When the login's latest attempt left (`attempting`): its token's age counts
+        #: from there, not from before the 429s and retries the login took.
+        self._attempt_at: float | None = None
         self._expires_at = -float("inf")
         self._lifetime = 0.0
         # What 401s taught about tokens that do not say how long they live.
@@ -256,7 +259,10 @@ class TokenManager:
                 age = started - self._fetched_at
                 if age < self._lifetime:
                     self._observed_lifetime = max(age * 0.8, 1.0)
+            self._attempt_at = None
             token = await self._login(self._auth)
+            if self._attempt_at is not None:
+                started = max(started, self._attempt_at)
             said = token_lifetime(token.reveal())
             lifetime = said or DEFAULT_TOKEN_LIFETIME
             if said is None and self._observed_lifetime is not None:
@@ -271,6 +277,11 @@ class TokenManager:
             self._expires_at = started + lifetime
             self.generation += 1
             self.refreshes += 1
+
+    def attempting(self) -> None:
+        """Note that a login attempt leaves now (the login calls it before each one): a
+        token that took a minute of 429s to get is not a minute old when it comes."""
+        self._attempt_at = anyio.current_time()
 
     def outlived(self, generation: int) -> bool:
         """Whether a request sent with token `generation`, refused (401) now, may have

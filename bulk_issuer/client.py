@@ -686,6 +686,7 @@ class NavigatrClient:
             form = bool(self._token_form)
             credentials = {"username": auth.username, "password": auth.password.reveal()}
             ticket = await self.slot(login=True)
+            self.tokens.attempting()
             self.token_calls += 1
             outcome: Answer | NotSent
             try:

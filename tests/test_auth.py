@@ -162,3 +162,23 @@ async def test_a_401_teaches_the_lifetime_of_opaque_tokens() -> None:
         await anyio.sleep(0.1)
     assert oldest < 10 * 0.8
     assert tokens.refreshes > 60 / 8
+
+
+@pytest.mark.looptime
+async def test_a_token_is_dated_from_the_login_attempt_that_got_it() -> None:
+    """A login that took 27 s of refused attempts (a rate-limited token endpoint) before
+    the one that got a 30-second token: the token is fresh when it comes (dated from that
+    attempt), not taken for 27 s old and refreshed at once (which the limiter refused
+    again, for ever)."""
+    tokens: TokenManager
+
+    async def login(auth: PasswordAuth) -> Secret:
+        await anyio.sleep(27)  # 429s, waits, retries
+        tokens.attempting()
+        await anyio.sleep(0.05)
+        return Secret(_jwt({"exp": 1030, "iat": 1000}))
+
+    tokens = TokenManager(PasswordAuth("u", "p"), login)
+    await tokens.ensure_fresh()
+    await anyio.sleep(10)
+    assert tokens.current() is not None  # 10 s of 30 used, not 37
