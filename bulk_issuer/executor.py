@@ -517,7 +517,7 @@ async def _drive(ctx: Context, job: Job, flow: LearnerFlow) -> Finish:
 #: Seconds after a send before the badge's list is believed when it does not show the
 #: learner: a list behind its writes (a read replica, a search index) shows an assertion
 #: made a moment ago only a moment later, and "not held" then sends it again.
-LOOKUP_SETTLE = 5.0
+LOOKUP_SETTLE = 3.0
 
 
 async def _look_up(ctx: Context, job: Job) -> Lookup:
