@@ -454,39 +454,51 @@ class NavigatrClient:
             # Encoded here, once, rather than through aiohttp's JSON payload machinery.
             data = _dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        answered = False
         try:
-            # aiohttp's `total` covers the whole exchange, the body included; it would also
-            # count waiting for a pooled connection, but the pool is larger than the number
-            # of requests the workers can have at once, so no request waits for one.
-            async with self._session.request(
-                method,
-                self._base + path,
-                headers=headers,
-                data=data,
-                params=params,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                raw = await _read_body(response)
-                body = _parse(raw.decode("utf-8", "replace"))
-                answer = Answer(response.status, body, response.headers, self.hide)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
-        except aiohttp.ServerTimeoutError:
-            # `sock_read`: silence, which ends an exchange before its deadline does.
-            raise NoReply(
-                f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
-                "request waits for the next byte of its answer)"
-            ) from None
-        except TimeoutError:
-            raise NoReply(
-                f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
-            ) from None
-        except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-            raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
-            raise NoReply(self.hide(_describe(exc))) from None
+            try:
+                # aiohttp's `total` covers the whole exchange, the body included; it would also
+                # count waiting for a pooled connection, but the pool is larger than the number
+                # of requests the workers can have at once, so no request waits for one.
+                async with self._session.request(
+                    method,
+                    self._base + path,
+                    headers=headers,
+                    data=data,
+                    params=params,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    raw = await _read_body(response)
+                    body = _parse(raw.decode("utf-8", "replace"))
+                    answer = Answer(response.status, body, response.headers, self.hide)
+            except aiohttp.ConnectionTimeoutError as exc:
+                raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
+            except aiohttp.ServerTimeoutError:
+                # `sock_read`: silence, which ends an exchange before its deadline does.
+                raise NoReply(
+                    f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
+                    "request waits for the next byte of its answer)"
+                ) from None
+            except TimeoutError:
+                raise NoReply(
+                    f"no whole answer within {self.policy.deadline:g}s "
+                    "(the deadline for one request)"
+                ) from None
+            except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
+                raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
+            except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+                # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
+                raise NoReply(self.hide(_describe(exc))) from None
+            answered = True
+        finally:
+            if not answered:
+                # No answer (nor any of it) came back: the pacer learns when the request
+                # ended, its latest possible arrival; else its place in the window rule
+                # would count as taken for good.
+                ended = getattr(self.pacer, "note_ended", None)
+                if ended is not None:
+                    ended()
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
             observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)

@@ -592,3 +592,43 @@ async def test_after_answers_stall_the_run_goes_on_at_the_limit() -> None:
     after = [t for t in times if t > last_stalled + 10.0 + 1.0]
     assert len(after) > 200
     assert (len(after) - 1) / (after[-1] - after[0]) >= 0.9 * 20
+
+
+@pytest.mark.parametrize(
+    ("rate", "learners"), [((5, 2.0), 60), ((20, 1.0), 300)], ids=["5/2s", "20/1s"]
+)
+async def test_a_server_that_freezes_takes_no_more_than_the_limit_when_it_wakes(
+    rate: tuple[int, float], learners: int
+) -> None:
+    """The server takes nothing in for 3 s mid-run, then everything that queued up at once
+    (a stalled process, a stuck proxy). A request without an answer may arrive at any
+    moment until its answer comes, so once a window's worth is unanswered nothing more
+    leaves: no window of the arrival log holds more than the limit, and no 429. Each
+    request stuck in the freeze used to stop counting 1.5 slowest round trips after it
+    left, and more were sent: 7 arrived in one 2 s window at 5/2s, 34 in a second at
+    20/1s."""
+    import bulk_issuer
+    from bulk_issuer.sandbox.limits import max_in_window
+
+    count, period = rate
+    config = SandboxConfig(
+        rate=rate, rate_model="moving", latency=(0.03, 0.09), freeze=(6.0, 3.0), seed=5
+    )
+    rows = [{"First Name": "L", "Email": f"l{i}@example.org"} for i in range(learners)]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            rows,
+            badge_id=51,
+            auth=bulk_issuer.PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            rate=f"{count}/{period:g}s",
+        )
+        assert sandbox.first_at is not None
+        thawed = sandbox.first_at + 9.0
+    assert summary.issued == learners
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in rows)
+    assert sandbox.rejected_429 == 0
+    times = sorted(arrivals(sandbox))
+    assert max_in_window(times, period) <= count
+    # Requests did queue up in the freeze and were taken in together when it ended.
+    assert sum(abs(t - thawed) < 1e-3 for t in times) >= 2
