@@ -398,6 +398,9 @@ class NavigatrClient:
             current = self.tokens.current(strict=attempt < 2)
             if current is not None:
                 return Ticket(*current)
+            # The slot goes unused: the pacer must not count it as a request that may
+            # still arrive while this one waits for the refresh (whose login needs a slot).
+            self._slot_unused()
             urgent = True
         raise CredentialsRejected("no login token could be had")  # pragma: no cover
 
@@ -419,7 +422,14 @@ class NavigatrClient:
             finally:
                 self._waiting.discard(scope)
         if scope.cancelled_caught or self.stopping.is_set():
+            self._slot_unused()
             raise Stopping
+
+    def _slot_unused(self) -> None:
+        """Tell the pacer that the slot just taken sends nothing."""
+        ended = getattr(self.pacer, "note_ended", None)
+        if ended is not None:
+            ended()
 
     def hide(self, text: str) -> str:
         """`text` with every secret the token manager knows masked (see `mask`)."""
@@ -496,9 +506,7 @@ class NavigatrClient:
                 # No answer (nor any of it) came back: the pacer learns when the request
                 # ended, its latest possible arrival; else its place in the window rule
                 # would count as taken for good.
-                ended = getattr(self.pacer, "note_ended", None)
-                if ended is not None:
-                    ended()
+                self._slot_unused()
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
             observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)

@@ -550,6 +550,13 @@ class Pacer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        previous = _CURRENT.get()
+        if previous is not None and previous.owner is self and previous.answered is None:
+            # A task sends one request at a time: its last one is done with by now, answered
+            # or not, or its slot went unused (no token to send it with, a stop). Left open,
+            # such a slot would count as possibly arriving for good (`_latest`), and a
+            # window's worth of them would hold every request.
+            previous.answered = now
         if not self._waiters and not self._sharing and now >= self._slot():
             mine = self._reserve(now, idle=True)
             _CURRENT.set(mine)
