@@ -509,7 +509,13 @@ class NavigatrClient:
                 self._slot_unused()
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
-            observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)
+            detail = answer.detail if answer.status == 429 else None
+            if _kind(path) == "token":
+                # The token endpoint may have a limit of its own (one login per few
+                # seconds): its 429s and headers say nothing of the pace of the rest.
+                observe(answer.status, answer.headers, detail, shared=False)
+            else:
+                observe(answer.status, answer.headers, detail)
         return answer
 
     async def settle(
@@ -558,6 +564,20 @@ class NavigatrClient:
                 retry_after=step.wait,
             )
         assert isinstance(step, Again)
+        if step.rate_limited and kind == "token":
+            # A login refused for its own endpoint's limit waits alone (its Retry-After, or
+            # a window's pause that grows like a backoff, so it does not knock again at
+            # once): the other requests go on at the pace, with the token they hold. Taught
+            # to the pacer, one login per 4 s slowed every issue call to that for the rest
+            # of a run; were the limit truly shared, the issue calls' own 429s teach it.
+            limit = self.pacer.limit
+            window = limit.period if limit is not None else 1.0
+            wait = hint if hint is not None else max(window, self.policy.backoff(retry.limited))
+            self.pacer.rate_limited += 1
+            if wait >= _LONG_WAIT:
+                self._emit(Waiting(wait, f"the server rate-limited a login ({step.why})"))
+            await self.sleep(wait)
+            return True
         if step.rate_limited:
             pause = self.pacer.rate_limited_for(hint)
             if pause >= _LONG_WAIT:

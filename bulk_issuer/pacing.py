@@ -636,7 +636,14 @@ class Pacer:
         if floor > self._next_slot:
             self._next_slot = floor
 
-    def observe(self, status: int, headers: Mapping[str, str], detail: str | None = None) -> None:
+    def observe(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        detail: str | None = None,
+        *,
+        shared: bool = True,
+    ) -> None:
         """Take in one answer (any endpoint, any status), before the client acts on it.
 
         Its arrival says when the request reached the server at the latest; its headers
@@ -646,6 +653,12 @@ class Pacer:
             status: the HTTP status.
             headers: the answer's headers.
             detail: the answer's detail text, if any (what a 429 says).
+            shared: the answer's endpoint is limited by the budget every request shares.
+                False for one that may keep a limit of its own (the token endpoint): its
+                arrival and round trip count as any other's, but its 429s and headers
+                teach nothing of the pace (one login per 4 s, taken for the limit of every
+                request, slowed a whole run to one issue call per 4 s). Were the limit
+                truly shared, the other requests' own 429s and headers would say so.
         """
         if self.rate is None:
             return
@@ -659,6 +672,9 @@ class Pacer:
             self._trips.add(now - send.at)
             if send.shared_id is not None and len(self._answers) < 4 * RING:
                 self._answers.append((send.shared_id, now - send.slot))
+        if not shared:
+            self._rearm()
+            return
         hints = read_hints(headers, detail)
         if status == 429:
             # What the account's other processes are told to widen from (rate_limited_for):

@@ -632,3 +632,43 @@ async def test_a_server_that_freezes_takes_no_more_than_the_limit_when_it_wakes(
     assert max_in_window(times, period) <= count
     # Requests did queue up in the freeze and were taken in together when it ended.
     assert sum(abs(t - thawed) < 1e-3 for t in times) >= 2
+
+
+@pytest.mark.parametrize("retry_after", ["3", None], ids=["retry-after", "no-retry-after"])
+async def test_a_login_rate_limited_by_its_own_endpoint_does_not_slow_the_issue_calls(
+    retry_after: str | None,
+) -> None:
+    """Tokens live 6 s and the token endpoint refuses six logins in a row with 429s of its
+    own (one login per few seconds): the logins wait, and the issue calls go on near the
+    limit. The token endpoint's 429s used to teach the pace of every request: after six of
+    them a run at 5/2s went on at one issue call per 4 s (60 learners in 250 s, for 24)."""
+    import bulk_issuer
+
+    refuse = ScriptedAnswer(
+        "token",
+        429,
+        headers={"Retry-After": retry_after} if retry_after is not None else {},
+        skip=1,
+        times=6,
+    )
+    config = SandboxConfig(
+        rate_model="moving", latency=(0.03, 0.09), token_ttl=6.0, scripted=[refuse], seed=2
+    )
+    rows = [{"First Name": "L", "Email": f"l{i}@example.org"} for i in range(100)]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            rows,
+            badge_id=51,
+            auth=bulk_issuer.PasswordAuth("demo@example.com", "demo-password"),
+            base_url=sandbox.url,
+            rate="5/2s",
+        )
+    assert summary.issued == 100
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in rows)
+    assert sum(r.kind == "token" and r.status == 429 for r in sandbox.requests) == 6
+    assert sandbox.rejected_429 == 0  # no issue call (nor any request) over the limit
+    assert most_in_window(arrivals(sandbox), 2.0) <= 5
+    last_refusal = max(r.arrived_at for r in sandbox.requests if r.status == 429)
+    after = [r.arrived_at for r in sandbox.requests if r.arrived_at > last_refusal]
+    assert len(after) > 30
+    assert (len(after) - 1) / (after[-1] - after[0]) >= 0.9 * 2.5
