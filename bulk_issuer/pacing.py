@@ -673,6 +673,12 @@ class Pacer:
             if send.shared_id is not None and len(self._answers) < 4 * RING:
                 self._answers.append((send.shared_id, now - send.slot))
         if not shared:
+            if status == 429:
+                # Its own limit or the shared one, there is no telling: nothing is learned
+                # of the pace, but what only the shared budget's counts could allow (the
+                # server's remaining count, a held-back request catching up) is given up.
+                self._room_trusted = False
+                self._stop_catching_up()
             self._rearm()
             return
         hints = read_hints(headers, detail)
