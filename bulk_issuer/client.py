@@ -398,6 +398,9 @@ class NavigatrClient:
             current = self.tokens.current(strict=attempt < 2)
             if current is not None:
                 return Ticket(*current)
+            # The slot goes unused: the pacer must not count it as a request that may
+            # still arrive while this one waits for the refresh (whose login needs a slot).
+            self._slot_unused()
             urgent = True
         raise CredentialsRejected("no login token could be had")  # pragma: no cover
 
@@ -419,7 +422,14 @@ class NavigatrClient:
             finally:
                 self._waiting.discard(scope)
         if scope.cancelled_caught or self.stopping.is_set():
+            self._slot_unused()
             raise Stopping
+
+    def _slot_unused(self) -> None:
+        """Tell the pacer that the slot just taken sends nothing."""
+        ended = getattr(self.pacer, "note_ended", None)
+        if ended is not None:
+            ended()
 
     def hide(self, text: str) -> str:
         """`text` with every secret the token manager knows masked (see `mask`)."""
@@ -454,42 +464,58 @@ class NavigatrClient:
             # Encoded here, once, rather than through aiohttp's JSON payload machinery.
             data = _dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        answered = False
         try:
-            # aiohttp's `total` covers the whole exchange, the body included; it would also
-            # count waiting for a pooled connection, but the pool is larger than the number
-            # of requests the workers can have at once, so no request waits for one.
-            async with self._session.request(
-                method,
-                self._base + path,
-                headers=headers,
-                data=data,
-                params=params,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                raw = await _read_body(response)
-                body = _parse(raw.decode("utf-8", "replace"))
-                answer = Answer(response.status, body, response.headers, self.hide)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
-        except aiohttp.ServerTimeoutError:
-            # `sock_read`: silence, which ends an exchange before its deadline does.
-            raise NoReply(
-                f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
-                "request waits for the next byte of its answer)"
-            ) from None
-        except TimeoutError:
-            raise NoReply(
-                f"no whole answer within {self.policy.deadline:g}s (the deadline for one request)"
-            ) from None
-        except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-            raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
-            raise NoReply(self.hide(_describe(exc))) from None
+            try:
+                # aiohttp's `total` covers the whole exchange, the body included; it would also
+                # count waiting for a pooled connection, but the pool is larger than the number
+                # of requests the workers can have at once, so no request waits for one.
+                async with self._session.request(
+                    method,
+                    self._base + path,
+                    headers=headers,
+                    data=data,
+                    params=params,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    raw = await _read_body(response)
+                    body = _parse(raw.decode("utf-8", "replace"))
+                    answer = Answer(response.status, body, response.headers, self.hide)
+            except aiohttp.ConnectionTimeoutError as exc:
+                raise NotSent(f"timed out connecting to {self.host}: {_short(exc)}") from None
+            except aiohttp.ServerTimeoutError:
+                # `sock_read`: silence, which ends an exchange before its deadline does.
+                raise NoReply(
+                    f"the server sent nothing for {self._timeout.sock_read:g}s (the longest one "
+                    "request waits for the next byte of its answer)"
+                ) from None
+            except TimeoutError:
+                raise NoReply(
+                    f"no whole answer within {self.policy.deadline:g}s "
+                    "(the deadline for one request)"
+                ) from None
+            except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
+                raise NotSent(self.hide(_describe_connect(exc, self.host))) from None
+            except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+                # aiohttp's texts may quote what a server sent (a header's first hundred bytes).
+                raise NoReply(self.hide(_describe(exc))) from None
+            answered = True
+        finally:
+            if not answered:
+                # No answer (nor any of it) came back: the pacer learns when the request
+                # ended, its latest possible arrival; else its place in the window rule
+                # would count as taken for good.
+                self._slot_unused()
         observe = getattr(self.pacer, "observe", None)
         if observe is not None:
-            observe(answer.status, answer.headers, answer.detail if answer.status == 429 else None)
+            detail = answer.detail if answer.status == 429 else None
+            if _kind(path) == "token":
+                # The token endpoint may have a limit of its own (one login per few
+                # seconds): its 429s and headers say nothing of the pace of the rest.
+                observe(answer.status, answer.headers, detail, shared=False)
+            else:
+                observe(answer.status, answer.headers, detail)
         return answer
 
     async def settle(
@@ -543,6 +569,20 @@ class NavigatrClient:
                 retry_after=step.wait,
             )
         assert isinstance(step, Again)
+        if step.rate_limited and kind == "token":
+            # A login refused for its own endpoint's limit waits alone (its Retry-After, or
+            # a window's pause that grows like a backoff, so it does not knock again at
+            # once): the other requests go on at the pace, with the token they hold. Taught
+            # to the pacer, one login per 4 s slowed every issue call to that for the rest
+            # of a run; were the limit truly shared, the issue calls' own 429s teach it.
+            limit = self.pacer.limit
+            window = limit.period if limit is not None else 1.0
+            wait = hint if hint is not None else max(window, self.policy.backoff(retry.limited))
+            self.pacer.rate_limited += 1
+            if wait >= _LONG_WAIT:
+                self._emit(Waiting(wait, f"the server rate-limited a login ({step.why})"))
+            await self.sleep(wait)
+            return True
         if step.rate_limited:
             pause = self._rate_limited(hint, step.streak)
             if pause >= _LONG_WAIT:

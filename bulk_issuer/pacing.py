@@ -435,6 +435,7 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = -math.inf
         self._lag = 0.0  # how late the loop has lately run this pacer's timer
+        self._told_ends = False  # told of an answer (or a request's end) at least once
         self._sharing = 0  # ordinary requests waiting for the account's slot (0 or 1)
         self._shared_ids = itertools.count()
         self._answers: list[tuple[str, float]] = []  # answered shared slots not yet told
@@ -549,6 +550,13 @@ class Pacer:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        previous = _CURRENT.get()
+        if previous is not None and previous.owner is self and previous.answered is None:
+            # A task sends one request at a time: its last one is done with by now, answered
+            # or not, or its slot went unused (no token to send it with, a stop). Left open,
+            # such a slot would count as possibly arriving for good (`_latest`), and a
+            # window's worth of them would hold every request.
+            previous.answered = now
         if not self._waiters and not self._sharing and now >= self._slot():
             mine = self._reserve(now, idle=True)
             _CURRENT.set(mine)
@@ -628,7 +636,14 @@ class Pacer:
         if floor > self._next_slot:
             self._next_slot = floor
 
-    def observe(self, status: int, headers: Mapping[str, str], detail: str | None = None) -> None:
+    def observe(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        detail: str | None = None,
+        *,
+        shared: bool = True,
+    ) -> None:
         """Take in one answer (any endpoint, any status), before the client acts on it.
 
         Its arrival says when the request reached the server at the latest; its headers
@@ -638,6 +653,12 @@ class Pacer:
             status: the HTTP status.
             headers: the answer's headers.
             detail: the answer's detail text, if any (what a 429 says).
+            shared: the answer's endpoint is limited by the budget every request shares.
+                False for one that may keep a limit of its own (the token endpoint): its
+                arrival and round trip count as any other's, but its 429s and headers
+                teach nothing of the pace (one login per 4 s, taken for the limit of every
+                request, slowed a whole run to one issue call per 4 s). Were the limit
+                truly shared, the other requests' own 429s and headers would say so.
         """
         if self.rate is None:
             return
@@ -647,9 +668,19 @@ class Pacer:
             send = None
         if send is not None:
             send.answered = now
+            self._told_ends = True
             self._trips.add(now - send.at)
             if send.shared_id is not None and len(self._answers) < 4 * RING:
                 self._answers.append((send.shared_id, now - send.slot))
+        if not shared:
+            if status == 429:
+                # Its own limit or the shared one, there is no telling: nothing is learned
+                # of the pace, but what only the shared budget's counts could allow (the
+                # server's remaining count, a held-back request catching up) is given up.
+                self._room_trusted = False
+                self._stop_catching_up()
+            self._rearm()
+            return
         hints = read_hints(headers, detail)
         if status == 429:
             # What the account's other processes are told to widen from (rate_limited_for):
@@ -672,6 +703,25 @@ class Pacer:
             self._judge_windows(send, hints)
             if send is not None and self._counts_ours(hints):
                 send.room = hints.remaining
+        self._rearm()
+
+    def note_ended(self) -> None:
+        """Note that the current request ended without an answer (no connection, a dropped
+        one, a timeout, a cancelled send).
+
+        It may have reached the server at any moment until now (or never), and no later:
+        until told, the window rule counts it as possibly arriving now (`_latest`), and a
+        whole window of such requests would hold every later one for good. It teaches
+        nothing of round trips: how long a request waited for nothing says nothing of how
+        soon one can arrive.
+        """
+        if self.rate is None:
+            return
+        send = _CURRENT.get()
+        if send is None or send.owner is not self or send.answered is not None:
+            return
+        send.answered = _now()
+        self._told_ends = True
         self._rearm()
 
     def pause(self, seconds: float) -> None:
@@ -801,14 +851,15 @@ class Pacer:
         counted = allowed - hints.remaining
         lead = self._lead()
         unanswered = self._unanswered()
+        now = _now()
         earliest = send.at + lead
-        latest = send.answered if send.answered is not None else send.at + unanswered
+        latest = self._latest(send, now, lead, unanswered)
         surely = possibly = 1
         for other in self._sends:
             if other is send:
                 continue
             low = other.at + lead
-            high = other.answered if other.answered is not None else other.at + unanswered
+            high = self._latest(other, now, lead, unanswered)
             if not other.rejected and low > latest - period and high <= earliest:
                 surely += 1
             if high > earliest - period and low <= latest:
@@ -830,14 +881,15 @@ class Pacer:
 
     def _counted(self, send: _Send | None, now: float, period: float, *, itself: bool) -> int:
         """At most how many of our requests the server's window ending at `send` held."""
-        earliest = (send.at if send is not None else now) + self._lead()
+        lead = self._lead()
+        earliest = (send.at if send is not None else now) + lead
         unanswered = self._unanswered()
         others = sum(
             1
             for other in self._sends
             if other is not send
             and other.at <= now
-            and (other.answered or other.at + unanswered) > earliest - period
+            and self._latest(other, now, lead, unanswered) > earliest - period
         )
         return others + (1 if itself and send is not None else 0)
 
@@ -853,10 +905,36 @@ class Pacer:
         return self._share * self._trips.floor()
 
     def _unanswered(self) -> float:
-        """How late after leaving a request without an answer yet may arrive."""
+        """How late after leaving a request without an answer yet is assumed to arrive
+        while it is no later than its peers (see `_latest`, which never lets that bound
+        fall behind the present)."""
         if not self._timed():
             return self._margin
         return max(1.5 * self._trips.high, self._margin)
+
+    def _latest(self, send: _Send, now: float, lead: float, unanswered: float) -> float:
+        """The latest moment `send` can have reached the server, or may yet reach it.
+
+        An answer (or the end of a request that got none: `note_ended`) bounds it. Until
+        then a request may arrive at any moment, however long it has been on the way: a
+        server that froze for seconds takes in everything queued meanwhile at once when it
+        wakes. Assumed to have arrived 1.5 times the slowest recent round trip after it
+        left, a request stuck longer stopped counting in the windows ahead, its place was
+        taken as used up, and more were sent: seven in one 2 s window at 5/2s after a 3 s
+        freeze, 34 in one second at 20/1s. So an unanswered request counts as arriving no
+        earlier than the soonest a request sent now can (`now + lead`): with a whole window
+        of them unanswered nothing more leaves until answers come back, and with the usual
+        few in flight, well inside the latest window's count, nothing changes.
+
+        A pacer never told of any answer (`acquire` alone, as a caller that does not
+        report them uses it) keeps to the margin: every request assumed in by then.
+        """
+        if send.answered is not None:
+            return send.answered
+        left = send.at if self._timed() else send.slot
+        if not self._told_ends:
+            return left + unanswered
+        return max(left + unanswered, now + lead)
 
     def _window_bound(self) -> tuple[float, float]:
         """The earliest the next request may leave for every budget's window, and its excess.
@@ -868,6 +946,7 @@ class Pacer:
         lead = self._lead()
         unanswered = self._unanswered()
         timed = self._timed()
+        now = _now()
         # Before any answer, each slot is assumed to arrive up to the margin after it: the
         # even grid of earlier versions, which pushes itself for sends late on the wire.
         # A busy loop answers late on both sides: what looked like the way in may partly
@@ -878,15 +957,9 @@ class Pacer:
             n = budget.requests
             if len(self._sends) < n:
                 continue
-            arrived = _nth_largest(
-                n,
-                [
-                    s.answered
-                    if s.answered is not None
-                    else (s.at if timed else s.slot) + unanswered
-                    for s in self._sends
-                ],
-            )
+            # An unanswered request may still arrive (`_latest`): while the n-th latest is
+            # one, this bound moves on with the clock, and the timer follows it (`_release`).
+            arrived = _nth_largest(n, [self._latest(s, now, lead, unanswered) for s in self._sends])
             left = _nth_largest(n, (s.at for s in self._sends))
             window = arrived + budget.period - lead + safety + self._extra
             bound = max(bound, window, left + budget.period + _SAFETY)
@@ -948,7 +1021,7 @@ class Pacer:
         """
         if not self._room_trusted:
             return 0
-        lead, unanswered = self._lead(), self._unanswered()
+        lead, unanswered, now = self._lead(), self._unanswered(), _now()
         consulted, spare = 0, 0
         for known in reversed(self._sends):
             if known.room is None:
@@ -957,9 +1030,7 @@ class Pacer:
             after = sum(
                 1
                 for other in self._sends
-                if other is not known
-                and (other.answered if other.answered is not None else other.at + unanswered)
-                > earliest
+                if other is not known and self._latest(other, now, lead, unanswered) > earliest
             )
             spare = max(spare, known.room - after - _ROOM_CUSHION)
             consulted += 1

@@ -165,3 +165,33 @@ async def test_an_ordinary_send_does_not_drift_the_grid() -> None:
         await anyio.sleep(0.001)
         pacer.note_sent()
     assert anyio.current_time() - start == pytest.approx(49 * pacer.gap + 0.001, abs=1e-3)
+
+
+async def test_a_request_that_ends_without_an_answer_frees_its_place() -> None:
+    """A request without an answer may still arrive, so a window's worth of them holds
+    every later one; one that ended without an answer (a timeout, a dropped connection) is
+    told to the pacer (`note_ended`), arrived by then at the latest, and frees its place."""
+    rate = Rate(2, 1.0)
+    for ends in (False, True):
+        pacer = Pacer(rate)
+        await pacer.acquire()
+        pacer.observe(200, {})  # a pacer told of answers
+
+        async def unanswered(pacer: Pacer = pacer, ends: bool = ends) -> None:
+            await pacer.acquire()
+            pacer.note_sent()
+            await anyio.sleep(0.1)
+            if ends:
+                pacer.note_ended()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(unanswered)
+            tg.start_soon(unanswered)
+        started = anyio.current_time()
+        with anyio.move_on_after(30):
+            await pacer.acquire()
+        waited = anyio.current_time() - started
+        if ends:
+            assert waited < 2.0
+        else:
+            assert waited >= 30  # still possibly arriving: nothing more is sent

@@ -596,3 +596,83 @@ async def test_after_answers_stall_the_run_goes_on_at_the_limit() -> None:
     after = [t for t in times if t > last_stalled + 10.0 + 1.0]
     assert len(after) > 200
     assert (len(after) - 1) / (after[-1] - after[0]) >= 0.9 * 20
+
+
+@pytest.mark.parametrize(
+    ("rate", "learners"), [((5, 2.0), 60), ((20, 1.0), 300)], ids=["5/2s", "20/1s"]
+)
+async def test_a_server_that_freezes_takes_no_more_than_the_limit_when_it_wakes(
+    rate: tuple[int, float], learners: int
+) -> None:
+    """The server takes nothing in for 3 s mid-run, then everything that queued up at once
+    (a stalled process, a stuck proxy). A request without an answer may arrive at any
+    moment until its answer comes, so once a window's worth is unanswered nothing more
+    leaves: no window of the arrival log holds more than the limit, and no 429. Each
+    request stuck in the freeze used to stop counting 1.5 slowest round trips after it
+    left, and more were sent: 7 arrived in one 2 s window at 5/2s, 34 in a second at
+    20/1s."""
+    import bulk_issuer
+    from bulk_issuer.sandbox.limits import max_in_window
+
+    count, period = rate
+    config = SandboxConfig(
+        rate=rate, rate_model="moving", latency=(0.03, 0.09), freeze=(6.0, 3.0), seed=5
+    )
+    rows = [{"First Name": "L", "Email": f"l{i}@example.org"} for i in range(learners)]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            rows,
+            badge_id=51,
+            auth=bulk_issuer.PersonalAccessToken(PAT),
+            base_url=sandbox.url,
+            rate=f"{count}/{period:g}s",
+        )
+        assert sandbox.first_at is not None
+        thawed = sandbox.first_at + 9.0
+    assert summary.issued == learners
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in rows)
+    assert sandbox.rejected_429 == 0
+    times = sorted(arrivals(sandbox))
+    assert max_in_window(times, period) <= count
+    # Requests did queue up in the freeze and were taken in together when it ended.
+    assert sum(abs(t - thawed) < 1e-3 for t in times) >= 2
+
+
+@pytest.mark.parametrize("retry_after", ["3", None], ids=["retry-after", "no-retry-after"])
+async def test_a_login_rate_limited_by_its_own_endpoint_does_not_slow_the_issue_calls(
+    retry_after: str | None,
+) -> None:
+    """Tokens live 6 s and the token endpoint refuses six logins in a row with 429s of its
+    own (one login per few seconds): the logins wait, and the issue calls go on near the
+    limit. The token endpoint's 429s used to teach the pace of every request: after six of
+    them a run at 5/2s went on at one issue call per 4 s (60 learners in 250 s, for 24)."""
+    import bulk_issuer
+
+    refuse = ScriptedAnswer(
+        "token",
+        429,
+        headers={"Retry-After": retry_after} if retry_after is not None else {},
+        skip=1,
+        times=6,
+    )
+    config = SandboxConfig(
+        rate_model="moving", latency=(0.03, 0.09), token_ttl=6.0, scripted=[refuse], seed=2
+    )
+    rows = [{"First Name": "L", "Email": f"l{i}@example.org"} for i in range(100)]
+    async with run_sandbox(config) as sandbox:
+        summary = await bulk_issuer.issue_badges(
+            rows,
+            badge_id=51,
+            auth=bulk_issuer.PasswordAuth("demo@example.com", "demo-password"),
+            base_url=sandbox.url,
+            rate="5/2s",
+        )
+    assert summary.issued == 100
+    assert all(sandbox.issued_count(51, row["Email"]) == 1 for row in rows)
+    assert sum(r.kind == "token" and r.status == 429 for r in sandbox.requests) == 6
+    assert sandbox.rejected_429 == 0  # no issue call (nor any request) over the limit
+    assert most_in_window(arrivals(sandbox), 2.0) <= 5
+    last_refusal = max(r.arrived_at for r in sandbox.requests if r.status == 429)
+    after = [r.arrived_at for r in sandbox.requests if r.arrived_at > last_refusal]
+    assert len(after) > 30
+    assert (len(after) - 1) / (after[-1] - after[0]) >= 0.9 * 2.5

@@ -494,6 +494,12 @@ def test_config_from_args() -> None:
     assert (config.drop_after_rate, config.seed, config.badges[77]) == (0.1, 4, "Welding")
     assert (ns.host, ns.port) == ("127.0.0.1", 8765)
     assert config_from_args(parser.parse_args([])) == SandboxConfig()
+    assert config_from_args(parser.parse_args(["--freeze", "6:500ms"])).freeze == (6.0, 0.5)
+    for wrong in ("6", "6:0", "-1:3", "x:3"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--freeze", wrong])
+    with pytest.raises(ValueError, match="freeze"):
+        SandboxConfig(freeze=(1.0, 0.0))
 
 
 async def test_serve_forever_announces_and_tallies(capsys: pytest.CaptureFixture[str]) -> None:

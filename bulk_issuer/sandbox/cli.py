@@ -22,6 +22,8 @@ faults (``--fault-rate``, ``--drop-after-rate``, ...) it can play an adversarial
   ``--lookup-lag SECONDS`` (an assertion shows in lookups only that long after it was made).
 - ``--trickle KIND:SECONDS`` (the answer's body one byte every SECONDS) and
   ``--hang KIND`` (handled, committed, never answered), both repeatable.
+- ``--freeze AT:SECONDS`` (AT seconds after the first request, the server takes nothing
+  in for SECONDS, then everything that queued up at once).
 - ``--echo-secrets`` (401s repeat the credential, failed logins the body received) and
   ``--badge-endpoint missing|forbidden`` (``GET /v1/badge/{id}`` answers 404 or 403).
 """
@@ -56,6 +58,7 @@ from bulk_issuer.sandbox.state import Sandbox
 __all__ = [
     "add_arguments",
     "config_from_args",
+    "parse_freeze",
     "parse_latency",
     "parse_rate",
     "parse_script",
@@ -177,6 +180,20 @@ def parse_trickle(text: str) -> tuple[FaultKind, float]:
     if not sep:
         raise argparse.ArgumentTypeError(f"a trickle is KIND:SECONDS like issue:0.5, got {text!r}")
     return _kind(kind_text, "a trickle's KIND"), _seconds(gap_text)
+
+
+def parse_freeze(text: str) -> tuple[float, float]:
+    """Read ``AT:SECONDS`` like ``6:3`` (a 3-second freeze 6 s after the first request)."""
+    at_text, sep, seconds_text = text.partition(":")
+    try:
+        at, seconds = _duration(at_text, "s"), _duration(seconds_text, "s")
+    except argparse.ArgumentTypeError:
+        at = seconds = -1.0
+    if not sep or at < 0 or not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"a freeze is AT:SECONDS like 6:3 (SECONDS more than 0), got {text!r}"
+        )
+    return at, seconds
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -413,6 +430,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests of KIND are handled (issued) and never answered; repeatable",
     )
     rogue.add_argument(
+        "--freeze",
+        type=parse_freeze,
+        default=None,
+        metavar="AT:SECONDS",
+        help="AT seconds after the first request, take nothing in for SECONDS; then "
+        "count and answer everything that queued up at once",
+    )
+    rogue.add_argument(
         "--echo-secrets",
         action="store_true",
         help="401s repeat the credential received, failed logins the request body",
@@ -451,6 +476,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         lookup_lag=ns.lookup_lag,
         trickle=dict(ns.trickle or ()),
         hang=frozenset(ns.hang or ()),
+        freeze=ns.freeze,
         echo_secrets=ns.echo_secrets,
         badge_endpoint=ns.badge_endpoint,
     )
@@ -500,6 +526,8 @@ def describe(config: SandboxConfig) -> str:
         parts.append(f"lookup pages of {config.lookup_max_size} at most")
     parts.extend(f"{kind} trickles {gap:g}s/byte" for kind, gap in config.trickle.items())
     parts.extend(f"{kind} hangs" for kind in sorted(config.hang))
+    if config.freeze is not None:
+        parts.append(f"frozen for {config.freeze[1]:g}s at {config.freeze[0]:g}s")
     if config.echo_secrets:
         parts.append("echoes secrets")
     if config.badge_endpoint != "ok":

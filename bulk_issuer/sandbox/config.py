@@ -240,6 +240,11 @@ class SandboxConfig:
         hang: kinds whose requests are handled (an issue call IS committed) and then never
             answered, whatever the answer would have been; the connection stays open until
             the client gives up or the sandbox stops (then it is closed).
+        freeze: ``(at, seconds)``: the server stops taking requests in for ``seconds``,
+            ``at`` seconds after the first ``/v1`` request reached it (a stalled process,
+            a stuck proxy). A request that reaches it meanwhile waits, uncounted and
+            unanswered, until the freeze ends; then all of them are counted (and limited)
+            at once, as a server that wakes takes in what queued up. None: never.
         echo_secrets: a 401 names the credential it received (``Not authenticated: token
             <value> is not valid``) and a failed login repeats the request body, so a
             client can prove it masks secrets a server echoes.
@@ -277,6 +282,7 @@ class SandboxConfig:
     lookup_lag: float = 0.0
     trickle: dict[str, float] = field(default_factory=dict)
     hang: frozenset[str] = frozenset()
+    freeze: tuple[float, float] | None = None
     echo_secrets: bool = False
     badge_endpoint: Literal["ok", "missing", "forbidden"] = "ok"
 
@@ -329,6 +335,12 @@ class SandboxConfig:
                 raise ValueError(f"trickle[{kind!r}] must be more than 0 seconds, got {gap}")
         for kind in self.hang:
             _one_of("a hang kind", kind, FAULT_KINDS)
+        if self.freeze is not None:
+            at, seconds = self.freeze
+            if not (at >= 0 and seconds > 0):
+                raise ValueError(
+                    f"freeze must be (at >= 0, seconds > 0) or None, got {self.freeze}"
+                )
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

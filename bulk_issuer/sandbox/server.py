@@ -68,6 +68,8 @@ async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamRespon
         # Network arrival jitter: requests sent in one order may be counted in another.
         await asyncio.sleep(sandbox.random.uniform(low, high))
     arrived = asyncio.get_running_loop().time()
+    if api:
+        arrived = await _thawed(sandbox, arrived)
     if kind == "token":
         sandbox.token_calls += 1
 
@@ -98,6 +100,25 @@ async def _pipeline(request: web.Request, handler: _Handler) -> web.StreamRespon
     if gap is not None:
         return await trickle(request, response, gap, sandbox.stopping)
     return response
+
+
+async def _thawed(sandbox: Sandbox, arrived: float) -> float:
+    """Hold a request that reaches a frozen server (``config.freeze``) until it wakes.
+
+    Returns:
+        When the server takes the request in: when it reached it, or the freeze's end.
+    """
+    if sandbox.first_at is None:
+        sandbox.first_at = arrived
+    while sandbox.config.freeze is not None and not sandbox.stopping.is_set():
+        at, seconds = sandbox.config.freeze
+        start = sandbox.first_at + at
+        if not start <= arrived < start + seconds:
+            break
+        # Looked at again after the sleep: the freeze may have been changed meanwhile.
+        await asyncio.sleep(start + seconds - arrived)
+        arrived = asyncio.get_running_loop().time()
+    return arrived
 
 
 async def _answer(

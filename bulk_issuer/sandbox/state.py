@@ -94,6 +94,9 @@ class Sandbox:
         self.random = random.Random(self.config.seed)
         self.stopping = asyncio.Event()
         self._preloaded = 0
+        #: When the first ``/v1`` request reached the server (``config.freeze`` counts
+        #: from it), on the loop's clock.
+        self.first_at: float | None = None
         self._script_uses: dict[int, _ScriptUse] = {}
         self._limiter: RateLimitModel | None = None
         self._limiter_spec: tuple[tuple[int, float] | None, str] | None = None
