@@ -284,19 +284,26 @@ class _Health:
         self.ever_reached = False
         self.down_since: dict[str, float] = {}
         self.streak: dict[str, int] = {}
+        self._said: set[str] = set()
 
     def good(self, kind: str) -> bool:
-        """A reply worth having came; True when that ends a spell of trouble."""
+        """A reply worth having came; True when that ends an outage that was said."""
         self.ever_reached = True
         self.streak.pop(kind, None)
-        return self.down_since.pop(kind, None) is not None
+        self.down_since.pop(kind, None)
+        if kind in self._said:
+            self._said.discard(kind)
+            return True
+        return False
 
     def bad(self, kind: str, now: float, *, reached: bool) -> bool:
-        """A failure; True when it starts a spell of trouble."""
+        """A failure; True when it makes the spell of trouble an outage, to be said (one
+        learner's 500 between good answers is that learner's, retried, not news)."""
         self.ever_reached = self.ever_reached or reached
         self.streak[kind] = self.streak.get(kind, 0) + 1
-        if kind not in self.down_since:
-            self.down_since[kind] = now
+        self.down_since.setdefault(kind, now)
+        if self.in_outage(kind) and kind not in self._said:
+            self._said.add(kind)
             return True
         return False
 

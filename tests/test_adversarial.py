@@ -671,6 +671,24 @@ async def test_4_a_401_mid_run_refreshes_the_token_once_and_goes_on() -> None:
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize(("failures", "said"), [(1, 0), (2, 0), (6, 2)])
+async def test_5_trouble_is_said_when_it_is_an_outage_not_for_each_fault(
+    failures: int, said: int
+) -> None:
+    """One or two issue calls answered 503 between good answers are those learners' own,
+    retried: nothing is said (each printed "waiting it out", then "answers again"). Six in
+    a row is an outage: said once when it starts and once when it ends."""
+    unavailable = ScriptedAnswer("issue", 503, times=failures)
+    recorder = Recorder()
+    async with run_sandbox(SandboxConfig(scripted=[unavailable], rate=None)) as sandbox:
+        summary = await issue(sandbox, cohort(6), recorder)
+    assert summary.issued == 6
+    troubles = [e for e in recorder.events if isinstance(e, ApiTrouble)]
+    assert len(troubles) == said
+    assert [t.recovered for t in troubles] == [False, True][:said]
+
+
+@pytest.mark.looptime
 async def test_5_nothing_listening_stops_within_30s_naming_host_and_error(tmp_path: Path) -> None:
     """Point 5: nothing listens at the address: the run stops within about 30 s of loop time,
     names the host and "refused", marks nobody failed, and a rerun resumes."""
