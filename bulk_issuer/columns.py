@@ -142,6 +142,17 @@ class ColumnMatcher:
                 index[target] = -1  # the user switched this field off
                 continue
             position = _find_header(headers, normalised, wanted)
+            same = [p for p, header in enumerate(headers) if header.strip() == wanted.strip()]
+            if len(same) > 1:
+                # Two columns of that very name: which one the map means cannot be told.
+                where = ", ".join(str(p + 1) for p in same)
+                message = (
+                    f"column map: {target}={wanted!r}, but {len(same)} columns are named "
+                    f"{wanted!r} (columns {where}): rename all but one"
+                )
+                if strict:
+                    raise InputError(message)
+                issues.append(message)
             if position is None:
                 if strict:
                     raise InputError(

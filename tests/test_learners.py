@@ -305,6 +305,13 @@ def test_column_map_errors_name_the_problem() -> None:
         RowBuilder(column_map={"email": "Work Email"}).set_header(HEADER)
 
 
+def test_a_column_map_naming_two_columns_of_one_name_is_refused() -> None:
+    """Two columns named `Email` (a home and a work address exported under one name):
+    `--map email=Email` cannot tell which; refused, naming both (it picked the first)."""
+    with pytest.raises(InputError, match=r"2 columns are named 'Email' \(columns 3, 4\)"):
+        RowBuilder(column_map={"email": "Email"}).set_header([*HEADER, "Email"])
+
+
 def test_unknown_columns_are_kept_but_not_sent() -> None:
     """Unknown columns stay in Row.fields; recipient_<x> columns go to extra."""
     (row,) = _rows([*HEADER, "Notes", "recipient_xyz"], ["Ann", "Lee", "ann@example.com", "n", "v"])
