@@ -309,7 +309,7 @@ def _read_page(answer: Answer, badge_id: int) -> _Page | str:
             return "an item of the assertions list has no recipient_email"
         email = item.get("recipient_email")
         badge = _badge_of(item)
-        if badge is _UNREADABLE:
+        if badge == _UNREADABLE:
             shown = answer.shown(repr(item.get("badge_id")), 40)
             return f"an item of the assertions list has a badge_id that is not a number ({shown})"
         status = str(item.get("status") or "").lower()
