@@ -1430,6 +1430,8 @@ def _as_recorded(settings: IssueSettings, console: Console) -> IssueSettings:
         return settings
     try:
         with contextlib.closing(Journal(path, read_only=True)) as journal:
+            if journal.is_empty():
+                return settings  # nobody issued through it: nothing to keep to
             recorded, same = _recorded_for(journal, settings.file)
     except (JournalError, sqlite3.Error, OSError):
         return settings  # the run itself says what is wrong with the journal
