@@ -37,6 +37,20 @@ from tests.conftest import (
 )
 
 FAST = ["--rate", "none"]
+
+
+def run_patched(script: str, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """`bulk-issuer` in a child whose Python first runs `script` (a patch that signals it,
+    or fills its disk, at a chosen moment), with `argv`'s arguments and `env` added."""
+    return subprocess.run(
+        [argv[0], "-c", script, *argv[3:]],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, **env},
+    )
+
+
 #: Each run alone: the journal, not the machine's shared claims, keeps a rerun from sending
 #: twice (and the sandbox cannot say who holds the badge), so a lost journal shows.
 ALONE = ["--coordinator", "memory"]
@@ -195,13 +209,7 @@ def test_a_signal_while_the_results_are_written_keeps_the_journal(
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
     with sandbox_thread(SandboxConfig(rate=None, lookup="forbidden")) as sandbox:
         argv = child_argv(cohort, sandbox.url, *FAST, *ALONE)
-        signalled = subprocess.run(
-            [argv[0], "-c", SIGNALLED_WHILE_WRITING, *argv[3:]],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env={**os.environ, "TEST_SIGNAL": signal_name},
-        )
+        signalled = run_patched(SIGNALLED_WHILE_WRITING, argv, TEST_SIGNAL=signal_name)
         assert signalled.returncode == 130, signalled.stderr
         assert "nothing was sent" not in signalled.stderr
         assert "interrupted before the results files were all written" in signalled.stderr
@@ -237,13 +245,7 @@ def test_a_signal_as_the_journal_closes_after_the_run_changes_nothing(
     cohort = write_cohort(tmp_path / "cohort.csv", good_rows(5))
     with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
         argv = child_argv(cohort, sandbox.url, *FAST, *ALONE)
-        signalled = subprocess.run(
-            [argv[0], "-c", SIGNALLED_WHILE_CLOSING, *argv[3:]],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env={**os.environ, "TEST_SIGNAL": signal_name},
-        )
+        signalled = run_patched(SIGNALLED_WHILE_CLOSING, argv, TEST_SIGNAL=signal_name)
         assert signalled.returncode == 0, signalled.stderr
         assert "nothing was sent" not in signalled.stderr
         assert main(issue_args(cohort, sandbox.url, *FAST, *ALONE)) == 0
@@ -412,9 +414,7 @@ def test_a_log_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     log.write_bytes(b"x" * ((1 << 20) - 8))  # the first event does not fit
     with sandbox_thread(SandboxConfig(rate=None)) as sandbox:
         argv = child_argv(cohort, sandbox.url, *FAST, "-q", "--log", str(log))
-        ran = subprocess.run(
-            [argv[0], "-c", SMALL_DISK, *argv[3:]], capture_output=True, text=True, timeout=20
-        )
+        ran = run_patched(SMALL_DISK, argv)
     assert ran.returncode == 70, ran.stderr
     about_it = [line for line in ran.stderr.splitlines() if "File too large" in line]
     assert about_it, ran.stderr
