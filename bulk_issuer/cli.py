@@ -1335,8 +1335,7 @@ _READ_FIELDS = ("delimiter", "encoding", "date_format", "require_consent", "shee
 
 
 def _record_read_options(journal: Journal, source: str, options: ReadOptions) -> None:
-    recorded = journal.meta(_READ_META)
-    table = dict(recorded) if isinstance(recorded, dict) else {}
+    table = dict(_read_table(journal))
     entry: dict[str, Any] = {name: getattr(options, name) for name in _READ_FIELDS}
     entry["column_map"] = dict(options.column_map)
     table[str(Path(source).resolve())] = entry
@@ -1403,12 +1402,18 @@ def _recorded_read_options(journal: Journal, source: str) -> dict[str, Any]:
     A file the journal knows under another path (moved with its journal, or a failures
     file of the one file it was run on) is read as that one file was.
     """
+    entry, _ = _recorded_for(journal, source)
+    table = _read_table(journal)
+    if not entry and len(table) == 1:
+        only = next(iter(table.values()))
+        entry = only if isinstance(only, dict) else {}
+    return entry
+
+
+def _read_table(journal: Journal) -> dict[str, Any]:
+    """The journal's record of how each input was read, by its resolved path."""
     recorded = journal.meta(_READ_META)
-    table = recorded if isinstance(recorded, dict) else {}
-    entry = table.get(str(Path(source).resolve()))
-    if entry is None and len(table) == 1:
-        entry = next(iter(table.values()))
-    return entry if isinstance(entry, dict) else {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 #: What decides who a row is and whether it may be issued: a rerun (or its failures file
@@ -1479,8 +1484,7 @@ def _shown_option(flag: str, value: object) -> str:
 def _recorded_for(journal: Journal, source: str) -> tuple[dict[str, Any], bool]:
     """How the journal's runs read `source` or, for a failures file, the file it came from
     (False: not this very file); ({}, False) when neither was recorded."""
-    recorded = journal.meta(_READ_META)
-    table = recorded if isinstance(recorded, dict) else {}
+    table = _read_table(journal)
     here = Path(source).resolve()
     entry = table.get(str(here))
     if isinstance(entry, dict):
