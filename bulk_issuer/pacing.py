@@ -58,7 +58,7 @@ _CONSISTENT = 20
 _TELLING = 2
 #: The floor of round trips lies this many expected gaps below the fastest seen, less the
 #: window rule's `_SAFETY`, and at least the least many (see `_RoundTrips.floor`).
-_FLOOR_SPREADS = 7.0
+_FLOOR_SPREADS = 10.0
 _FLOOR_SPREADS_LEAST = 3.0
 #: How many of the latest answers the slowest round trip is taken over (and the least many):
 #: about two windows of requests, so that a stall is remembered while it may recur but
@@ -331,13 +331,15 @@ class _RoundTrips:
         large. The spread is the recent one (`high`): the fastest of all answers is
         as far above the floor as the spread of the recent ones makes likely, and an
         answer stalled a minute ago does not take the whole way in off it for good. The
-        window rule keeps `_SAFETY` in hand besides, so seven times that, less
-        `_SAFETY`, is taken off (and three times at least, once the spread is small): over
-        the first 40 answers the floor then lies too high by more than `_SAFETY` about 0.5%
-        of the time. With three times, whatever the spread (4%), about one run in a
-        hundred of 120 learners at 5/2s drew a 429 from a moving window, when an answer
-        faster than any before came just as the window rule held a request to the
-        promised way in; now about one in 600.
+        window rule keeps `_SAFETY` in hand besides, so ten times that, less `_SAFETY`, is
+        taken off (and three times at least, once the spread is small). With three times,
+        whatever the spread (4%), about one run in a hundred of 120 learners at 5/2s drew a
+        429 from a moving window, when an answer faster than any before came just as the
+        window rule held a request to the promised way in. With seven, a run whose first
+        36 answers were all 42 ms or slower (30-90 ms of latency) still put a sixth request
+        into a 2 s window 1 ms early (the test of 300 learners with 2-second tokens, about
+        one run in 30 under load, at the same interleaving of draws); ten covers it, and
+        costs a few milliseconds a window early in a run and a fraction of one later.
         """
         if self.count < _MIN_SAMPLES:
             return 0.0
